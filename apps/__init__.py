@@ -1,0 +1,1 @@
+"""mTCP's example programs: epserver, epwget, perf."""

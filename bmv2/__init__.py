@@ -1,0 +1,1 @@
+"""Research testbed: BMv2 launcher and Mininet integration."""

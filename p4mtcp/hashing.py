@@ -1,0 +1,106 @@
+"""BMv2-compatible hash and checksum algorithms, shared by the embedded pipeline and the control plane.
+
+The control plane must compute exactly the hash the NIC computes (RSS-aware source-port selection),
+so both import this module. Facts matched from BMv2: a field list is packed most-significant bit
+first into whole bytes (the concatenation is left-aligned, zero-padded at the end); ``crc32`` is
+zlib's CRC-32; ``crc16`` is CRC-16/ARC; ``csum16`` is the RFC 1071 Internet checksum; and
+``hash(out, algo, base, data, max)`` yields ``base + (H % max)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Iterable
+
+_LITTLE = sys.byteorder == "little"
+
+
+def pack_fields(fields: Iterable[tuple[int, int]]) -> bytes:
+    """Concatenate (value, bitwidth) pairs MSB-first and pad on the right to a whole byte."""
+    acc = 0
+    width = 0
+    for value, bits in fields:
+        acc = (acc << bits) | (value & ((1 << bits) - 1))
+        width += bits
+    pad = -width % 8
+    return (acc << pad).to_bytes((width + pad) // 8, "big")
+
+
+def ones_sum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
+    """One's-complement sum of big-endian 16-bit words (RFC 1071), folded to 16 bits, no complement.
+
+    Runs at C speed: the buffer is summed as native 16-bit words and byte-swapped once at the end,
+    which RFC 1071 section 2(B) shows is equivalent.
+    """
+    mv = memoryview(data).cast("B")
+    if len(mv) & 1:
+        tail = mv[-1] << 8
+        mv = mv[:-1]
+    else:
+        tail = 0
+    s = sum(mv.cast("H"))
+    if _LITTLE:
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        s = ((s & 0xFF) << 8) | (s >> 8)
+    s += start + tail
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def csum16(data: bytes | bytearray | memoryview) -> int:
+    """RFC 1071 Internet checksum of ``data`` (BMv2 ``HashAlgorithm.csum16``)."""
+    return ~ones_sum(data) & 0xFFFF
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC16 = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/ARC: polynomial 0x8005 reflected (0xA001), init 0, no final xor."""
+    crc = 0
+    for b in data:
+        crc = (crc >> 8) ^ _CRC16[(crc ^ b) & 0xFF]
+    return crc
+
+
+ALGORITHMS = {"crc32": crc32, "crc16": crc16, "csum16": csum16, "identity": lambda d: int.from_bytes(d, "big")}
+
+
+def bmv2_hash(algo: str, base: int, fields: Iterable[tuple[int, int]], max_: int) -> int:
+    """The value v1model's ``hash(out, algo, base, {fields}, max)`` writes into ``out``."""
+    h = ALGORITHMS[algo](pack_fields(fields))
+    return base + (h % max_) if max_ else base
+
+
+# --- The NIC's receive-side scaling hash (p4src/ingress.p4, control RssSteering) --------------
+
+RETA_SIZE = 128
+"""Buckets in the NIC's redirection table; the P4 program hashes into exactly this many."""
+
+
+def rss_bucket(ip_a: int, port_a: int, ip_b: int, port_b: int) -> int:
+    """Symmetric flow hash: the two endpoints are ordered so both directions give one bucket.
+
+    Mirrors p4src: lo/hi address and lo/hi port, crc32 over {lo_ip, hi_ip, lo_port, hi_port}.
+    """
+    lo_ip, hi_ip = (ip_a, ip_b) if ip_a <= ip_b else (ip_b, ip_a)
+    lo_port, hi_port = (port_a, port_b) if port_a <= port_b else (port_b, port_a)
+    data = ((lo_ip << 64) | (hi_ip << 32) | (lo_port << 16) | hi_port).to_bytes(12, "big")
+    return zlib.crc32(data) % RETA_SIZE

@@ -1,0 +1,187 @@
+"""One schema object over a P4Info: P4 objects are addressed by name, ids appear nowhere else.
+
+Both sides of P4Runtime use it: the embedded target's server (to validate and decode requests)
+and the control agent (to encode them), so the two can never disagree on an id or a width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from p4.config.v1 import p4info_pb2
+
+MATCH_TYPES = {
+    p4info_pb2.MatchField.EXACT: "exact",
+    p4info_pb2.MatchField.LPM: "lpm",
+    p4info_pb2.MatchField.TERNARY: "ternary",
+    p4info_pb2.MatchField.RANGE: "range",
+    p4info_pb2.MatchField.OPTIONAL: "optional",
+}
+
+
+class SchemaError(KeyError):
+    """A name or id that the P4Info does not define."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def encode_int(value: int, bitwidth: int) -> bytes:
+    """Canonical P4Runtime byte string (P4Runtime spec 8.4): shortest big-endian form, >= 1 byte."""
+    if value < 0 or value >> bitwidth:
+        raise ValueError(f"value {value} does not fit in bit<{bitwidth}>")
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+
+
+def decode_int(data: bytes, bitwidth: int) -> int:
+    """Read a P4Runtime byte string; padded forms are accepted, values wider than the field are not."""
+    if not data:
+        raise ValueError("empty byte string")
+    value = int.from_bytes(data, "big")
+    if value >> bitwidth:
+        raise ValueError(f"0x{data.hex()} does not fit in bit<{bitwidth}>")
+    return value
+
+
+@dataclass(frozen=True)
+class Param:
+    id: int
+    name: str
+    bitwidth: int
+
+
+@dataclass(frozen=True)
+class MatchField:
+    id: int
+    name: str
+    bitwidth: int
+    match_type: str  # exact | lpm | ternary | range | optional
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+    name: str
+    params: tuple[Param, ...]
+
+    def param(self, key: str | int) -> Param:
+        for p in self.params:
+            if key in (p.name, p.id):
+                return p
+        raise SchemaError(f"action {self.name} has no parameter {key!r}")
+
+
+@dataclass(frozen=True)
+class Table:
+    id: int
+    name: str
+    match_fields: tuple[MatchField, ...]
+    action_ids: tuple[int, ...]
+    const_default_action_id: int
+    size: int
+    direct_counter_id: int
+
+    def field(self, key: str | int) -> MatchField:
+        for f in self.match_fields:
+            if key in (f.name, f.id):
+                return f
+        raise SchemaError(f"table {self.name} has no match field {key!r}")
+
+    @property
+    def needs_priority(self) -> bool:
+        """P4Runtime 9.1: entries of tables with ternary, range or optional fields carry a priority."""
+        return any(f.match_type in ("ternary", "range", "optional") for f in self.match_fields)
+
+
+@dataclass(frozen=True)
+class Counter:
+    id: int
+    name: str
+    size: int
+    unit: str  # bytes | packets | both
+    table_id: int = 0  # for direct counters: the table they are attached to
+
+
+@dataclass(frozen=True)
+class ControllerHeader:
+    id: int
+    name: str
+    fields: tuple[Param, ...]
+
+
+class P4Schema:
+    """Name and id index over one P4Info message."""
+
+    def __init__(self, p4info: p4info_pb2.P4Info):
+        self.p4info = p4info
+        self.tables: dict[str, Table] = {}
+        self.actions: dict[str, Action] = {}
+        self.counters: dict[str, Counter] = {}
+        self.direct_counters: dict[str, Counter] = {}
+        self.controller_headers: dict[str, ControllerHeader] = {}
+        self._by_id: dict[int, object] = {}
+        self._alias: dict[str, str] = {}
+        for a in p4info.actions:
+            self._add(self.actions, a.preamble, Action(
+                a.preamble.id, a.preamble.name,
+                tuple(Param(p.id, p.name, p.bitwidth) for p in a.params)))
+        for t in p4info.tables:
+            self._add(self.tables, t.preamble, Table(
+                t.preamble.id, t.preamble.name,
+                tuple(MatchField(f.id, f.name, f.bitwidth, MATCH_TYPES.get(f.match_type, "unspecified"))
+                      for f in t.match_fields),
+                tuple(r.id for r in t.action_refs), t.const_default_action_id, t.size,
+                t.direct_resource_ids[0] if t.direct_resource_ids else 0))
+        units = {0: "unspecified", 1: "bytes", 2: "packets", 3: "both"}
+        for c in p4info.counters:
+            self._add(self.counters, c.preamble, Counter(
+                c.preamble.id, c.preamble.name, c.size, units[c.spec.unit]))
+        for c in p4info.direct_counters:
+            self._add(self.direct_counters, c.preamble, Counter(
+                c.preamble.id, c.preamble.name, 0, units[c.spec.unit], c.direct_table_id))
+        for h in p4info.controller_packet_metadata:
+            self._add(self.controller_headers, h.preamble, ControllerHeader(
+                h.preamble.id, h.preamble.name,
+                tuple(Param(m.id, m.name, m.bitwidth) for m in h.metadata)))
+
+    def _add(self, index: dict, preamble, obj) -> None:
+        index[preamble.name] = obj
+        self._by_id[preamble.id] = obj
+        if preamble.alias and preamble.alias != preamble.name:
+            self._alias.setdefault(preamble.alias, preamble.name)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "P4Schema":
+        p4info = p4info_pb2.P4Info()
+        try:
+            text_format.Parse(Path(path).read_text(), p4info)
+        except text_format.ParseError as e:
+            raise ValueError(f"{path}: not a P4Info text file: {e}") from None
+        return cls(p4info)
+
+    def _get(self, index: dict, kind: str, name: str):
+        obj = index.get(name) or index.get(self._alias.get(name, ""))
+        if obj is None:
+            raise SchemaError(f"P4Info has no {kind} named {name!r}")
+        return obj
+
+    def table(self, name: str) -> Table:
+        return self._get(self.tables, "table", name)
+
+    def action(self, name: str) -> Action:
+        return self._get(self.actions, "action", name)
+
+    def counter(self, name: str) -> Counter:
+        return self._get(self.counters, "counter", name)
+
+    def direct_counter(self, name: str) -> Counter:
+        return self._get(self.direct_counters, "direct counter", name)
+
+    def controller_header(self, name: str) -> ControllerHeader:
+        return self._get(self.controller_headers, "controller header", name)
+
+    def by_id(self, id_: int):
+        """The Table, Action, Counter or ControllerHeader with this id, or None."""
+        return self._by_id.get(id_)
