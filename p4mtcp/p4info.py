@@ -82,6 +82,13 @@ class Table:
     const_default_action_id: int
     size: int
     direct_counter_id: int
+    # P4Runtime 9.1: @tableonly actions cannot be the default, @defaultonly ones cannot be in entries
+    table_only_action_ids: tuple[int, ...] = ()
+    default_only_action_ids: tuple[int, ...] = ()
+    # the program's default action and its arguments (param id, value), when the P4Info states it
+    initial_default: tuple[int, tuple[tuple[int, bytes], ...]] | None = None
+    is_const: bool = False
+    implementation_id: int = 0
 
     def field(self, key: str | int) -> MatchField:
         for f in self.match_fields:
@@ -127,13 +134,21 @@ class P4Schema:
             self._add(self.actions, a.preamble, Action(
                 a.preamble.id, a.preamble.name,
                 tuple(Param(p.id, p.name, p.bitwidth) for p in a.params)))
+        direct_counter_ids = {c.preamble.id for c in p4info.direct_counters}
         for t in p4info.tables:
+            initial = None
+            if t.HasField("initial_default_action"):
+                call = t.initial_default_action
+                initial = (call.action_id, tuple((a.param_id, a.value) for a in call.arguments))
             self._add(self.tables, t.preamble, Table(
                 t.preamble.id, t.preamble.name,
                 tuple(MatchField(f.id, f.name, f.bitwidth, MATCH_TYPES.get(f.match_type, "unspecified"))
                       for f in t.match_fields),
                 tuple(r.id for r in t.action_refs), t.const_default_action_id, t.size,
-                t.direct_resource_ids[0] if t.direct_resource_ids else 0))
+                next((i for i in t.direct_resource_ids if i in direct_counter_ids), 0),
+                tuple(r.id for r in t.action_refs if r.scope == p4info_pb2.ActionRef.TABLE_ONLY),
+                tuple(r.id for r in t.action_refs if r.scope == p4info_pb2.ActionRef.DEFAULT_ONLY),
+                initial, t.is_const_table, t.implementation_id))
         units = {0: "unspecified", 1: "bytes", 2: "packets", 3: "both"}
         for c in p4info.counters:
             self._add(self.counters, c.preamble, Counter(

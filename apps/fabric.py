@@ -1,0 +1,204 @@
+"""An embedded fabric: p4mtcp hosts, each with its own embedded NIC process and agent.
+
+A host here is what a machine with a P4 NIC is: an mtcp.conf (+ arp.conf, route.conf), one
+`p4mtcp nic` process serving P4Runtime on a private loopback port, one UNIX-socket link per core
+between the NIC and that core's process, and a network port — a UNIX link to another host's NIC
+(no root needed) or a Linux interface such as a veth (AF_PACKET, root). The fabric's parent
+process runs each host's agent (P4Runtime primary: it pushes the pipeline, programs the tables,
+and reads the counters the statistics show); the applications' core processes are started by the
+caller with `launch.CoreWorkers` on `host.conf`.
+
+Everything started here is stopped by `Fabric.stop()` (also from `with`), agents first, then NICs
+in reverse start order, each bounded in time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p4mtcp.apps import launch
+
+NETWORK_PORT = 1
+CORE_PORT_BASE = 16
+CPU_PORT = 255
+
+
+def mac_for(ip: str) -> str:
+    """02:00 + the IPv4 address's four bytes: locally administered and unique per address."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+@dataclass
+class Host:
+    name: str
+    ip: str                       # dotted address
+    prefix: int
+    cores: int
+    network_spec: str             # the NIC side of the network port
+    neighbours: dict[str, str]    # ip -> mac (arp.conf, /32 entries)
+    dir: Path
+    grpc_port: int
+    mac: str
+    conf: str = ""                # mtcp.conf path, once written
+    arp_conf: str = ""
+    route_conf: str = ""
+    nic: launch.Service | None = None
+    agent: Any = None
+    core_specs: list[str] = field(default_factory=list)
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def core_ports(self) -> list[int]:
+        return [CORE_PORT_BASE + i for i in range(self.cores)]
+
+    def port_labels(self) -> dict[int, str]:
+        return {NETWORK_PORT: "net", **{p: f"core{i}" for i, p in enumerate(self.core_ports)}}
+
+    def nic_counters(self) -> dict[str, dict]:
+        """The NIC's rx_port/tx_port/drops/flow_steer_hits, read over P4Runtime by the agent."""
+        return self.agent.nic_counters()
+
+
+class Fabric:
+    """Hosts and their NICs; `start()` brings them up in the order they were added."""
+
+    def __init__(self, workdir: str | None = None, keep: bool = False):
+        # UNIX socket paths are limited to 107 bytes: keep the directory short.
+        self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="p4m", dir="/tmp"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._own_dir = workdir is None and not keep
+        self.hosts: list[Host] = []
+        self._links = 0
+
+    def add_host(self, name: str, ip_prefix: str, cores: int, network_spec: str,
+                 neighbours: dict[str, str] | None = None, mac: str | None = None) -> Host:
+        iface = ipaddress.IPv4Interface(ip_prefix)
+        hdir = self.dir / name
+        hdir.mkdir(exist_ok=True)
+        ip = str(iface.ip)
+        host = Host(name, ip, iface.network.prefixlen, cores, network_spec,
+                    dict(neighbours or {}), hdir, launch.free_tcp_port(), mac or mac_for(ip))
+        host.core_specs = [f"unix:{hdir}/c{i}" for i in range(cores)]
+        self.hosts.append(host)
+        return host
+
+    def link_spec(self) -> tuple[str, str]:
+        """A fresh UNIX link between two NICs: (spec for the NIC that listens, for the other)."""
+        self._links += 1
+        path = self.dir / f"link{self._links}"
+        return f"unix:{path}", f"unix-host:{path}"
+
+    def write_configs(self, host: Host, **extra: Any) -> None:
+        lines = [
+            f"num_cores = {host.cores}",
+            f"max_concurrency = {extra.get('max_concurrency', 10000)}",
+            f"max_num_buffers = {extra.get('max_num_buffers', 10000)}",
+            f"rcvbuf = {extra.get('rcvbuf', 8192)}",
+            f"sndbuf = {extra.get('sndbuf', 8192)}",
+            f"tcp_timeout = {extra.get('tcp_timeout', 30)}",
+            "tcp_timewait = 0",
+            "port = net0",
+            "nic_target = embedded",
+            f"p4runtime = {host.grpc}",
+            f"cpu_port = {CPU_PORT}",
+            f"core_port_base = {CORE_PORT_BASE}",
+            f"network_ports = {NETWORK_PORT}",
+            f"local_ip = {host.ip}/{host.prefix}",
+            f"host_mac = {host.mac}",
+            f"network_links = {host.network_spec}",
+            f"core_links = {' '.join(host.core_specs)}",
+        ]
+        conf = host.dir / "mtcp.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        arp = host.dir / "arp.conf"
+        arp.write_text(f"ARP_ENTRY {len(host.neighbours)}\n"
+                       + "".join(f"{ip}/32 {mac}\n" for ip, mac in host.neighbours.items()))
+        route = host.dir / "route.conf"
+        route.write_text("ROUTES 0\n")
+        host.conf, host.arp_conf, host.route_conf = str(conf), str(arp), str(route)
+
+    def start(self, timeout: float = 30.0, **conf_extra: Any) -> "Fabric":
+        from p4mtcp.control.agent import NicAgent
+        from p4mtcp.control.config import load_host
+
+        try:
+            for host in self.hosts:
+                self.write_configs(host, **conf_extra)
+                argv = launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
+                                         "-i", f"{NETWORK_PORT}@{host.network_spec}",
+                                         *[a for i, spec in enumerate(host.core_specs)
+                                           for a in ("-i", f"{CORE_PORT_BASE + i}@{spec}")])
+                host.nic = launch.Service(argv, f"NIC of {host.name}",
+                                          str(host.dir / "nic.log")).start()
+                host.nic.wait_ready(lambda h=host: launch.tcp_listening("127.0.0.1", h.grpc_port)
+                                    and all(os.path.exists(s[5:]) for s in h.core_specs),
+                                    timeout)
+            for host in self.hosts:
+                cfg = load_host(host.conf, host.arp_conf, host.route_conf)
+                host.agent = NicAgent(cfg).start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def check(self) -> None:
+        """RuntimeError if a NIC process died."""
+        for host in self.hosts:
+            if host.nic is not None:
+                host.nic.check_alive()
+
+    def stop(self) -> None:
+        for host in reversed(self.hosts):
+            if host.agent is not None:
+                host.agent.stop()
+                host.agent = None
+        for host in reversed(self.hosts):
+            if host.nic is not None:
+                host.nic.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Fabric":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def two_hosts(fabric: Fabric, server_cores: int, client_cores: int,
+              server_ip: str = "10.0.0.1", client_ip: str = "10.0.0.2") -> tuple[Host, Host]:
+    """A server host and a client host whose NICs' network ports are joined by a UNIX link."""
+    listen_side, connect_side = fabric.link_spec()
+    server = fabric.add_host("server", f"{server_ip}/24", server_cores, listen_side,
+                             {client_ip: mac_for(client_ip)})
+    client = fabric.add_host("client", f"{client_ip}/24", client_cores, connect_side,
+                             {server_ip: mac_for(server_ip)})
+    return server, client
+
+
+def nic_sample(host: Host) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]],
+                                    dict[int, int]]:
+    """(rx_port, tx_port, drops by reason in packets) of `host`'s NIC for `stats.NicStats`."""
+    c = host.nic_counters()
+    return c["rx_port"], c["tx_port"], {r: pb[0] for r, pb in c["drops"].items()}
+
+
+def steered_core(host: Host, local: tuple[str, int], peer: tuple[str, int]) -> int:
+    """The core the host's NIC steers this flow to by RSS: reta[rss_bucket(flow)] (the agent
+    installs the round-robin reta over the host's core ports)."""
+    from p4mtcp.control.rss import round_robin_reta
+    from p4mtcp.hashing import rss_bucket
+
+    reta = round_robin_reta(host.core_ports)
+    bucket = rss_bucket(int(ipaddress.IPv4Address(local[0])), local[1],
+                        int(ipaddress.IPv4Address(peer[0])), peer[1])
+    return host.core_ports.index(reta[bucket])

@@ -1,0 +1,135 @@
+"""Packets per second through the embedded pipeline (Device.process), both directions.
+
+  receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
+  transmit: core port -> network port, routed, MACs rewritten, both checksums computed
+
+for 64-byte and 1514-byte frames (a 1500-byte IPv4 datagram), over 1024 flows. Results go to
+bench/results/dataplane.json, a cProfile summary of each case to bench/results/dataplane_profile.txt.
+
+    python bench/bench_dataplane.py [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import platform
+import pstats
+import random
+import sys
+import time
+from pathlib import Path
+
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from p4mtcp.dataplane.device import Device
+from p4mtcp.p4info import P4Schema
+from p4mtcp.p4src import P4INFO
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BMV2_KPPS = 80.0  # simple_switch built optimised (DESIGN.md section 10)
+NET, CORE0, CORES, FLOWS = 1, 16, 4, 1024
+LOCAL, PEER = "10.0.0.1", "10.0.0.2"
+
+
+def ip4(a: str) -> int:
+    return int.from_bytes(bytes(map(int, a.split("."))), "big")
+
+
+def make_device() -> Device:
+    dev = Device()
+    schema = P4Schema.from_file(P4INFO)
+    dev.set_pipeline(schema.p4info, b"")
+    tables = dev.pipeline.tables
+
+    def add(t, key, a, *params):
+        tables[f"NicIngress.{t}"].insert(key, 0, schema.action(f"NicIngress.{a}"), params)
+    add("port_role", (NET,), "set_network_port")
+    for c in range(CORES):
+        add("port_role", (CORE0 + c,), "set_core_port", c)
+    add("local_ipv4", (ip4(LOCAL),), "set_local")
+    for b in range(128):
+        add("reta", (b,), "steer_to_core", CORE0 + b % CORES)
+    add("ipv4_lpm", ((ip4("10.0.0.0"), 24),), "set_next_hop", 0, NET)
+    add("neighbor", (ip4(PEER),), "set_dst_mac", 0x020000000002)
+    add("port_mac", (NET,), "set_src_mac", 0x020000000001)
+    return dev
+
+
+def frames(direction: str, frame_len: int) -> list[tuple[int, bytes]]:
+    rng = random.Random(1)
+    out = []
+    for i in range(FLOWS):
+        sport = rng.randrange(1024, 65536)
+        if direction == "receive":
+            pkt = (Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")
+                   / IP(src=PEER, dst=LOCAL) / TCP(sport=sport, dport=80, flags="A"))
+            port = NET
+        else:
+            pkt = (Ether(dst="00:00:00:00:00:00", src="00:00:00:00:00:00")
+                   / IP(src=LOCAL, dst=PEER, chksum=0) / TCP(sport=80, dport=sport, flags="A", chksum=0))
+            port = CORE0 + i % CORES
+        pkt = pkt / Raw(b"\xa5" * (frame_len - len(pkt)))
+        data = bytes(pkt)
+        assert len(data) == frame_len
+        out.append((port, data))
+    return out
+
+
+def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[int, float]:
+    process = dev.process
+    n = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        for port, frame in batch:
+            if not process(port, frame):
+                raise AssertionError("frame dropped: the benchmark set-up is wrong")
+        n += len(batch)
+    return n, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="per case (default %(default)s)")
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    dev = make_device()
+    cases = []
+    profile_text = io.StringIO()
+    for direction in ("receive", "transmit"):
+        for frame_len in (64, 1514):
+            batch = frames(direction, frame_len)
+            run(dev, batch, 0.2)  # warm-up
+            n, elapsed = run(dev, batch, args.seconds)
+            kpps = n / elapsed / 1000
+            case = {"direction": direction, "frame_bytes": frame_len, "packets": n,
+                    "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
+                    "us_per_packet": round(1e6 * elapsed / n, 2),
+                    "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1),
+                    "vs_bmv2_80kpps": round(kpps / BMV2_KPPS, 2)}
+            cases.append(case)
+            print(f"{direction:8} {frame_len:5} B: {kpps:7.1f} kpps  {case['us_per_packet']:6.2f} us/pkt"
+                  f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)")
+            prof = cProfile.Profile()
+            prof.enable()
+            run(dev, batch, min(args.seconds, 1.0))
+            prof.disable()
+            profile_text.write(f"=== {direction}, {frame_len}-byte frames ===\n")
+            stats = pstats.Stats(prof, stream=profile_text)
+            stats.sort_stats("tottime").print_stats(15)
+    result = {"benchmark": "dataplane", "python": sys.version.split()[0],
+              "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+              "bmv2_reference_kpps": BMV2_KPPS, "cases": cases}
+    (RESULTS / "dataplane.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "dataplane_profile.txt").write_text(profile_text.getvalue())
+    print(f"wrote {RESULTS / 'dataplane.json'} and {RESULTS / 'dataplane_profile.txt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,787 @@
+"""The P4Runtime client that programs the NIC: pipeline, tables, ARP, counters, restarts.
+
+The agent keeps what it wants the NIC to hold as data — a dict of table entries built from the
+host's configuration plus what it learned (ARP) or was asked for (flow_steer) — and makes the
+NIC agree with it: after connecting it reads every table it owns, deletes what it does not want,
+modifies what differs and inserts what is missing. A restarted NIC (stream broken, pipeline gone)
+is therefore just another reconnect: the supervisor thread backs off, reconnects, pushes the
+pipeline if the NIC lacks it and re-applies the whole state.
+
+P4Runtime never sits on a per-packet path: the NIC answers ARP for local addresses and steers TCP
+by itself; the agent only sees ARP it must learn from and frames whose next hop is unresolved.
+Objects are addressed by name through `P4Schema`; ids appear nowhere in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import queue
+import struct
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.rpc import status_pb2
+from p4.v1 import p4runtime_pb2 as p4r
+from p4.v1 import p4runtime_pb2_grpc
+
+from p4mtcp.control.config import HostConfig, Route, check_host, mac_to_int
+from p4mtcp.control.rss import round_robin_reta
+from p4mtcp.p4info import P4Schema, decode_int, encode_int
+
+log = logging.getLogger(__name__)
+
+# The P4 program's names (docs/ARCHITECTURE.md): the contract with p4src/.
+PORT_ROLE = "NicIngress.port_role"
+ARP_RESPONDER = "NicIngress.arp_responder"
+LOCAL_IPV4 = "NicIngress.local_ipv4"
+FLOW_STEER = "NicIngress.flow_steer"
+RETA = "NicIngress.reta"
+IPV4_LPM = "NicIngress.ipv4_lpm"
+NEIGHBOR = "NicIngress.neighbor"
+PORT_MAC = "NicIngress.port_mac"
+OWNED_TABLES = (PORT_ROLE, PORT_MAC, LOCAL_IPV4, ARP_RESPONDER, IPV4_LPM, NEIGHBOR, RETA,
+                FLOW_STEER)
+RX_PORT, TX_PORT, DROPS = "NicIngress.rx_port", "NicEgress.tx_port", "NicIngress.drops"
+PACKET_IN_ARP, PACKET_IN_NEIGHBOR_MISS = 1, 2
+
+_CODE_NAMES = {sc.value[0]: sc.name for sc in grpc.StatusCode}
+_UPDATE_TYPES = {v: k for k, v in p4r.Update.Type.items()}
+_MSG_LIMIT = 256 << 20
+_CHANNEL_OPTIONS = [("grpc.max_send_message_length", _MSG_LIMIT),
+                    ("grpc.max_receive_message_length", _MSG_LIMIT)]
+
+_ETH = struct.Struct("!6s6sH")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+_IPV4_DST = struct.Struct("!I")
+ETHERTYPE_ARP, ETHERTYPE_IPV4 = 0x0806, 0x0800
+BROADCAST = b"\xff" * 6
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UpdateError:
+    """One failed update of a Write: which one, on which table, and the NIC's canonical code."""
+    index: int
+    update: str      # INSERT | MODIFY | DELETE
+    table: str
+    code: str        # grpc canonical code name, e.g. ALREADY_EXISTS
+    message: str
+
+    def __str__(self) -> str:
+        return f"update {self.index} ({self.update} {self.table}): {self.code}: {self.message}"
+
+
+class AgentError(Exception):
+    """A P4Runtime call the NIC refused, with the per-update errors when it sent them."""
+
+    def __init__(self, call: str, code: str, message: str, updates: tuple[UpdateError, ...] = ()):
+        super().__init__(call, code, message, updates)
+        self.call, self.code, self.message, self.updates = call, code, message, updates
+
+    def __str__(self) -> str:
+        text = f"{self.call}: {self.code}: {self.message}"
+        return "; ".join([text, *map(str, self.updates)])
+
+    @classmethod
+    def from_rpc(cls, call: str, err: grpc.RpcError, updates: list[p4r.Update] | None = None,
+                 schema: P4Schema | None = None) -> "AgentError":
+        """Decode grpc-status-details-bin: P4Runtime 12.3 puts one p4.v1.Error per update there."""
+        code = err.code().name if err.code() else "UNKNOWN"
+        details: list[UpdateError] = []
+        for key, value in (err.trailing_metadata() or ()):
+            if key != "grpc-status-details-bin" or updates is None:
+                continue
+            status = status_pb2.Status.FromString(value)
+            for i, any_ in enumerate(status.details[:len(updates)]):
+                e = p4r.Error()
+                if not any_.Unpack(e) or e.canonical_code == 0:
+                    continue
+                kind = _UPDATE_TYPES.get(updates[i].type, "?")
+                obj = schema.by_id(updates[i].entity.table_entry.table_id) if schema else None
+                table = obj.name if obj is not None else "?"
+                details.append(UpdateError(i, kind, table,
+                                           _CODE_NAMES.get(e.canonical_code, str(e.canonical_code)),
+                                           e.message))
+        return cls(call, code, err.details() or "", tuple(details))
+
+
+# --- table entries as values ------------------------------------------------------------------
+
+Match = tuple[tuple[str, "int | tuple[int, int]"], ...]
+"""(field name, value) per key field; an LPM value is (address, prefix length)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table entry by name: what the agent wants and what it reads back."""
+    table: str
+    match: Match
+    action: str
+    params: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, Match]:
+        return self.table, self.match
+
+
+def entry(table: str, match: dict, action: str, **params: int) -> Entry:
+    return Entry(table, tuple(match.items()), action, tuple(params.items()))
+
+
+def encode_entry(schema: P4Schema, e: Entry, with_action: bool = True) -> p4r.TableEntry:
+    """The P4Runtime TableEntry for `e`; ValueError naming the table and field that do not fit."""
+    t = schema.table(e.table)
+    msg = p4r.TableEntry(table_id=t.id)
+    for name, value in e.match:
+        f = t.field(name)
+        try:
+            if f.match_type == "lpm":
+                addr, plen = value
+                mask = ((1 << f.bitwidth) - 1) ^ ((1 << (f.bitwidth - plen)) - 1)
+                msg.match.add(field_id=f.id, lpm=p4r.FieldMatch.LPM(
+                    value=encode_int(addr & mask, f.bitwidth), prefix_len=plen))
+            else:
+                msg.match.add(field_id=f.id, exact=p4r.FieldMatch.Exact(
+                    value=encode_int(value, f.bitwidth)))
+        except ValueError as err:
+            raise ValueError(f"{e.table} key {name}: {err}") from None
+    if with_action:
+        a = schema.action(e.action)
+        msg.action.action.action_id = a.id
+        for name, value in e.params:
+            p = a.param(name)
+            try:
+                msg.action.action.params.add(param_id=p.id, value=encode_int(value, p.bitwidth))
+            except ValueError as err:
+                raise ValueError(f"{e.table} action {a.name} param {name}: {err}") from None
+    return msg
+
+
+def decode_match(schema: P4Schema, msg: p4r.TableEntry) -> Match:
+    t = schema.by_id(msg.table_id)
+    fields = {m.field_id: m for m in msg.match}
+    match = []
+    for f in t.match_fields:
+        m = fields.get(f.id)
+        if m is None:          # an LPM field may be omitted for /0 (P4Runtime 9.1.1)
+            match.append((f.name, (0, 0)))
+        elif m.HasField("lpm"):
+            match.append((f.name, (decode_int(m.lpm.value, f.bitwidth), m.lpm.prefix_len)))
+        else:
+            match.append((f.name, decode_int(m.exact.value, f.bitwidth)))
+    return tuple(match)
+
+
+def decode_entry(schema: P4Schema, msg: p4r.TableEntry) -> Entry:
+    a = schema.by_id(msg.action.action.action_id)
+    values = {p.param_id: p.value for p in msg.action.action.params}
+    params = tuple((p.name, decode_int(values[p.id], p.bitwidth)) for p in a.params
+                   if p.id in values)
+    return Entry(schema.by_id(msg.table_id).name, decode_match(schema, msg), a.name, params)
+
+
+# --- frames the agent reads and writes --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Arp:
+    oper: int
+    sha: bytes
+    spa: int
+    tha: bytes
+    tpa: int
+
+
+def parse_arp(frame: bytes) -> Arp | None:
+    """The ARP body of an Ethernet/IPv4 ARP frame, None if it is not one."""
+    if len(frame) < _ETH.size + _ARP.size or _ETH.unpack_from(frame)[2] != ETHERTYPE_ARP:
+        return None
+    htype, ptype, hlen, plen, oper, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETH.size)
+    if (htype, ptype, hlen, plen) != (1, ETHERTYPE_IPV4, 6, 4):
+        return None
+    return Arp(oper, sha, int.from_bytes(spa, "big"), tha, int.from_bytes(tpa, "big"))
+
+
+def arp_request(src_mac: bytes, src_ip: int, target_ip: int) -> bytes:
+    """RFC 826 request, broadcast, padded to Ethernet's 60-byte minimum."""
+    frame = (_ETH.pack(BROADCAST, src_mac, ETHERTYPE_ARP)
+             + _ARP.pack(1, ETHERTYPE_IPV4, 6, 4, 1, src_mac, src_ip.to_bytes(4, "big"),
+                         bytes(6), target_ip.to_bytes(4, "big")))
+    return frame.ljust(60, b"\0")
+
+
+def _ipv4_dst(frame: bytes) -> int | None:
+    if len(frame) < 34 or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4:
+        return None
+    return _IPV4_DST.unpack_from(frame, 30)[0]
+
+
+# --- the desired state --------------------------------------------------------------------------
+
+def host_entries(host: HostConfig) -> list[Entry]:
+    """Every entry the configuration asks for (learned neighbours and flow_steer come later).
+
+    Routing: each route's next hop is its network address, so a /len ARP entry (mTCP's gateway
+    form) is the neighbour of the whole prefix; an on-link destination with no such entry misses
+    `neighbor`, reaches the agent, and gets its own /32 route and neighbour once ARP answers.
+    """
+    cfg = host.mtcp
+    out = [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, "NicIngress.set_network_port")
+           for p in cfg.network_ports]
+    out += [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, "NicIngress.set_core_port",
+                  core=i) for i, p in enumerate(cfg.core_ports)]
+    out += [entry(PORT_MAC, {"standard_metadata.egress_spec": p}, "NicIngress.set_src_mac",
+                  mac=mac_to_int(m)) for p, m in zip(cfg.network_ports, cfg.host_mac)]
+    for addr, mac in zip(cfg.local_ip, cfg.host_mac):
+        ip = int(addr.ip)
+        out.append(entry(LOCAL_IPV4, {"hdr.ipv4.dst_addr": ip}, "NicIngress.set_local"))
+        out.append(entry(ARP_RESPONDER, {"hdr.arp.tpa": ip}, "NicIngress.arp_reply",
+                         mac=mac_to_int(mac)))
+    port_of = dict(zip(cfg.port, cfg.network_ports))
+    routes = {r.network: r for r in host.all_routes()}
+    for e in host.arp:        # a prefix ARP entry needs its prefix routed to its next hop
+        via = host.route_for(e.network.network_address)   # check_host: there is one
+        if e.network not in routes and via is not None:
+            routes[e.network] = Route(e.network, via.dev)
+    for net, r in routes.items():
+        nh = int(net.network_address)
+        out.append(entry(IPV4_LPM, {"hdr.ipv4.dst_addr": (nh, net.prefixlen)},
+                         "NicIngress.set_next_hop", next_hop=nh, port=port_of[r.dev]))
+    for e in host.arp:
+        out.append(entry(NEIGHBOR, {"meta.next_hop": int(e.network.network_address)},
+                         "NicIngress.set_dst_mac", mac=mac_to_int(e.mac)))
+    out += [entry(RETA, {"meta.rss_bucket": b}, "NicIngress.steer_to_core", port=p)
+            for b, p in enumerate(round_robin_reta(cfg.core_ports))]
+    return out
+
+
+def _flow_key(remote_ip: int, local_ip: int, remote_port: int, local_port: int) -> Match:
+    """flow_steer matches arriving segments: source is the peer, destination is us."""
+    return (("hdr.ipv4.src_addr", remote_ip), ("hdr.ipv4.dst_addr", local_ip),
+            ("hdr.tcp.src_port", remote_port), ("hdr.tcp.dst_port", local_port))
+
+
+@dataclass
+class _Pending:
+    """A next hop being resolved: where it lives, when we last asked, frames waiting for it."""
+    port: int
+    src_ip: int
+    first: float
+    last: float
+    frames: deque = field(default_factory=deque)
+
+
+@dataclass
+class AgentStats:
+    packet_ins: int = 0
+    arp_learned: int = 0
+    arp_requests: int = 0
+    frames_released: int = 0
+    frames_dropped: int = 0
+    ignored: int = 0
+    connects: int = 0
+
+
+# --- one connection to the NIC ------------------------------------------------------------------
+
+class _Session:
+    """A channel, its StreamChannel and the thread reading it; closed when the stream ends."""
+
+    def __init__(self, agent: "NicAgent"):
+        self.agent = agent
+        self.channel = grpc.insecure_channel(agent.address, options=_CHANNEL_OPTIONS)
+        self.stub = p4runtime_pb2_grpc.P4RuntimeStub(self.channel)
+        self.requests: queue.Queue = queue.Queue()
+        self.arbitration: queue.Queue = queue.Queue()
+        self.closed = threading.Event()
+        self.error: BaseException | None = None
+        self._reader = threading.Thread(target=self._read, name="p4rt-stream", daemon=True)
+
+    def _outgoing(self) -> Iterator[p4r.StreamMessageRequest]:
+        while True:
+            msg = self.requests.get()
+            if msg is None:
+                return
+            yield msg
+
+    def _read(self) -> None:
+        try:
+            for msg in self.stub.StreamChannel(self._outgoing()):
+                kind = msg.WhichOneof("update")
+                if kind == "arbitration":
+                    self.arbitration.put(msg.arbitration)
+                elif kind == "packet":
+                    self.agent._on_packet_in(self, msg.packet)
+                elif kind == "error":
+                    log.warning("NIC stream error: %s", msg.error)
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.closed.set()
+            self.arbitration.put(None)
+
+    def open(self, timeout: float) -> None:
+        """Start the stream and become primary (P4Runtime 5: highest election id wins)."""
+        a = self.agent
+        self._reader.start()
+        self.requests.put(p4r.StreamMessageRequest(arbitration=p4r.MasterArbitrationUpdate(
+            device_id=a.device_id, election_id=a.election)))
+        try:
+            reply = self.arbitration.get(timeout=timeout)
+        except queue.Empty:
+            raise AgentError("StreamChannel", "DEADLINE_EXCEEDED",
+                             f"no arbitration reply from {a.address} in {timeout} s") from None
+        if reply is None:
+            err = self.error
+            code = err.code().name if isinstance(err, grpc.RpcError) else "UNAVAILABLE"
+            text = err.details() if isinstance(err, grpc.RpcError) else "stream closed"
+            raise AgentError("StreamChannel", code, f"{a.address}: {text}")
+        if reply.status.code != 0:
+            raise AgentError("StreamChannel", _CODE_NAMES.get(reply.status.code, "?"),
+                             f"not primary for device {a.device_id}: {reply.status.message}")
+
+    def send_packet(self, port: int, frame: bytes) -> None:
+        self.requests.put(p4r.StreamMessageRequest(packet=self.agent._packet_out(port, frame)))
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.channel.close()
+        self.closed.set()
+        if self._reader.is_alive() and threading.current_thread() is not self._reader:
+            self._reader.join(2.0)
+
+
+# --- the agent ----------------------------------------------------------------------------------
+
+class NicAgent:
+    """Programs one NIC for one host; a supervisor thread keeps it programmed across restarts.
+
+    Use as ``with NicAgent(host) as agent: ...`` or ``start()``/``stop()``. `generation` counts
+    completed (re)installs; `wait_generation(n)` waits for the n-th.
+    """
+
+    ARP_RETRY = 1.0        # seconds between ARP requests for one next hop
+    ARP_GIVE_UP = 5.0      # seconds after which queued frames for an unresolved hop are dropped
+    ARP_QUEUE = 8          # frames held per unresolved next hop
+    MAX_PENDING = 256      # next hops being resolved at once
+    HEALTH_INTERVAL = 2.0  # seconds between checks that the NIC still runs our pipeline
+
+    def __init__(self, host: HostConfig, schema: P4Schema | None = None,
+                 device_config: bytes | None = None, backoff: tuple[float, float] = (0.05, 2.0),
+                 connect_timeout: float = 5.0):
+        cfg = host.mtcp
+        self.host = check_host(host)
+        try:
+            self.schema = schema or P4Schema.from_file(cfg.p4info)
+            if device_config is None:
+                device_config = (Path(cfg.p4_device_config).read_bytes()
+                                 if cfg.p4_device_config else b"")
+        except OSError as e:
+            raise ValueError(f"{e.filename}: cannot read: {e.strerror}") from None
+        self.device_config = device_config
+        self.address = cfg.p4runtime
+        self.device_id = cfg.device_id
+        self.election = p4r.Uint128(high=cfg.election_id >> 64,
+                                    low=cfg.election_id & ((1 << 64) - 1))
+        self.cookie = int.from_bytes(hashlib.blake2b(
+            self.schema.p4info.SerializeToString(deterministic=True) + device_config,
+            digest_size=8).digest(), "big")
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.stats = AgentStats()
+        self.last_error: BaseException | None = None
+        self.generation = 0
+        self._static_neighbors = {int(e.network.network_address) for e in host.arp}
+        self._entries: OrderedDict[tuple[str, Match], Entry] = OrderedDict(
+            (e.key, e) for e in host_entries(host))
+        self._learned: dict[int, tuple[bytes, int]] = {}    # ip -> (mac, port)
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._local_ips = {int(a.ip) for a in cfg.local_ip}
+        self._iface_of_port = {p: i for i, p in enumerate(cfg.network_ports)}
+        self._port_mac = {p: bytes.fromhex(m.replace(":", ""))
+                          for p, m in zip(cfg.network_ports, cfg.host_mac)}
+        self._state = threading.RLock()      # desired state and the session pointer
+        self._synced = threading.Condition(self._state)
+        self._session: _Session | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle --
+
+    def start(self, timeout: float = 10.0) -> "NicAgent":
+        """Connect, push the pipeline and install everything; AgentError if that fails in time."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._supervise, name="p4rt-agent", daemon=True)
+        self._thread.start()
+        if not self.wait_generation(1, timeout):
+            err = self.last_error
+            self.stop()
+            if isinstance(err, AgentError):
+                raise err
+            raise AgentError("connect", "UNAVAILABLE",
+                             f"NIC at {self.address} not programmed within {timeout} s"
+                             + (f": {err}" if err else ""))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._state:
+            session = self._session
+        if session is not None:
+            session.close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def __enter__(self) -> "NicAgent":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_generation(self, n: int, timeout: float) -> bool:
+        """True once `n` installs have completed (the first connect is generation 1)."""
+        deadline = time.monotonic() + timeout
+        with self._synced:
+            while self.generation < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._synced.wait(min(left, 0.1))
+        return True
+
+    @property
+    def connected(self) -> bool:
+        with self._state:
+            return self._session is not None and not self._session.closed.is_set()
+
+    def _supervise(self) -> None:
+        delay = self.backoff[0]
+        while not self._stop.is_set():
+            session = _Session(self)
+            try:
+                session.open(self.connect_timeout)
+                self.stats.connects += 1
+                if self._stop.is_set():
+                    break
+                self._ensure_pipeline(session)
+                with self._state:
+                    self._session = session
+                    self._sync(session)
+                    self.generation += 1
+                    self._synced.notify_all()
+                delay = self.backoff[0]
+                log.info("NIC at %s programmed (generation %d)", self.address, self.generation)
+                next_check = time.monotonic() + self.HEALTH_INTERVAL
+                while not session.closed.wait(0.2) and not self._stop.is_set():
+                    self._expire_pending()
+                    if time.monotonic() >= next_check:
+                        self._check_pipeline(session)
+                        next_check = time.monotonic() + self.HEALTH_INTERVAL
+                if session.error is not None:
+                    log.warning("NIC stream ended: %s", session.error)
+            except (AgentError, grpc.RpcError, ValueError) as e:
+                self.last_error = e
+                log.warning("NIC at %s: %s", self.address, e)
+            except Exception as e:  # a bug must not end the supervisor: report it and retry
+                self.last_error = e
+                log.exception("NIC agent")
+            finally:
+                with self._state:
+                    if self._session is session:
+                        self._session = None
+                session.close()
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.backoff[1])
+
+    # -- pipeline and state sync --
+
+    def _runs_our_pipeline(self, session: _Session) -> bool:
+        try:
+            got = session.stub.GetForwardingPipelineConfig(p4r.GetForwardingPipelineConfigRequest(
+                device_id=self.device_id,
+                response_type=p4r.GetForwardingPipelineConfigRequest.P4INFO_AND_COOKIE))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:   # no pipeline at all
+                return False
+            raise AgentError.from_rpc("GetForwardingPipelineConfig", e) from None
+        # A target that keeps no cookie (0) is judged by its P4Info.
+        return (got.config.cookie.cookie == self.cookie
+                or (got.config.cookie.cookie == 0 and got.config.p4info == self.schema.p4info))
+
+    def _check_pipeline(self, session: _Session) -> None:
+        """A NIC that lost or replaced our pipeline with the stream still up: start over."""
+        if not self._runs_our_pipeline(session):
+            raise AgentError("GetForwardingPipelineConfig", "FAILED_PRECONDITION",
+                             f"NIC at {self.address} no longer runs our pipeline")
+
+    def _ensure_pipeline(self, session: _Session) -> None:
+        """Push P4Info + device config unless the NIC already runs exactly this pipeline."""
+        if self._runs_our_pipeline(session):
+            return
+        req = p4r.SetForwardingPipelineConfigRequest(
+            device_id=self.device_id, election_id=self.election,
+            action=p4r.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
+        req.config.p4info.CopyFrom(self.schema.p4info)
+        req.config.p4_device_config = self.device_config
+        req.config.cookie.cookie = self.cookie
+        try:
+            session.stub.SetForwardingPipelineConfig(req)
+        except grpc.RpcError as e:
+            raise AgentError.from_rpc("SetForwardingPipelineConfig", e) from None
+
+    def _sync(self, session: _Session) -> None:
+        """Make the NIC's owned tables equal the desired entries (delete, modify, insert)."""
+        have: dict[tuple[str, Match], Entry] = {}
+        for table in OWNED_TABLES:
+            for e in self._read_entries(session, table):
+                have[e.key] = e
+        deletes = [e for k, e in have.items() if k not in self._entries]
+        modifies = [e for k, e in self._entries.items() if k in have and have[k] != e]
+        inserts = [e for k, e in self._entries.items() if k not in have]
+        self._write(session, [(p4r.Update.DELETE, e) for e in deletes]
+                    + [(p4r.Update.MODIFY, e) for e in modifies]
+                    + [(p4r.Update.INSERT, e) for e in inserts])
+
+    def _write(self, session: _Session, ops: list[tuple[int, Entry]]) -> None:
+        if not ops:
+            return
+        req = p4r.WriteRequest(device_id=self.device_id, election_id=self.election,
+                               atomicity=p4r.WriteRequest.CONTINUE_ON_ERROR)
+        for kind, e in ops:
+            u = req.updates.add(type=kind)
+            u.entity.table_entry.CopyFrom(encode_entry(self.schema, e, kind != p4r.Update.DELETE))
+        try:
+            session.stub.Write(req)
+        except grpc.RpcError as err:
+            raise AgentError.from_rpc("Write", err, list(req.updates), self.schema) from None
+
+    def _apply(self, ops: list[tuple[int, Entry]]) -> None:
+        """Record `ops` in the desired state and write them now if connected (else at reconnect)."""
+        for _, e in ops:                  # ValueError before anything is recorded
+            encode_entry(self.schema, e)
+        with self._state:
+            before = [self._entries.get(e.key) for _, e in ops]
+            for kind, e in ops:
+                if kind == p4r.Update.DELETE:
+                    self._entries.pop(e.key, None)
+                else:
+                    self._entries[e.key] = e
+            session = self._session
+            if session is None or session.closed.is_set():
+                return
+            try:
+                self._write(session, ops)
+            except AgentError as err:
+                # What the NIC refused is not wanted either, or every resync would fail on it.
+                failed = {u.index for u in err.updates} or set(range(len(ops)))
+                for i in failed:
+                    key, old = ops[i][1].key, before[i]
+                    if old is None:
+                        self._entries.pop(key, None)
+                    else:
+                        self._entries[key] = old
+                raise
+
+    # -- what others ask for --
+
+    def steer_flow(self, remote_ip: int, local_ip: int, remote_port: int, local_port: int,
+                   core: int) -> None:
+        """Send the flow's arriving segments to `core` (for flows the RSS hash cannot place)."""
+        key = _flow_key(remote_ip, local_ip, remote_port, local_port)
+        with self._state:
+            kind = p4r.Update.MODIFY if (FLOW_STEER, key) in self._entries else p4r.Update.INSERT
+            self._apply([(kind, Entry(FLOW_STEER, key, "NicIngress.steer_to_core",
+                                      (("port", self.host.mtcp.core_port(core)),)))])
+
+    def unsteer_flow(self, remote_ip: int, local_ip: int, remote_port: int, local_port: int
+                     ) -> None:
+        key = _flow_key(remote_ip, local_ip, remote_port, local_port)
+        with self._state:
+            e = self._entries.get((FLOW_STEER, key))
+            if e is not None:
+                self._apply([(p4r.Update.DELETE, e)])
+
+    def desired(self, table: str | None = None) -> list[Entry]:
+        """The entries the agent keeps on the NIC (all tables, or one)."""
+        with self._state:
+            return [e for e in self._entries.values() if table in (None, e.table)]
+
+    def neighbors(self) -> dict[int, tuple[bytes, int]]:
+        """Learned neighbours: IPv4 address -> (MAC, network port)."""
+        with self._state:
+            return dict(self._learned)
+
+    def send_packet(self, port: int, frame: bytes) -> None:
+        """PacketOut: `frame` leaves the NIC unchanged out of `port`."""
+        session = self._require_session()
+        session.send_packet(port, frame)
+
+    # -- reading the NIC --
+
+    def _require_session(self) -> _Session:
+        with self._state:
+            session = self._session
+        if session is None or session.closed.is_set():
+            raise AgentError("connect", "UNAVAILABLE", f"NIC at {self.address} is not connected")
+        return session
+
+    def _read(self, session: _Session, entity: p4r.Entity, what: str) -> Iterator[p4r.Entity]:
+        req = p4r.ReadRequest(device_id=self.device_id, entities=[entity])
+        try:
+            for resp in session.stub.Read(req):
+                yield from resp.entities
+        except grpc.RpcError as e:
+            raise AgentError.from_rpc(f"Read {what}", e) from None
+
+    def _read_entries(self, session: _Session, table: str) -> list[Entry]:
+        ent = p4r.Entity(table_entry=p4r.TableEntry(table_id=self.schema.table(table).id))
+        return [decode_entry(self.schema, e.table_entry) for e in self._read(session, ent, table)
+                if not e.table_entry.is_default_action]
+
+    def read_table(self, table: str) -> list[Entry]:
+        """Every (non-default) entry of `table` as the NIC holds it."""
+        return self._read_entries(self._require_session(), table)
+
+    def read_counter(self, name: str) -> dict[int, tuple[int, int]]:
+        """Indexed counter `name`: index -> (packets, bytes), cells still at zero left out."""
+        ent = p4r.Entity(counter_entry=p4r.CounterEntry(counter_id=self.schema.counter(name).id))
+        out = {}
+        for e in self._read(self._require_session(), ent, name):
+            c = e.counter_entry
+            if c.data.packet_count or c.data.byte_count:
+                out[c.index.index] = (c.data.packet_count, c.data.byte_count)
+        return out
+
+    def read_direct_counter(self, table: str) -> dict[Match, tuple[int, int]]:
+        """The direct counter of `table`: entry match -> (packets, bytes)."""
+        ent = p4r.Entity(direct_counter_entry=p4r.DirectCounterEntry(
+            table_entry=p4r.TableEntry(table_id=self.schema.table(table).id)))
+        out = {}
+        for e in self._read(self._require_session(), ent, f"{table} direct counter"):
+            d = e.direct_counter_entry
+            out[decode_match(self.schema, d.table_entry)] = (d.data.packet_count,
+                                                                   d.data.byte_count)
+        return out
+
+    def nic_counters(self) -> dict[str, dict]:
+        """Statistics in plain dicts: rx_port/tx_port (port -> (pkts, bytes)), drops (reason ->
+        (pkts, bytes)) and flow_steer_hits (flow match -> (pkts, bytes))."""
+        return {"rx_port": self.read_counter(RX_PORT), "tx_port": self.read_counter(TX_PORT),
+                "drops": self.read_counter(DROPS),
+                "flow_steer_hits": self.read_direct_counter(FLOW_STEER)}
+
+    # -- packet-in: ARP learning and next-hop resolution --
+
+    def _packet_out(self, port: int, frame: bytes) -> p4r.PacketOut:
+        header = self.schema.controller_header("packet_out")
+        msg = p4r.PacketOut(payload=frame)
+        for f in header.fields:
+            msg.metadata.add(metadata_id=f.id,
+                             value=encode_int(port if f.name == "egress_port" else 0, f.bitwidth))
+        return msg
+
+    def _on_packet_in(self, session: _Session, pkt: p4r.PacketIn) -> None:
+        self.stats.packet_ins += 1
+        header = self.schema.controller_header("packet_in")
+        names = {f.id: f for f in header.fields}
+        meta = {}
+        for m in pkt.metadata:
+            f = names.get(m.metadata_id)
+            if f is not None:
+                meta[f.name] = decode_int(m.value, f.bitwidth)
+        reason = meta.get("reason")
+        try:
+            if reason == PACKET_IN_ARP:
+                self._on_arp(session, meta.get("ingress_port", -1), pkt.payload)
+            elif reason == PACKET_IN_NEIGHBOR_MISS:
+                self._on_neighbor_miss(session, pkt.payload)
+            else:
+                self.stats.ignored += 1
+        except AgentError as e:           # a write failed; the next reconnect re-syncs
+            self.last_error = e
+            log.warning("packet-in handling: %s", e)
+
+    def _on_arp(self, session: _Session, port: int, frame: bytes) -> None:
+        arp = parse_arp(frame)
+        iface = self._iface_of_port.get(port)
+        with self._state:
+            pending = None if arp is None else self._pending.get(arp.spa)
+            # RFC 826 "Packet Reception": update a pair we already hold (or asked for, on the
+            # port we asked on); add a new one only if we are the target and it is on-link.
+            # Static arp.conf entries are never overridden.
+            known = arp is not None and (arp.spa in self._learned
+                                         or (pending is not None and pending.port == port))
+            if (iface is None or arp is None or arp.spa in self._static_neighbors
+                    or not (known or (arp.tpa in self._local_ips
+                                      and self._on_link(iface, arp.spa)))):
+                self.stats.ignored += 1
+                return
+            if self._learned.get(arp.spa) != (arp.sha, port):
+                self._learn(arp.spa, arp.sha, port)
+            self._pending.pop(arp.spa, None)
+        for f in (pending.frames if pending is not None else ()):
+            self._release(session, port, arp.sha, f)
+
+    def _release(self, session: _Session, port: int, dst_mac: bytes, frame: bytes) -> None:
+        """Send a held frame (zero MACs, checksums done by the NIC) out of `port` with MACs."""
+        session.send_packet(port, dst_mac + self._port_mac[port] + bytes(frame[12:]))
+        self.stats.frames_released += 1
+
+    def _learn(self, ip: int, mac: bytes, port: int) -> None:
+        ops = []
+        for e in (entry(IPV4_LPM, {"hdr.ipv4.dst_addr": (ip, 32)}, "NicIngress.set_next_hop",
+                        next_hop=ip, port=port),
+                  entry(NEIGHBOR, {"meta.next_hop": ip}, "NicIngress.set_dst_mac",
+                        mac=int.from_bytes(mac, "big"))):
+            ops.append((p4r.Update.MODIFY if e.key in self._entries else p4r.Update.INSERT, e))
+        self._apply(ops)
+        self._learned[ip] = (mac, port)
+        self.stats.arp_learned += 1
+
+    def _on_link(self, iface: int, ip: int) -> bool:
+        return ipaddress.IPv4Address(ip) in self.host.mtcp.local_ip[iface].network
+
+    def _on_neighbor_miss(self, session: _Session, frame: bytes) -> None:
+        """Hold the frame, ask for the next hop's MAC (RFC 826), release it when the reply comes."""
+        dst = _ipv4_dst(frame)
+        route = None if dst is None else self.host.route_for(ipaddress.IPv4Address(dst))
+        if route is None:
+            self.stats.frames_dropped += 1
+            return
+        iface = self.host.mtcp.interface(route.dev)
+        cfg = self.host.mtcp
+        now = time.monotonic()
+        with self._state:
+            learned = self._learned.get(dst)
+            if learned is not None:      # raced with the install: send it on now
+                self._release(session, learned[1], learned[0], frame)
+                return
+            p = self._pending.get(dst)
+            if p is None:
+                if len(self._pending) >= self.MAX_PENDING:
+                    _, old = self._pending.popitem(last=False)
+                    self.stats.frames_dropped += len(old.frames)
+                port = cfg.network_ports[iface]
+                p = self._pending[dst] = _Pending(port, int(cfg.local_ip[iface].ip), now, 0.0,
+                                                  deque(maxlen=self.ARP_QUEUE))
+            if len(p.frames) == p.frames.maxlen:
+                self.stats.frames_dropped += 1
+            p.frames.append(bytes(frame))
+            if now - p.last >= self.ARP_RETRY:
+                p.last = now
+                session.send_packet(p.port, arp_request(self._port_mac[p.port], p.src_ip, dst))
+                self.stats.arp_requests += 1
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        with self._state:
+            for ip in [ip for ip, p in self._pending.items() if now - p.first > self.ARP_GIVE_UP]:
+                self.stats.frames_dropped += len(self._pending.pop(ip).frames)

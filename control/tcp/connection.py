@@ -1,0 +1,1003 @@
+"""The transmission control block and its state machine (RFC 9293 section 3.10).
+
+Positions are kept as unbounded integers: on the send side 0 is ISS (the SYN), data starts at 1;
+on the receive side 0 is IRS. Wire sequence numbers are derived at the edge (``seq.py``), so
+the buffers, the SACK scoreboard and the congestion logic never see wrap-around.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import TYPE_CHECKING
+
+from . import wire
+from .buffers import RecvBuffer, SendBuffer
+from .congestion import NewReno
+from .events import EventKind, State
+from .rtt import RttEstimator
+from .sack import Scoreboard
+from .seq import MASK, seq_diff, seq_lt
+from .wire import ACK, FIN, PSH, RST, SYN, Segment
+
+if TYPE_CHECKING:
+    from .listener import Listener
+    from .stack import TcpStack
+
+_SYNCHRONIZED = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT,
+                           State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
+_CAN_SEND = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
+_DATA_OUT = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING,
+                       State.LAST_ACK})
+_RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+_OPTIONS = ("nodelay", "keepalive", "linger", "rcvbuf", "sndbuf")
+_DEFAULT_MSS = 536          # RFC 9293 3.7.1 (MUST-15): assume 536 when no MSS option arrives
+_MAX_WINDOW = 65535
+
+
+def window_shift(rcvbuf: int) -> int:
+    """Smallest RFC 7323 shift that lets ``rcvbuf`` be advertised (at most 14)."""
+    shift = 0
+    while shift < 14 and (rcvbuf >> shift) > _MAX_WINDOW:
+        shift += 1
+    return shift
+
+
+class Connection:
+    """One TCP connection. Application calls (send, recv, shutdown, close, abort) never need the
+    time: their effects go out on the stack's next ``poll(now)``."""
+
+    __slots__ = (
+        "_stack", "_cfg", "local", "remote", "key", "state", "error", "eof", "listener",
+        "passive", "_visible", "_app_closed", "_rd_shut", "nodelay", "keepalive", "linger",
+        "iss", "una", "nxt", "snd_max", "snd_wnd", "max_snd_wnd", "_wl1", "_wl2", "sndbuf",
+        "fin_off", "_fin_pending", "_want_write", "irs", "rcv", "_rcv_adv", "_fin_rcv_off",
+        "_rcv_mss", "_last_ack_sent", "mss_peer", "eff_mss", "snd_wscale", "rcv_wscale",
+        "sack_ok", "ts_ok", "ts_recent", "_ts_offset", "rtt", "cc", "_dupacks", "_recovery",
+        "_recover", "_high_rxt", "sb", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
+        "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
+        "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask",
+    )
+
+    def __init__(self, stack: TcpStack, local_ip: int, local_port: int, remote_ip: int,
+                 remote_port: int, iss: int, now: float) -> None:
+        cfg = stack.config
+        self._stack = stack
+        self._cfg = cfg
+        self.local = (local_ip, local_port)
+        self.remote = (remote_ip, remote_port)
+        self.key = (local_ip, local_port, remote_ip, remote_port)
+        self.state = State.CLOSED
+        self.error = 0
+        self.eof = False
+        self.listener: Listener | None = None
+        self.passive = False
+        self._visible = False
+        self._app_closed = False
+        self._rd_shut = False
+        self.nodelay = cfg.nodelay
+        self.keepalive = cfg.keepalive
+        self.linger: int | None = None
+        # send sequence space (RFC 9293 3.3.1), as offsets from ISS
+        self.iss = iss
+        self.una = 0
+        self.nxt = 0
+        self.snd_max = 0
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self._wl1 = 0
+        self._wl2 = 0
+        self.sndbuf = SendBuffer(cfg.sndbuf)
+        self.sndbuf.base = 1
+        self.fin_off: int | None = None
+        self._fin_pending = False
+        self._want_write = False
+        # receive sequence space, as offsets from IRS
+        self.irs = 0
+        self.rcv = RecvBuffer(cfg.rcvbuf)
+        self._rcv_adv = 0
+        self._fin_rcv_off: int | None = None
+        self._rcv_mss = _DEFAULT_MSS
+        self._last_ack_sent = 0
+        # negotiated options
+        self.mss_peer = _DEFAULT_MSS
+        self.eff_mss = _DEFAULT_MSS
+        self.snd_wscale = 0
+        self.rcv_wscale = window_shift(cfg.rcvbuf) if cfg.window_scaling else 0
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self._ts_offset = (iss * 2654435761) & MASK
+        # loss recovery and congestion control
+        self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self.cc = NewReno(_DEFAULT_MSS, cfg.initial_window)
+        self._dupacks = 0
+        self._recovery: int | None = None     # RFC 6582 "recover" point while in recovery
+        self._recover = 0                     # highest offset sent when the last RTO fired
+        self._high_rxt = 0
+        self.sb = Scoreboard()
+        self._rtt_off: int | None = None
+        self._rtt_time = 0.0
+        self._retries = 0
+        # timers (absolute times or None)
+        self._rto_at: float | None = None
+        self._dack_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_n = 0
+        self._tw_at: float | None = None
+        self._last_rx = now
+        self._ka_sent = 0
+        self._ack_now = False
+        self._send_syn = False
+        self._sched: float | None = None
+        self._dirty = False
+        self._freed = False
+        self._peer_ws = False
+        self._evmask = 0        # READABLE/WRITABLE already queued since the last events()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.state.name} {self.local}->{self.remote}>"
+
+    # ------------------------------------------------------------------ application interface
+
+    @property
+    def readable_bytes(self) -> int:
+        return self.rcv.readable
+
+    @property
+    def send_space(self) -> int:
+        if self.state not in _CAN_SEND or self.fin_off is not None or self._fin_pending:
+            return 0
+        return self.sndbuf.space
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue data; return how many bytes were taken (0 when the buffer is full).
+
+        OSError: ENOTCONN before connect, EPIPE after shutdown(SHUT_WR)/close, the connection's
+        error (ECONNRESET, ETIMEDOUT, ...) once it failed."""
+        st = self.state
+        if st not in _CAN_SEND or self.fin_off is not None or self._fin_pending:
+            if self.error:
+                raise OSError(self.error, f"send: {errno.errorcode[self.error]}")
+            if st is State.CLOSED or st is State.LISTEN:
+                raise OSError(errno.ENOTCONN, "send: not connected")
+            raise OSError(errno.EPIPE, f"send: connection shut down for writing ({st.name})")
+        n = self.sndbuf.write(data)
+        if n < len(data):
+            self._want_write = True
+        if n and st is not State.SYN_SENT and st is not State.SYN_RECEIVED:
+            self._stack._mark(self)
+        return n
+
+    def recv(self, n: int, peek: bool = False) -> bytes:
+        """Up to ``n`` in-order bytes; b"" when none are buffered (then check ``eof``/``error``)."""
+        if n < 0:
+            raise ValueError(f"recv: negative size {n}")
+        data = self.rcv.read(n, peek)
+        if data and not peek and self.state in _RECEIVING:
+            # RFC 9293 3.8.6.2.2: announce the reopened window once it grew by enough.
+            rcv = self.rcv
+            if rcv.nxt + rcv.window - self._rcv_adv >= min(rcv.capacity // 2, 2 * self.eff_mss):
+                self._ack_now = True
+                self._stack._mark(self)
+        return data
+
+    def shutdown(self, how: int) -> None:
+        """SHUT_RD discards further input; SHUT_WR sends FIN after queued data (half-close)."""
+        if how not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
+            raise ValueError(f"shutdown: how must be SHUT_RD, SHUT_WR or SHUT_RDWR, got {how!r}")
+        st = self.state
+        if st is State.CLOSED or st is State.LISTEN:
+            raise OSError(errno.ENOTCONN, "shutdown: not connected")
+        if how != socket.SHUT_WR:
+            self._rd_shut = True
+        if how != socket.SHUT_RD:
+            self._close_write()
+
+    def close(self) -> None:
+        """Application CLOSE (RFC 9293 3.10.4): FIN after queued data; RST if unread data remains
+        or SO_LINGER is on with a zero timeout (RFC 2525 2.17)."""
+        if self._app_closed or self._freed:
+            self._app_closed = True
+            return
+        self._app_closed = True
+        st = self.state
+        if st is State.SYN_SENT or st is State.CLOSED:
+            self._free()                          # RFC 9293 3.10.4: SYN-SENT -> delete the TCB
+            return
+        if self.rcv.readable or self.linger == 0:
+            self.abort()
+            return
+        self._close_write()
+        if self.state is State.FIN_WAIT_2:
+            self._tw_at = self._last_rx + self._cfg.fin_timeout
+
+    def abort(self) -> None:
+        """ABORT (RFC 9293 3.10.5): send RST in synchronized states, then delete the TCB."""
+        if self._freed:
+            return
+        if self.state in (State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1,
+                          State.FIN_WAIT_2, State.CLOSE_WAIT):
+            self._send_reset()
+        self._app_closed = True
+        self._free()
+
+    def _send_reset(self) -> None:
+        """<SEQ=SND.NXT><CTL=RST> (RFC 9293 3.10.5)."""
+        self._stack._send_rst(self.local[0], self.remote[0], self.local[1], self.remote[1],
+                              (self.iss + self.nxt) & MASK, 0, RST)
+
+    def set_option(self, name: str, value: object) -> None:
+        """nodelay (bool), keepalive (bool), linger (None or seconds >= 0), rcvbuf, sndbuf (int > 0)."""
+        if name not in _OPTIONS:
+            raise OSError(errno.ENOPROTOOPT, f"set_option: unknown option {name!r} (known: {_OPTIONS})")
+        if name == "nodelay" or name == "keepalive":
+            setattr(self, name, bool(value))
+            if name == "nodelay" and value:
+                self._stack._mark(self)           # flush anything Nagle was holding
+            return
+        if name == "linger":
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"set_option: linger must be None or an int >= 0, got {value!r}")
+            self.linger = value
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"set_option: {name} must be a positive int, got {value!r}")
+        if name == "rcvbuf":
+            limit = _MAX_WINDOW << self.rcv_wscale
+            self.rcv.capacity = min(value, limit) if self.state is not State.CLOSED else value
+        else:
+            self.sndbuf.capacity = value
+
+    # ------------------------------------------------------------------ opening
+
+    def _open_active(self) -> None:
+        self.state = State.SYN_SENT
+        self._visible = True
+        self._send_syn = True
+        self._stack._mark(self)
+
+    def _open_passive(self, seg: Segment, listener: Listener, now: float) -> None:
+        """A SYN reached a listener with room: RFC 9293 3.10.7.2 LISTEN, third check."""
+        self.passive = True
+        self.listener = listener
+        self.irs = seg.seq
+        self.rcv.nxt = 1
+        self._rcv_adv = 1
+        self._negotiate(seg)
+        self.snd_wnd = seg.window                  # RFC 7323 2.2: a SYN's window is never scaled
+        self.max_snd_wnd = self.snd_wnd
+        self.state = State.SYN_RECEIVED
+        self._send_syn = True
+        self._last_rx = now
+
+    def _open_cookie(self, seg: Segment, mss: int, now: float) -> None:
+        """The handshake-completing ACK carried a valid SYN cookie: build the TCB it implies."""
+        self.passive = True
+        self.irs = (seg.seq - 1) & MASK
+        self.rcv.nxt = 1
+        self.mss_peer = mss
+        self.rcv_wscale = 0                        # cookies carry no window scale (module doc)
+        self.rcv.capacity = min(self.rcv.capacity, _MAX_WINDOW)
+        self._rcv_adv = 1 + self.rcv.window
+        self._set_mss()
+        self.una = self.nxt = self.snd_max = 1
+        self.snd_wnd = self.max_snd_wnd = seg.window
+        self._wl1, self._wl2 = 1, 1
+        self.state = State.ESTABLISHED
+        self._last_rx = now
+
+    def _negotiate(self, seg: Segment) -> None:
+        """Options of the peer's SYN: each extension only when both sides offer it."""
+        cfg = self._cfg
+        self.mss_peer = seg.mss if seg.mss else _DEFAULT_MSS          # RFC 9293 3.7.1
+        self._peer_ws = seg.wscale is not None
+        if cfg.window_scaling and seg.wscale is not None:              # RFC 7323 1.3, 2.2
+            self.snd_wscale = seg.wscale
+        else:
+            self.snd_wscale = self.rcv_wscale = 0
+        self.sack_ok = cfg.sack and seg.sack_ok                         # RFC 2018 section 2
+        if cfg.timestamps and seg.tsval is not None:                   # RFC 7323 3.2
+            self.ts_ok = True
+            self.ts_recent = seg.tsval
+        self.rcv.capacity = min(self.rcv.capacity, _MAX_WINDOW << self.rcv_wscale)
+        self._set_mss()
+
+    def _set_mss(self) -> None:
+        # RFC 9293 3.7.1 and RFC 6691: the data we send fits min(peer MSS, ours) less options.
+        self.eff_mss = max(64, min(self.mss_peer, self._cfg.mss) - (12 if self.ts_ok else 0))
+        self._rcv_mss = self.eff_mss
+        self.cc = NewReno(self.eff_mss, self._cfg.initial_window)
+
+    def _syn_options(self) -> bytes:
+        cfg = self._cfg
+        if self.passive:     # SYN-ACK: only what the peer offered (RFC 7323 1.3, RFC 2018 2)
+            ws = self.rcv_wscale if cfg.window_scaling and self._peer_ws else None
+            return wire.syn_options(cfg.mss, ws, self.sack_ok,
+                                    (self._ts_now(), self.ts_recent) if self.ts_ok else None)
+        ts = (self._ts_now(), self.ts_recent) if cfg.timestamps else None
+        if self.state is State.SYN_RECEIVED:   # simultaneous open: answer what was negotiated
+            ts = (self._ts_now(), self.ts_recent) if self.ts_ok else None
+        return wire.syn_options(cfg.mss, self.rcv_wscale if cfg.window_scaling else None,
+                                cfg.sack, ts)
+
+    # ------------------------------------------------------------------ segment arrival
+
+    def _process(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.3 / 3.10.7.4, in the RFC's order."""
+        self._last_rx = now
+        self._ka_sent = 0
+        if self.state is State.SYN_SENT:
+            self._process_syn_sent(seg, now)
+            return
+        flags = seg.flags
+        rcv = self.rcv
+        rnxt = rcv.nxt
+        seq_off = rnxt + seq_diff(seg.seq, (self.irs + rnxt) & MASK)
+        payload = seg.payload
+        plen = len(payload)
+        if self.state is State.SYN_RECEIVED and flags & SYN and seq_off == 0:
+            if not flags & ACK:
+                self._send_syn = True              # duplicate SYN: repeat our SYN-ACK
+                return
+            flags &= ~SYN                          # simultaneous open: the peer's SYN-ACK (RFC 9293
+            seq_off = 1                            # fig. 8); its SYN is already accounted for
+        # RFC 7323 5.3 (PAWS): an old timestamp makes a non-RST segment unacceptable.
+        if self.ts_ok and seg.tsval is not None and not flags & RST \
+                and seq_lt(seg.tsval, self.ts_recent):
+            self._ack_now = True
+            return
+        # RFC 9293 3.10.7.4 first check: sequence number acceptability (four cases).
+        slen = plen + (flags & SYN and 1) + (flags & FIN and 1)
+        rwnd = rcv.window
+        if slen == 0:
+            ok = seq_off == rnxt if rwnd == 0 else rnxt <= seq_off < rnxt + rwnd
+        elif rwnd == 0:
+            # RFC 9293 3.10.7.4: with a zero window, still take ACKs, RSTs (and URGs) at RCV.NXT.
+            ok = seq_off == rnxt
+        else:
+            ok = (rnxt <= seq_off < rnxt + rwnd) or (rnxt <= seq_off + slen - 1 < rnxt + rwnd)
+        if not ok:
+            if not flags & RST:                    # RFC 9293 3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><ACK>
+                self._ack_now = True
+                if self.state is State.TIME_WAIT and flags & FIN and self._cfg.timewait > 0:
+                    self._tw_at = now + self._cfg.timewait   # restart the 2 MSL wait
+            return
+        # second check: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK).
+        if flags & RST:
+            if seq_off == rnxt:
+                self._reset_by_peer()
+            else:
+                self._stack._challenge(self, now)
+            return
+        # fourth check: SYN in a synchronized state (RFC 5961 4.2: challenge ACK, drop).
+        if flags & SYN:
+            if self.state is State.SYN_RECEIVED and self.passive:
+                self._free()                       # RFC 9293 3.10.7.4: back to LISTEN
+            else:
+                self._stack._challenge(self, now)
+            return
+        # fifth check: ACK. RFC 9293: a segment without ACK is dropped.
+        if not flags & ACK:
+            return
+        ack_off = self.una + seq_diff(seg.ack, (self.iss + self.una) & MASK)
+        if self.state is State.SYN_RECEIVED:
+            if 0 < ack_off <= self.snd_max:        # RFC 9293 3.10.7.4 SYN-RECEIVED: our SYN acked
+                self._established(seg, seq_off)
+            else:                                  # <SEQ=SEG.ACK><CTL=RST>
+                self._stack._send_rst(self.local[0], self.remote[0], self.local[1],
+                                      self.remote[1], seg.ack, 0, RST)
+                return
+        if ack_off > self.snd_max:                 # RFC 9293: acks unsent data -> ACK, drop
+            self._stack._challenge(self, now)
+            return
+        if ack_off < self.una - self.max_snd_wnd:  # RFC 5961 5.2: too old -> challenge ACK, drop
+            self._stack._challenge(self, now)
+            return
+        if self.ts_ok and seg.tsval is not None and seq_off <= self._last_ack_sent:
+            self.ts_recent = seg.tsval             # RFC 7323 4.3: TS.Recent update
+        self._on_ack(seg, seq_off, ack_off, plen, now)
+        if self._freed:
+            return
+        st = self.state
+        fin_acked = self.fin_off is not None and self.una > self.fin_off
+        if fin_acked:
+            if st is State.FIN_WAIT_1:             # RFC 9293: FIN acked -> FIN-WAIT-2
+                st = self.state = State.FIN_WAIT_2
+                if self._app_closed:
+                    self._tw_at = now + self._cfg.fin_timeout
+            elif st is State.CLOSING:              # FIN acked -> TIME-WAIT
+                self._enter_time_wait(now)
+                return
+            elif st is State.LAST_ACK:             # FIN acked -> CLOSED
+                self._free()
+                return
+        # sixth check: URG is ignored (RFC 9293 3.8.5 / RFC 6093 deprecate it).
+        # seventh check: segment text.
+        fin = bool(flags & FIN)
+        if seq_off < rnxt:                         # trim what was already received
+            cut = rnxt - seq_off
+            payload = payload[cut:] if cut < plen else payload[:0]
+            seq_off = rnxt
+            plen = len(payload)
+        if plen > rwnd - (seq_off - rnxt):         # trim beyond the window, FIN with it
+            keep = max(0, rwnd - (seq_off - rnxt))
+            payload = payload[:keep]
+            plen = keep
+            fin = False
+            self._ack_now = True
+        if plen:
+            if st in _RECEIVING:
+                self._receive_data(seq_off, payload, fin, now)
+                if self._freed:
+                    return
+            # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: text after a FIN is ignored (RFC 9293).
+        # eighth check: FIN.
+        if fin:
+            fin_at = seq_off + plen
+            if fin_at == self.rcv.nxt:
+                self._receive_fin(now)
+            elif fin_at > self.rcv.nxt:
+                self._fin_rcv_off = fin_at          # wait for the gap to fill
+                self._ack_now = True
+
+    def _process_syn_sent(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.3: SYN-SENT."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            ack_off = seq_diff(seg.ack, self.iss)
+            if not 0 < ack_off <= self.snd_max:    # first check: unacceptable ACK -> RST
+                if not flags & RST:
+                    self._stack._send_rst(self.local[0], self.remote[0], self.local[1],
+                                          self.remote[1], seg.ack, 0, RST)
+                return
+            ack_ok = True
+        if flags & RST:                            # second check (RFC 5961 3.2 in SYN-SENT)
+            if ack_ok:
+                self._fail(errno.ECONNREFUSED, EventKind.RESET)
+            return
+        if not flags & SYN:                        # fifth: neither SYN nor RST -> drop
+            return
+        self.irs = seg.seq                         # fourth check: SYN
+        self.rcv.nxt = 1
+        self._rcv_adv = 1
+        self._negotiate(seg)
+        self.snd_wnd = self.max_snd_wnd = seg.window
+        if ack_ok:
+            self.una = 1
+            self._rto_at = None
+            self._retries = 0
+            if self._rtt_off is not None:          # Karn: only an unretransmitted SYN is timed
+                self.rtt.sample(now - self._rtt_time)
+                self._rtt_off = None
+            self._wl1, self._wl2 = 0, 1
+            self.state = State.ESTABLISHED
+            self._ack_now = True
+            self._event(EventKind.CONNECTED)
+            self._event(EventKind.WRITABLE)
+            if self._fin_pending:
+                self._close_write()
+            if len(seg.payload) or flags & FIN:    # data on a SYN-ACK: continue at the text step
+                self._syn_text(seg, now)
+        else:                                      # simultaneous open (RFC 9293 3.5, figure 8)
+            self.state = State.SYN_RECEIVED
+            self._send_syn = True
+
+    def _syn_text(self, seg: Segment, now: float) -> None:
+        payload = seg.payload
+        plen = min(len(payload), self.rcv.window)
+        if plen:
+            self._receive_data(1, payload[:plen], False, now)
+        if seg.flags & FIN and plen == len(payload):
+            self._receive_fin(now)
+
+    def _established(self, seg: Segment, seq_off: int) -> None:
+        """SYN-RECEIVED -> ESTABLISHED: set the window from this ACK (RFC 9293 3.10.7.4)."""
+        self.state = State.ESTABLISHED
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self._wl1 = seq_off
+        self._wl2 = 0
+        lst = self.listener
+        if lst is not None:
+            lst._established(self)
+        if self._fin_pending:
+            self._close_write()
+
+    def _on_ack(self, seg: Segment, seq_off: int, ack_off: int, plen: int, now: float) -> None:
+        """ACK processing: window update, RTT, congestion control and loss recovery."""
+        una = self.una
+        mss = self.eff_mss
+        old_wnd = self.snd_wnd
+        wnd = seg.window << self.snd_wscale
+        # RFC 9293 3.10.7.4: update the window only from newer segments (SND.WL1/WL2).
+        if self._wl1 < seq_off or (self._wl1 == seq_off and self._wl2 <= ack_off):
+            self.snd_wnd = wnd
+            self._wl1 = seq_off
+            self._wl2 = ack_off
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            if wnd and self._persist_at is not None:
+                self._persist_at = None
+                self._persist_n = 0
+                self._stack._mark(self)
+        sack_new = False
+        if self.sack_ok and seg.sack:              # RFC 2018 / RFC 6675: record SACKed ranges
+            base = (self.iss + una) & MASK
+            for left, right in seg.sack:
+                lo = una + seq_diff(left, base)
+                hi = una + seq_diff(right, base)
+                if una < lo < hi <= self.snd_max and self.sb.add(lo, hi):
+                    sack_new = True
+        if ack_off > una:
+            acked = ack_off - una
+            if self.ts_ok and seg.tsecr and seg.tsval is not None:      # RFC 7323 4.1 RTTM
+                self.rtt.sample(((self._ts_now() - seg.tsecr) & MASK) / 1000.0)
+            elif self._rtt_off is not None and ack_off >= self._rtt_off:   # RFC 6298 3 (Karn)
+                self.rtt.sample(now - self._rtt_time)
+                self._rtt_off = None
+            self.una = ack_off
+            if self.nxt < ack_off:
+                self.nxt = ack_off
+            self.sndbuf.release(ack_off)
+            self._retries = 0
+            self.rtt.reset_backoff()
+            if self.sb:
+                self.sb.prune(ack_off)
+            if self._recovery is not None:
+                if ack_off >= self._recovery:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
+                    self._recovery = None
+                    self._dupacks = 0
+                    self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
+                elif not self.sack_ok:             # RFC 6582 3.2 step 5: partial ACK
+                    self.cc.on_partial_ack(acked, mss)
+                    self._retransmit_first(now)
+                    self._rto_at = now + self.rtt.rto
+            else:
+                self._dupacks = 0
+                if una == 0:
+                    acked -= 1                     # the SYN is not data
+                if acked > 0:
+                    self.cc.on_ack(acked, mss)     # RFC 5681 3.1
+            if self.una >= self.snd_max:           # RFC 6298 5.2: all acked -> stop the timer
+                self._rto_at = None
+            else:                                  # RFC 6298 5.3: restart on new data acked
+                self._rto_at = now + self.rtt.rto
+            if self._want_write and self.sndbuf.space and self.fin_off is None:
+                self._want_write = False
+                self._event(EventKind.WRITABLE)
+            self._stack._mark(self)
+        elif ack_off == una and wnd == 0 and self.snd_max > una:
+            self._retries = 0                      # the peer answers our zero-window probes
+        elif ack_off == una and self.snd_max > una and plen == 0 \
+                and not seg.flags & (SYN | FIN) and wnd == old_wnd:
+            # RFC 5681 2 / 3.2: a duplicate ACK.
+            self._dupacks += 1
+            if self._recovery is None:
+                if self._dupacks >= 3 or (self.sack_ok and self.sb.is_lost(una, mss)):
+                    self._enter_recovery(now)
+                elif self._dupacks <= 2:
+                    self._stack._mark(self)        # RFC 3042 limited transmit
+            else:
+                if not self.sack_ok:
+                    self.cc.on_dupack_in_recovery(mss)   # RFC 6582 3.2 step 4
+                self._stack._mark(self)
+        if sack_new and self._recovery is None and self.sb.is_lost(una, mss) \
+                and self.una < self.snd_max:
+            self._enter_recovery(now)              # RFC 6675 5 (IsLost on the first hole)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582 3.2, RFC 6675 5)."""
+        if self.una < self._recover:               # RFC 6582 3.2 step 2: not after an RTO episode
+            return
+        mss = self.eff_mss
+        flight = self.snd_max - self.una
+        self._recovery = self.snd_max
+        self.cc.on_enter_recovery(flight, mss)
+        if self.sack_ok:
+            self.cc.cwnd = self.cc.ssthresh        # RFC 6675 5 step 3: cwnd = ssthresh, no inflation
+        self._high_rxt = self.una
+        self._stack.stats.fast_retransmits += 1
+        sent = self._retransmit_first(now)
+        self._high_rxt = self.una + sent
+        self._rto_at = now + self.rtt.rto
+
+    def _receive_data(self, off: int, payload: memoryview, fin: bool, now: float) -> None:
+        """RFC 9293 3.10.7.4 seventh check: queue text, ACK in order / immediately when out of order."""
+        if self._app_closed or self._rd_shut:
+            if self._app_closed:                   # RFC 2525 2.17: data for a closed socket -> RST
+                self.abort()
+                self.error = errno.ECONNRESET
+                return
+            self.rcv.nxt = max(self.rcv.nxt, off + len(payload))   # SHUT_RD: consume silently
+            self._ack_now = True
+            return
+        rcv = self.rcv
+        had_ooo = rcv.has_ooo
+        plen = len(payload)
+        if plen > self._rcv_mss:
+            self._rcv_mss = plen
+        new = rcv.add(off, payload)
+        self._stack.stats.bytes_in += new
+        if new:
+            if had_ooo:
+                self._ack_now = True               # RFC 5681 4.2: ACK at once when a hole fills
+            elif rcv.nxt - self._last_ack_sent >= 2 * self._rcv_mss or self._cfg.delayed_ack == 0:
+                self._ack_now = True               # RFC 9293 3.8.6.3 / RFC 5681 4.2: every 2nd
+            elif self._dack_at is None:            # segment, else after a bounded delay
+                self._dack_at = now + self._cfg.delayed_ack
+            if self._fin_rcv_off is not None and self._fin_rcv_off == rcv.nxt:
+                self._receive_fin(now)
+            if self._visible:
+                self._event(EventKind.READABLE)
+        elif off > rcv.nxt:
+            self._emit(self.nxt, 0, ACK, now)      # RFC 5681 4.2: one immediate dup ACK per
+        else:                                      # out-of-order segment (not batched)
+            self._ack_now = True                   # a duplicate: re-ACK
+
+    def _receive_fin(self, now: float) -> None:
+        """RFC 9293 3.10.7.4 eighth check."""
+        if self.eof:
+            self._ack_now = True
+            return
+        self.rcv.nxt += 1
+        self._fin_rcv_off = None
+        self.eof = True
+        self._ack_now = True
+        st = self.state
+        if st is State.ESTABLISHED or st is State.SYN_RECEIVED:
+            self.state = State.CLOSE_WAIT
+        elif st is State.FIN_WAIT_1:
+            # our FIN not yet acked (else we would be in FIN-WAIT-2): simultaneous close
+            self.state = State.CLOSING
+        elif st is State.FIN_WAIT_2:
+            self._enter_time_wait(now)
+        if self._visible:
+            self._event(EventKind.EOF)
+
+    def _timewait_reusable(self, seg: Segment) -> bool:
+        """RFC 6191 / RFC 9293 3.6.1: a new SYN may take over a TIME-WAIT 4-tuple when its
+        timestamp is newer than TS.Recent or (without timestamps) its ISN is above RCV.NXT."""
+        if self.ts_ok and seg.tsval is not None:
+            return seq_lt(self.ts_recent, seg.tsval)
+        return seq_lt((self.irs + self.rcv.nxt) & MASK, seg.seq)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = State.TIME_WAIT
+        self._rto_at = self._persist_at = self._dack_at = None
+        self._tw_at = now + self._cfg.timewait
+
+    def _reset_by_peer(self) -> None:
+        """RFC 9293 3.10.7.4 second check, per state."""
+        self._stack.stats.rst_in += 1
+        st = self.state
+        if st is State.SYN_RECEIVED:
+            if self.passive:
+                self._free()                       # passive open: back to LISTEN, nothing to report
+            else:
+                self._fail(errno.ECONNREFUSED, EventKind.RESET)
+        elif st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT):
+            self._fail(errno.ECONNRESET, EventKind.RESET)
+        else:                                      # CLOSING, LAST-ACK, TIME-WAIT
+            self._free()
+
+    # ------------------------------------------------------------------ output
+
+    def _close_write(self) -> None:
+        st = self.state
+        if self.fin_off is not None:
+            return
+        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
+            self._fin_pending = True               # RFC 9293 3.10.4: FIN once established
+            return
+        if st is State.ESTABLISHED:
+            self.state = State.FIN_WAIT_1
+        elif st is State.CLOSE_WAIT:
+            self.state = State.LAST_ACK
+        else:
+            return
+        self._fin_pending = False
+        self.fin_off = self.sndbuf.end
+        self._stack._mark(self)
+
+    def _output(self, now: float) -> None:
+        """Send what the state, windows and timers allow; then a pure ACK if one is owed."""
+        self._dirty = False
+        if self._freed:
+            return
+        st = self.state
+        if self._send_syn:
+            self._send_syn = False
+            flags = SYN | ACK if st is State.SYN_RECEIVED else SYN
+            self._emit(0, 0, flags, now)
+            if self.snd_max == 0:
+                self.snd_max = self.nxt = 1
+                self._rtt_off, self._rtt_time = 1, now
+            if self._rto_at is None:
+                self._rto_at = now + self.rtt.rto
+            return
+        if st in _DATA_OUT:
+            self._send_data(now)
+        if self._ack_now and not self._freed:
+            self._emit(self.nxt, 0, ACK, now)
+        if st is State.TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
+            self._free()
+
+    def _send_data(self, now: float) -> None:
+        mss = self.eff_mss
+        cc = self.cc
+        end = self.sndbuf.end
+        fin_off = self.fin_off
+        if self._recovery is not None and self.sack_ok:
+            self._sack_recovery(now, end)
+            return
+        limit = cc.cwnd
+        if self._recovery is None and 0 < self._dupacks < 3:
+            limit += self._dupacks * mss            # RFC 3042 limited transmit
+        wnd_end = self.una + self.snd_wnd
+        while True:
+            off = self.nxt
+            if off < end:
+                room = min(limit - (off - self.una), wnd_end - off)
+                n = min(mss, end - off)
+                if room < n:
+                    if room <= 0 or room < mss and room < self.max_snd_wnd // 2:
+                        self._maybe_persist(now)   # RFC 9293 3.8.6.2.1 sender SWS avoidance
+                        return
+                    n = room
+                elif n < mss and off > self.una and not self.nodelay and fin_off is None:
+                    return                         # RFC 9293 3.7.4 Nagle: one small segment in flight
+                fin = fin_off is not None and off + n == fin_off
+                self._send_segment(off, n, fin, now)
+            elif fin_off is not None and off == fin_off:
+                self._send_segment(off, 0, True, now)
+            else:
+                return
+
+    def _sack_recovery(self, now: float, end: int) -> None:
+        """RFC 6675 5 step (C): send while cwnd - pipe >= 1 SMSS, choosing segments by NextSeg."""
+        mss = self.eff_mss
+        sb = self.sb
+        for _ in range(64):
+            pipe = sb.pipe(self.una, self.snd_max, self._high_rxt, mss)
+            if self.cc.cwnd - pipe < mss:
+                return
+            nxt = sb.next_seg(self.una, self._high_rxt, mss, lost_only=True)    # rule 1
+            if nxt is None and self.nxt < end and self.nxt < self.una + self.snd_wnd:   # rule 2
+                off = self.nxt
+                n = min(mss, end - off, self.una + self.snd_wnd - off)
+                fin = self.fin_off is not None and off + n == self.fin_off
+                self._send_segment(off, n, fin, now)
+                continue
+            if nxt is None:
+                nxt = sb.next_seg(self.una, self._high_rxt, mss, lost_only=False)  # rule 3
+            if nxt is None:
+                if self.fin_off is not None and self.nxt == self.fin_off:
+                    self._send_segment(self.nxt, 0, True, now)
+                return
+            s, e = nxt
+            e = min(e, end)
+            fin = self.fin_off is not None and e == self.fin_off
+            if e <= s and not fin:
+                return
+            self._emit(s, e - s, ACK | (FIN if fin else 0), now)
+            self._stack.stats.retransmits += 1
+            self._rtt_off = None
+            self._high_rxt = e + (1 if fin else 0)
+
+    def _send_segment(self, off: int, n: int, fin: bool, now: float) -> None:
+        """Send [off, off+n) (+FIN) from SND.NXT and advance it; arm RTO, time RTT."""
+        flags = ACK | (PSH if n and (fin or off + n == self.sndbuf.end) else 0) | (FIN if fin else 0)
+        self._emit(off, n, flags, now)
+        top = off + n + (1 if fin else 0)
+        self.nxt = top
+        if top > self.snd_max:
+            if self._rtt_off is None and not self.ts_ok:
+                self._rtt_off, self._rtt_time = top, now    # time one segment per RTT
+            self.snd_max = top
+        else:
+            self._stack.stats.retransmits += 1
+            self._rtt_off = None                   # Karn: no samples across retransmission
+        if self._rto_at is None:                   # RFC 6298 5.1
+            self._rto_at = now + self.rtt.rto
+
+    def _retransmit_first(self, now: float, limit: int = 0) -> int:
+        """Resend the earliest unacknowledged segment (RFC 6298 5.4, RFC 5681 3.2 step 4)."""
+        una = self.una
+        n = max(0, min(limit or self.eff_mss, self.sndbuf.end - una))
+        fin = self.fin_off is not None and una + n == self.fin_off and self.snd_max > self.fin_off
+        if n == 0 and not fin:
+            return 0
+        self._emit(una, n, ACK | (PSH if n else 0) | (FIN if fin else 0), now)
+        self._stack.stats.retransmits += 1
+        self._rtt_off = None
+        return n + (1 if fin else 0)
+
+    def _maybe_persist(self, now: float) -> None:
+        """RFC 9293 3.8.6.1: zero window with data waiting and nothing in flight -> persist timer."""
+        if self.snd_wnd == 0 and self.una == self.snd_max and self._persist_at is None:
+            backoff = min(self._cfg.rto_max, self.rtt.rto * (1 << min(self._persist_n, 10)))
+            self._persist_at = now + backoff
+
+    def _emit(self, off: int, n: int, flags: int, now: float) -> None:
+        """Build one segment at send offset ``off`` carrying ``n`` buffered bytes."""
+        rcv = self.rcv
+        seq = (self.iss + off) & MASK
+        opts = b""
+        if flags & SYN:
+            opts = self._syn_options()
+            wnd = min(rcv.window, _MAX_WINDOW)     # RFC 7323 2.2: SYN windows are unscaled
+            self._rcv_adv = rcv.nxt + wnd
+        else:
+            wnd = self._advertise()
+            if self.ts_ok or (self.sack_ok and rcv.has_ooo):
+                opts = wire.data_options((self._ts_now(), self.ts_recent) if self.ts_ok else None,
+                                         self._sack_blocks() if self.sack_ok else None)
+        ack = 0
+        if flags & ACK:
+            ack = (self.irs + rcv.nxt) & MASK
+            self._last_ack_sent = rcv.nxt
+            self._ack_now = False
+            self._dack_at = None
+        payload = self.sndbuf.view(off, n) if n else b""
+        stack = self._stack
+        stack._out.append((self.local[0], self.remote[0], wire.build(
+            self.local[0], self.remote[0], self.local[1], self.remote[1], seq, ack, flags, wnd,
+            opts, payload, not self._cfg.offload_checksum)))
+        st = stack.stats
+        st.segs_out += 1
+        st.bytes_out += n
+
+    def _advertise(self) -> int:
+        """The scaled window field; never shrinks the right edge (RFC 9293 3.8.6.2.2, RFC 7323 2.4)
+        and opens only by min(RCV.BUFF/2, MSS) or more (receiver SWS avoidance, MUST-39)."""
+        rcv = self.rcv
+        nxt = rcv.nxt
+        right = nxt + rcv.window
+        adv = self._rcv_adv
+        if right < adv or right - adv < min(rcv.capacity // 2, self.eff_mss):
+            right = max(adv, nxt)
+        shift = self.rcv_wscale
+        field = min((right - nxt) >> shift, _MAX_WINDOW)
+        self._rcv_adv = nxt + (field << shift)
+        return field
+
+    def _sack_blocks(self) -> list[tuple[int, int]] | None:
+        """RFC 2018 4: up to 3 blocks (with timestamps) or 4, most recent first."""
+        rcv = self.rcv
+        if not rcv.has_ooo:
+            return None
+        base = self.irs
+        blocks = rcv.ooo_blocks()[:3 if self.ts_ok else 4]
+        return [((base + s) & MASK, (base + e) & MASK) for s, e in blocks]
+
+    def _ts_now(self) -> int:
+        return (int(self._stack._now * 1000) + self._ts_offset) & MASK
+
+    # ------------------------------------------------------------------ timers
+
+    def _deadline(self) -> float | None:
+        d = self._rto_at
+        for t in (self._dack_at, self._persist_at, self._tw_at):
+            if t is not None and (d is None or t < d):
+                d = t
+        st = self.state
+        if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+            cfg = self._cfg
+            if self.keepalive:
+                t = self._last_rx + cfg.keepalive_idle + self._ka_sent * cfg.keepalive_interval
+                if d is None or t < d:
+                    d = t
+            if cfg.idle_timeout > 0:
+                t = self._last_rx + cfg.idle_timeout
+                if d is None or t < d:
+                    d = t
+        return d
+
+    def _on_timer(self, now: float) -> None:
+        if self._tw_at is not None and now >= self._tw_at:
+            if self.state is State.FIN_WAIT_2:
+                self._send_reset()
+            self._free()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
+            return
+        if self._rto_at is not None and now >= self._rto_at:
+            self._on_rto(now)
+            if self._freed:
+                return
+        if self._persist_at is not None and now >= self._persist_at:
+            self._on_persist(now)
+        if self._dack_at is not None and now >= self._dack_at:
+            self._ack_now = True
+        st = self.state
+        cfg = self._cfg
+        if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+            if cfg.idle_timeout > 0 and now >= self._last_rx + cfg.idle_timeout:
+                self._send_reset()                 # mTCP tcp_timeout: idle connections are reset
+                self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                return
+            if self.keepalive and now >= self._last_rx + cfg.keepalive_idle \
+                    + self._ka_sent * cfg.keepalive_interval:
+                if self._ka_sent >= cfg.keepalive_probes:
+                    self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                    return
+                self._ka_sent += 1                 # RFC 9293 3.8.4: probe with SEG.SEQ = SND.NXT-1
+                self._emit(self.nxt - 1, 0, ACK, now)
+        self._output(now)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 5.4-5.7 and RFC 5681 3.1 on retransmission timeout."""
+        cfg = self._cfg
+        self._stack.stats.timeouts += 1
+        self._retries += 1
+        st = self.state
+        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
+            if self._retries > cfg.syn_retries:    # RFC 9293 3.8.3 (R2 for SYN)
+                if self.passive:
+                    self._free()
+                else:
+                    self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                return
+            self.rtt.backoff()
+            self._rtt_off = None
+            self._send_syn = True
+            self._rto_at = now + self.rtt.rto
+            self._stack.stats.retransmits += 1
+            return
+        if self._retries > cfg.max_retries:        # RFC 9293 3.8.3 R2: give up
+            self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+            return
+        if self.snd_wnd:                           # a zero-window probe timing out is not loss
+            self.cc.on_timeout(self.snd_max - self.una, self.eff_mss)
+        self.rtt.backoff()                         # RFC 6298 5.5
+        self._recovery = None
+        self._dupacks = 0
+        self._recover = self.snd_max               # RFC 6582 3.2 step 1 (after a timeout)
+        self.sb.clear()                            # RFC 2018 8: the receiver may renege
+        # RFC 6298 5.4; against a zero window this is the persist probe: one octet (MUST-36)
+        sent = self._retransmit_first(now, 0 if self.snd_wnd else 1)
+        self.nxt = self.una + sent                 # go back N for the rest, as cwnd opens
+        self._rto_at = now + self.rtt.rto          # RFC 6298 5.6
+
+    def _on_persist(self, now: float) -> None:
+        """RFC 9293 3.8.6.1 (MUST-36): probe a zero window with one octet of new data."""
+        self._persist_at = None
+        self._persist_n += 1
+        if self.snd_wnd or self.una != self.snd_max:
+            return
+        off = self.nxt
+        if off < self.sndbuf.end:
+            self._send_segment(off, 1, self.fin_off == off + 1, now)
+        elif self.fin_off is not None and off == self.fin_off:
+            self._send_segment(off, 0, True, now)
+
+    # ------------------------------------------------------------------ teardown
+
+    def _fail(self, err: int, kind: EventKind) -> None:
+        self.error = err
+        if kind is EventKind.RESET:
+            self._stack.stats.resets += 1
+        if self._visible:
+            self._event(kind)
+        self._free()
+
+    def _free(self) -> None:
+        """Delete the TCB (RFC 9293 CLOSED): the stack forgets it; CLOSED is reported once."""
+        if self._freed:
+            return
+        self._freed = True
+        self.state = State.CLOSED
+        self._rto_at = self._dack_at = self._persist_at = self._tw_at = None
+        if self.listener is not None:
+            self.listener._forget(self)
+        self._stack._forget(self)
+        if self._visible:
+            self._event(EventKind.CLOSED)
+
+    def _event(self, kind: EventKind) -> None:
+        if kind is EventKind.READABLE or kind is EventKind.WRITABLE:
+            bit = 1 << kind.value
+            if self._evmask & bit:
+                return                             # one per kind until the caller drains events
+            self._evmask |= bit
+        self._stack._emit_event(kind, self)

@@ -1,0 +1,133 @@
+"""A passive-open endpoint (RFC 9293 LISTEN): SYN queue, accept queue and SYN cookies."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .events import EventKind, State
+from .syncookies import check_cookie, make_cookie
+from .wire import ACK, RST, SYN, Segment
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .stack import TcpStack
+
+
+class Listener:
+    """Half-open connections are bounded by ``TcpConfig.syn_backlog``; past that, SYNs are
+    answered with SYN cookies (no state), so a flood cannot fill the table. Completed
+    connections wait in an accept queue of ``backlog`` entries."""
+
+    __slots__ = ("_stack", "local", "backlog", "state", "_queue", "_half_open")
+
+    def __init__(self, stack: TcpStack, local_ip: int, local_port: int, backlog: int) -> None:
+        self._stack = stack
+        self.local = (local_ip, local_port)
+        self.backlog = backlog
+        self.state = State.LISTEN
+        self._queue: deque[Connection] = deque()
+        self._half_open: set[Connection] = set()
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.local} pending={len(self._queue)}>"
+
+    @property
+    def pending(self) -> int:
+        """Established connections waiting for accept()."""
+        return len(self._queue)
+
+    def accept(self) -> Connection | None:
+        """The oldest established connection, or None. Data or a FIN that arrived before
+        accept() is reported as READABLE/EOF events right away."""
+        while self._queue:
+            conn = self._queue.popleft()
+            if conn._freed:
+                continue
+            conn.listener = None
+            conn._visible = True
+            if conn.readable_bytes:
+                conn._event(EventKind.READABLE)
+            if conn.eof:
+                conn._event(EventKind.EOF)
+            return conn
+        return None
+
+    def close(self) -> None:
+        """Stop listening; connections not yet accepted are reset (RFC 9293 3.10.4 LISTEN)."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._stack._unlisten(self)
+        for conn in list(self._half_open) + list(self._queue):
+            conn.listener = None
+            conn.abort()
+        self._half_open.clear()
+        self._queue.clear()
+
+    # ------------------------------------------------------------------ engine side
+
+    def _on_segment(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> None:
+        """RFC 9293 3.10.7.2: a segment for LISTEN with no TCB."""
+        stack = self._stack
+        flags = seg.flags
+        if flags & RST:                            # first check: ignore RST
+            return
+        if flags & ACK:                            # second check: ACK -> cookie or RST
+            if not flags & SYN and self._cookie_ack(seg, src_ip, dst_ip, now):
+                return
+            stack._send_rst(dst_ip, src_ip, seg.dport, seg.sport, seg.ack, 0, RST)
+            return
+        if not flags & SYN:                        # fourth: anything else is dropped
+            return
+        cfg = stack.config
+        if len(self._queue) >= self.backlog:       # accept queue full: drop, the peer retries
+            stack.stats.syn_dropped += 1
+            return
+        if len(self._half_open) >= cfg.syn_backlog:
+            if not cfg.syncookies:
+                stack.stats.syn_dropped += 1
+                return
+            key = (dst_ip, seg.dport, src_ip, seg.sport)
+            cookie, mss = make_cookie(stack._secret, key, seg.seq, min(seg.mss or 536, cfg.mss), now)
+            stack._send_syn_cookie(key, cookie, seg, mss)
+            return
+        conn = stack._new_connection(dst_ip, seg.dport, src_ip, seg.sport, now)
+        conn._open_passive(seg, self, now)
+        self._half_open.add(conn)
+        stack.stats.passive_opens += 1
+        stack._mark(conn)
+
+    def _cookie_ack(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> bool:
+        stack = self._stack
+        if not stack.config.syncookies or len(self._queue) >= self.backlog:
+            return False
+        key = (dst_ip, seg.dport, src_ip, seg.sport)
+        mss = check_cookie(stack._secret, key, (seg.seq - 1) & 0xFFFFFFFF,
+                           (seg.ack - 1) & 0xFFFFFFFF, now)
+        if mss is None:
+            stack.stats.syncookies_rejected += 1
+            return False
+        stack.stats.syncookies_accepted += 1
+        stack.stats.passive_opens += 1
+        conn = stack._new_connection(dst_ip, seg.dport, src_ip, seg.sport, now,
+                                     iss=(seg.ack - 1) & 0xFFFFFFFF)
+        conn._open_cookie(seg, mss, now)
+        conn.listener = self
+        self._queue.append(conn)
+        stack._emit_event(EventKind.ACCEPTABLE, self)
+        conn._process(seg, now)                    # the ACK may carry data or a FIN
+        stack._mark(conn)
+        return True
+
+    def _established(self, conn: Connection) -> None:
+        self._half_open.discard(conn)
+        self._queue.append(conn)
+        self._stack._emit_event(EventKind.ACCEPTABLE, self)
+
+    def _forget(self, conn: Connection) -> None:
+        self._half_open.discard(conn)
+        try:
+            self._queue.remove(conn)
+        except ValueError:
+            pass

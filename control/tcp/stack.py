@@ -1,0 +1,280 @@
+"""TcpStack: demultiplexing, RST for segments nobody owns, timers and the output queue."""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+from dataclasses import asdict, dataclass
+
+from . import wire
+from .config import TcpConfig
+from .connection import Connection
+from .events import Event, EventKind, State
+from .isn import initial_seq
+from .listener import Listener
+from .seq import MASK
+from .wire import ACK, FIN, RST, SYN, Segment
+
+Key = tuple[int, int, int, int]
+
+
+@dataclass(slots=True)
+class TcpStats:
+    """Counters for the whole stack (mTCP-style per-core statistics)."""
+
+    segs_in: int = 0
+    segs_out: int = 0
+    bytes_in: int = 0            # in-order payload delivered to receive buffers
+    bytes_out: int = 0           # payload sent, retransmissions included
+    retransmits: int = 0
+    fast_retransmits: int = 0
+    timeouts: int = 0
+    bad_segments: int = 0        # malformed header/options
+    bad_checksums: int = 0
+    rst_in: int = 0
+    rst_out: int = 0
+    resets: int = 0              # connections reset by the peer
+    challenge_acks: int = 0
+    challenge_acks_suppressed: int = 0
+    active_opens: int = 0
+    passive_opens: int = 0
+    syn_dropped: int = 0
+    syncookies_sent: int = 0
+    syncookies_accepted: int = 0
+    syncookies_rejected: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class TcpStack:
+    """The engine for one core: every connection and listener, fed segments and time."""
+
+    def __init__(self, config: TcpConfig | None = None, isn_secret: bytes = b"") -> None:
+        if len(isn_secret) < 16:
+            raise ValueError(f"isn_secret must be at least 16 bytes (RFC 6528), got {len(isn_secret)}")
+        self.config = config or TcpConfig()
+        self._secret = bytes(isn_secret)
+        self._conns: dict[Key, Connection] = {}
+        self._listeners: dict[tuple[int, int], Listener] = {}
+        self._out: list[tuple[int, int, bytes]] = []
+        self._events: list[Event] = []
+        self._dirty: list[Connection] = []
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._tick = itertools.count()
+        self._now = 0.0
+        self._challenge_second = -1
+        self._challenge_count = 0
+        self.stats = TcpStats()
+        self.last_error = ""          # why the last segment was dropped as malformed
+
+    # ------------------------------------------------------------------ facade
+
+    def listen(self, local_ip: int, local_port: int, backlog: int) -> Listener:
+        """Passive OPEN; ``local_ip`` 0 listens on every address. OSError EADDRINUSE / EINVAL."""
+        if backlog <= 0:
+            raise OSError(errno.EINVAL, f"listen: backlog must be > 0, got {backlog}")
+        _check_endpoint("listen", local_ip, local_port)
+        if (local_ip, local_port) in self._listeners:
+            raise OSError(errno.EADDRINUSE, f"listen: {_fmt(local_ip, local_port)} already listening")
+        lst = Listener(self, local_ip, local_port, backlog)
+        self._listeners[(local_ip, local_port)] = lst
+        return lst
+
+    def connect(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
+                now: float) -> Connection:
+        """Active OPEN: the SYN goes out on the next poll(). OSError EADDRINUSE if the 4-tuple is taken."""
+        _check_endpoint("connect", local_ip, local_port)
+        _check_endpoint("connect", remote_ip, remote_port)
+        if not _unicast(local_ip) or not _unicast(remote_ip):   # RFC 9293 3.9.1 MUST-46
+            raise OSError(errno.EINVAL, f"connect: {_fmt(local_ip, 0)} -> {_fmt(remote_ip, 0)}: "
+                          "addresses must be unicast (not 0, broadcast or multicast)")
+        key = (local_ip, local_port, remote_ip, remote_port)
+        if key in self._conns:
+            raise OSError(errno.EADDRINUSE, f"connect: {_fmt(local_ip, local_port)} -> "
+                          f"{_fmt(remote_ip, remote_port)} already in use")
+        self._now = now
+        conn = self._new_connection(local_ip, local_port, remote_ip, remote_port, now)
+        self.stats.active_opens += 1
+        conn._open_active()
+        return conn
+
+    def receive(self, src_ip: int, dst_ip: int, tcp_bytes: bytes | bytearray | memoryview,
+                now: float) -> None:
+        """Process one TCP segment (header + payload). Malformed input is counted, never raised."""
+        self._now = now
+        stats = self.stats
+        stats.segs_in += 1
+        seg = wire.parse(tcp_bytes, src_ip, dst_ip, not self.config.offload_checksum)
+        if seg.__class__ is str:
+            if seg == "bad TCP checksum":
+                stats.bad_checksums += 1
+            else:
+                stats.bad_segments += 1
+            self.last_error = f"{seg} (from {_fmt(src_ip, 0)} to {_fmt(dst_ip, 0)})"
+            return
+        conn = self._conns.get((dst_ip, seg.dport, src_ip, seg.sport))
+        if conn is not None and conn.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
+                and conn._timewait_reusable(seg):
+            conn._free()                           # RFC 6191 / RFC 9293 3.6.1: reuse TIME-WAIT
+            conn = None
+        if conn is not None:
+            conn._process(seg, now)
+            self._mark(conn)          # output waits for poll(): one ACK per batch (MUST-58, MUST-59)
+            return
+        if not _unicast(src_ip) or not _unicast(dst_ip):
+            return                    # RFC 9293 3.9.1 MUST-57, MUST-63: drop broadcast/multicast
+        lst = self._listeners.get((dst_ip, seg.dport)) or self._listeners.get((0, seg.dport))
+        if lst is not None:
+            lst._on_segment(seg, src_ip, dst_ip, now)
+            return
+        self._reset_unknown(seg, src_ip, dst_ip)
+
+    def poll(self, now: float) -> list[tuple[int, int, bytes]]:
+        """Run due timers and pending output; return (src_ip, dst_ip, tcp_bytes) to transmit."""
+        self._now = now
+        self._flush(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            t, _, conn = heapq.heappop(timers)
+            if conn._sched != t or conn._freed:
+                continue                           # superseded entry
+            conn._sched = None
+            conn._on_timer(now)
+            if not conn._freed:
+                self._schedule(conn)
+        self._flush(now)
+        out, self._out = self._out, []
+        return out
+
+    def _flush(self, now: float) -> None:
+        """Output for every connection touched by segments or application calls."""
+        while self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                if conn._dirty:
+                    conn._output(now)
+                    if not conn._freed:
+                        self._schedule(conn)
+
+    def next_deadline(self) -> float | None:
+        """When poll() must next run; a time already past means at once (output is pending)."""
+        if self._out or self._dirty:
+            return self._now
+        timers = self._timers
+        while timers:
+            t, _, conn = timers[0]
+            if conn._sched == t and not conn._freed:
+                return t
+            heapq.heappop(timers)
+        return None
+
+    def events(self) -> list[Event]:
+        """Events since the last call (drained)."""
+        ev, self._events = self._events, []
+        for e in ev:
+            if e.sock.__class__ is Connection:
+                e.sock._evmask = 0
+        return ev
+
+    def in_use(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> bool:
+        return (local_ip, local_port, remote_ip, remote_port) in self._conns
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    # ------------------------------------------------------------------ engine internals
+
+    def _new_connection(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
+                        now: float, iss: int | None = None) -> Connection:
+        if iss is None:                            # RFC 9293 3.4.1 / RFC 6528
+            iss = initial_seq(self._secret, local_ip, local_port, remote_ip, remote_port, now)
+        conn = Connection(self, local_ip, local_port, remote_ip, remote_port, iss, now)
+        self._conns[conn.key] = conn
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        if self._conns.get(conn.key) is conn:
+            del self._conns[conn.key]
+        conn._sched = -1.0
+
+    def _unlisten(self, lst: Listener) -> None:
+        self._listeners.pop(lst.local, None)
+
+    def _mark(self, conn: Connection) -> None:
+        if not conn._dirty and not conn._freed:
+            conn._dirty = True
+            self._dirty.append(conn)
+
+    def _schedule(self, conn: Connection) -> None:
+        d = conn._deadline()
+        if d is None:
+            return
+        s = conn._sched
+        if s is None or d < s:
+            conn._sched = d
+            heapq.heappush(self._timers, (d, next(self._tick), conn))
+
+    def _emit_event(self, kind: EventKind, sock: object) -> None:
+        self._events.append(Event(kind, sock))
+
+    def _send_rst(self, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int,
+                  flags: int) -> None:
+        self.stats.rst_out += 1
+        self.stats.segs_out += 1
+        self._out.append((src_ip, dst_ip, wire.build(src_ip, dst_ip, sport, dport, seq, ack, flags,
+                                                     0, b"", b"", not self.config.offload_checksum)))
+
+    def _reset_unknown(self, seg: Segment, src_ip: int, dst_ip: int) -> None:
+        """RFC 9293 3.10.7.1 (CLOSED): answer anything but a RST with a RST."""
+        flags = seg.flags
+        if flags & RST:
+            return
+        if flags & ACK:
+            self._send_rst(dst_ip, src_ip, seg.dport, seg.sport, seg.ack, 0, RST)
+        else:
+            seg_len = len(seg.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            self._send_rst(dst_ip, src_ip, seg.dport, seg.sport, 0, (seg.seq + seg_len) & MASK,
+                           RST | ACK)
+
+    def _challenge(self, conn: Connection, now: float) -> None:
+        """RFC 5961 section 7: challenge ACKs, at most ``challenge_ack_limit`` per second."""
+        second = int(now)
+        if second != self._challenge_second:
+            self._challenge_second = second
+            self._challenge_count = 0
+        if self._challenge_count >= self.config.challenge_ack_limit:
+            self.stats.challenge_acks_suppressed += 1
+            return
+        self._challenge_count += 1
+        self.stats.challenge_acks += 1
+        conn._ack_now = True
+
+    def _send_syn_cookie(self, key: Key, cookie: int, seg: Segment, mss: int) -> None:
+        """A stateless SYN-ACK whose ISN is the cookie; only MSS is offered (syncookies.py)."""
+        self.stats.syncookies_sent += 1
+        self.stats.segs_out += 1
+        lip, lport, rip, rport = key
+        self._out.append((lip, rip, wire.build(
+            lip, rip, lport, rport, cookie, (seg.seq + 1) & MASK, SYN | ACK,
+            min(self.config.rcvbuf, 65535), wire.syn_options(mss, None, False, None), b"",
+            not self.config.offload_checksum)))
+
+
+def _check_endpoint(call: str, ip: int, port: int) -> None:
+    if not (isinstance(ip, int) and 0 <= ip <= MASK):
+        raise ValueError(f"{call}: IPv4 address must be an int in 0..2**32-1, got {ip!r}")
+    if not (isinstance(port, int) and 0 < port <= 0xFFFF):
+        raise ValueError(f"{call}: port must be an int in 1..65535, got {port!r}")
+
+
+def _unicast(ip: int) -> bool:
+    """Not 0.0.0.0, not multicast/reserved (224/3), not limited broadcast."""
+    return ip != 0 and ip < 0xE0000000
+
+
+def _fmt(ip: int, port: int) -> str:
+    addr = ".".join(str((ip >> s) & 0xFF) for s in (24, 16, 8, 0))
+    return f"{addr}:{port}" if port else addr

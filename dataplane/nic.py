@@ -1,0 +1,234 @@
+"""The `p4mtcp nic` process: ports <-> device <-> P4Runtime server.
+
+One data-plane thread owns the pipeline: it polls every port, runs each received batch through
+`Device.process` and sends the results out of their egress ports. Packet-outs arrive on gRPC
+threads; they are queued and run on the data-plane thread too, so the pipeline is never entered
+from two threads at once.
+
+    p4mtcp nic --grpc 127.0.0.1:9559 --cpu-port 255 -i 1@veth0 -i 16@unix:/tmp/x/core0
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import selectors
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from p4mtcp.p4info import P4Schema
+
+from .device import Device
+from .ports import Port, open_port
+
+log = logging.getLogger("p4mtcp.nic")
+
+MAX_PORT = 510  # v1model: 511 is the drop port
+
+
+@dataclass
+class NicStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    no_such_port: int = 0      # the pipeline chose an egress port nothing is attached to
+    no_packet_in: int = 0      # CPU-port frames while no controller stream is open
+    pipeline_errors: int = 0   # the mirror raised (a bug): frame dropped, logged
+
+
+def parse_port_arg(arg: str) -> tuple[int, str]:
+    """`NUM@SPEC` -> (NUM, SPEC); ValueError says what is wrong."""
+    num, sep, spec = arg.partition("@")
+    if not sep or not spec:
+        raise ValueError(f"-i {arg!r}: expected NUM@SPEC, e.g. 1@veth0 or 16@unix:/run/p4mtcp/core0")
+    try:
+        port = int(num, 0)
+    except ValueError:
+        raise ValueError(f"-i {arg!r}: port number {num!r} is not an integer") from None
+    if not 0 <= port <= MAX_PORT:
+        raise ValueError(f"-i {arg!r}: port {port} is outside 0..{MAX_PORT}")
+    return port, spec
+
+
+class Nic:
+    """Ports, a Device and (optionally) its P4Runtime server, run in-process.
+
+    `ports` maps port numbers to spec strings or open Port objects. With `grpc_address=None` no
+    server is started: tests program `nic.device` directly.
+    """
+
+    def __init__(self, ports: Mapping[int, str | Port], cpu_port: int = 255,
+                 grpc_address: str | None = "127.0.0.1:9559", device: Device | None = None,
+                 p4info: str | None = None):
+        if cpu_port in ports:
+            raise ValueError(f"port {cpu_port} is the CPU port; it cannot also be a frame port")
+        self.cpu_port = cpu_port
+        self.device = device or Device(cpu_port=cpu_port)
+        self.grpc_address = grpc_address
+        self.stats = NicStats()
+        self._specs = dict(ports)
+        self.ports: dict[int, Port] = {}
+        self._p4info = p4info
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._packet_outs: collections.deque[bytes] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> "Nic":
+        try:
+            for num, spec in self._specs.items():
+                self.ports[num] = open_port(spec) if isinstance(spec, str) else spec
+            if self._p4info:
+                self.device.set_pipeline(P4Schema.from_file(self._p4info).p4info, b"")
+            self.device.packet_out_handler = self._queue_packet_out
+            if self.grpc_address:
+                from .server import serve
+                self._server = serve(self.device, self.grpc_address)
+        except BaseException:
+            self._close_ports()
+            raise
+        self._thread = threading.Thread(target=self._run, name="nic-dataplane", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._server is not None:
+            self._server.stop(grace=0.5).wait(2)
+            self._server = None
+        self.device.packet_out_handler = None
+        self._close_ports()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Nic":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _close_ports(self) -> None:
+        for port in self.ports.values():
+            port.close()
+        self.ports.clear()
+
+    # -- data plane -------------------------------------------------------------------------
+
+    def _queue_packet_out(self, frame: bytes) -> None:
+        """Device.packet_out_handler (gRPC thread): run process(cpu_port, frame) on our thread."""
+        self._packet_outs.append(frame)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is already full of wake-ups, or closed at shutdown
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        for num, port in self.ports.items():
+            sel.register(port.fileno(), selectors.EVENT_READ, num)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(timeout=0.5):
+                    if key.data is None:
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        while self._packet_outs:
+                            self.forward(self.cpu_port, [self._packet_outs.popleft()])
+                    else:
+                        port = self.ports.get(key.data)
+                        if port is not None:
+                            self.forward(key.data, port.recv_batch())
+        finally:
+            sel.close()
+
+    def forward(self, in_port: int, frames: list[bytes]) -> None:
+        """Run frames from in_port through the device and send what comes out."""
+        process = self.device.process
+        ports = self.ports
+        cpu_port = self.cpu_port
+        stats = self.stats
+        stats.frames_in += len(frames)
+        for frame in frames:
+            try:
+                out = process(in_port, frame)
+            except Exception:  # a mirror bug must not take the NIC down; say so loudly
+                stats.pipeline_errors += 1
+                log.exception("pipeline raised on a %d-byte frame from port %d", len(frame), in_port)
+                continue
+            for port_num, data in out:
+                port = ports.get(port_num)
+                if port is not None:
+                    if port.send(data):
+                        stats.frames_out += 1
+                elif port_num == cpu_port:
+                    stats.no_packet_in += 1
+                else:
+                    stats.no_such_port += 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="p4mtcp nic",
+                                 description="Run the embedded P4 NIC behind a P4Runtime server.")
+    ap.add_argument("--grpc", default="127.0.0.1:9559", metavar="ADDR",
+                    help="P4Runtime server address (default %(default)s)")
+    ap.add_argument("--cpu-port", type=int, default=255,
+                    help="v1model port of packet-in/out (default %(default)s, as BMv2 --cpu-port)")
+    ap.add_argument("--device-id", type=int, default=1)
+    ap.add_argument("-i", "--interface", action="append", default=[], metavar="NUM@SPEC",
+                    help="attach a port: NUM@IFNAME (AF_PACKET), NUM@unix:PATH (a core's link), "
+                         "NUM@unix-host:PATH (connect to another NIC)")
+    ap.add_argument("--p4info", metavar="FILE",
+                    help="install this P4Info at start (else wait for SetForwardingPipelineConfig)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="p4mtcp nic: %(message)s")
+    try:
+        if not 1 <= args.cpu_port <= MAX_PORT:
+            raise ValueError(f"--cpu-port {args.cpu_port}: must be in 1..{MAX_PORT}")
+        ports: dict[int, str] = {}
+        for arg in args.interface:
+            num, spec = parse_port_arg(arg)
+            if num in ports:
+                raise ValueError(f"-i {arg!r}: port {num} is already {ports[num]!r}")
+            ports[num] = spec
+        nic = Nic(ports, cpu_port=args.cpu_port, grpc_address=args.grpc,
+                  device=Device(args.device_id, args.cpu_port), p4info=args.p4info)
+        nic.start()
+    except (ValueError, OSError) as e:
+        print(f"p4mtcp nic: {e}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    log.info("serving P4Runtime on %s, ports %s", args.grpc, sorted(ports))
+    while not done.wait(0.5):
+        pass
+    port_stats = {num: port.stats for num, port in nic.ports.items()}
+    nic.stop()
+    for num, st in sorted(port_stats.items()):
+        log.info("port %d: %s", num, st)
+    log.info("%s", nic.stats)
+    return 0

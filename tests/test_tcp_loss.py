@@ -1,0 +1,321 @@
+"""Loss recovery between two engines over a simulated link (tests/linkmodel.py).
+
+10 MB must arrive byte-exact at 0%, 1%, 5% and 10% random loss, and with reordering and
+duplication; the senders' counters must show the recovery RFC 5681/6582/6675 prescribe.  All
+runs are deterministic (seeded) and bounded in virtual time and iterations.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from dataclasses import dataclass
+
+import pytest
+
+from enginedriver import StreamApp
+from linkmodel import (WIRE_OVERHEAD, DropNthData, DropRule, LinkModel, LinkParams,
+                       SimulationError, tcp_payload_len, tcp_seq)
+from p4mtcp.control.tcp import Connection, TcpConfig, TcpStack
+
+A_IP, B_IP = 0x0A000001, 0x0A000002
+SIZE = 10 << 20
+DATA = random.Random(20261125).randbytes(SIZE)
+MSS = 1460
+CONFIG = TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0)
+INITIAL_SSTHRESH_FLOOR = 1 << 29        # "arbitrarily high" (RFC 5681 3.1): above any window here
+_ONES = b"\x01" * 65536
+
+
+class WireAudit:
+    """Link observer for the sender's direction: classifies every payload transmission.
+
+    A retransmission is *spurious* when every byte it carries was already in a transmission the
+    link delivers.  Two kinds are allowed and counted apart: go-back-N resends below the highest
+    byte sent when an RTO fired (RFC 2018 section 8: ignore SACK information after a timeout),
+    and the first retransmission of a new recovery episode when its bytes were last sent as a
+    retransmission still in flight (RFC 6675 5 (4.3) resends HighACK+1 on entry; nothing in the
+    RFC remembers the previous episode).  Every other spurious retransmission is an error.
+    """
+
+    def __init__(self, sender: TcpStack, size: int) -> None:
+        self.sender = sender
+        self.offered = bytearray(size + 1)      # stream bytes ever offered to the link
+        self.arrives = bytearray(size + 1)      # ... in a transmission the link delivers
+        self.first_ok = bytearray(size + 1)     # ... and the first transmission was delivered
+        self.base: int | None = None
+        self.payload_segments = self.payload_bytes = self.lost_payload_segments = 0
+        self.retransmissions = self.lost_retransmissions = 0
+        self.spurious = self.spurious_after_rto = self.spurious_on_reentry = 0
+        self._timeouts = 0
+        self._fast = 0
+        self._rto_mark = 0
+        self._high = 0
+
+    def __call__(self, tcp: bytes, delivered: bool) -> None:
+        if tcp[13] & 0x02:                                  # SYN: data starts at ISS + 1
+            self.base = (tcp_seq(tcp) + 1) & 0xFFFFFFFF
+            return
+        n = tcp_payload_len(tcp)
+        if n == 0 or self.base is None:
+            return
+        start = (tcp_seq(tcp) - self.base) & 0xFFFFFFFF
+        end = start + n
+        stats = self.sender.stats
+        if stats.timeouts != self._timeouts:
+            self._timeouts, self._rto_mark = stats.timeouts, self._high
+        entry = stats.fast_retransmits != self._fast
+        self._fast = stats.fast_retransmits
+        self.payload_segments += 1
+        self.payload_bytes += n
+        self.lost_payload_segments += not delivered
+        new_bytes = self.offered.find(0, start, end) != -1
+        if not new_bytes:
+            self.retransmissions += 1
+            self.lost_retransmissions += not delivered
+            if self.arrives.find(0, start, end) == -1:
+                if start < self._rto_mark:
+                    self.spurious_after_rto += 1
+                elif entry and self.first_ok.find(1, start, end) == -1:
+                    self.spurious_on_reentry += 1
+                else:
+                    self.spurious += 1
+        self.offered[start:end] = _ONES[:n]
+        if delivered:
+            self.arrives[start:end] = _ONES[:n]
+            if new_bytes:
+                self.first_ok[start:end] = _ONES[:n]
+        self._high = max(self._high, end)
+
+
+@dataclass
+class Transfer:
+    """One finished bulk transfer from the sender stack (A) to the receiver stack (B)."""
+
+    sender: TcpStack
+    receiver: TcpStack
+    link: LinkModel
+    audit: WireAudit
+    received: bytes
+    trace: list[tuple[float, int, int, int]]     # (time, cwnd, ssthresh, flight) per step
+
+
+def bulk(data: bytes, ab: LinkParams, ba: LinkParams | None = None, seed: int = 1,
+         drop: DropRule | None = None, config: TcpConfig = CONFIG,
+         time_limit: float = 300.0, max_iterations: int = 200_000) -> Transfer:
+    """Connect A -> B over the link, send data, close; run until B has read EOF and closed."""
+    sender = TcpStack(config, isn_secret=b"sender-secret-0123")
+    receiver = TcpStack(config, isn_secret=b"receiver-secret-01")
+    listener = receiver.listen(B_IP, 80, 8)
+    conn = sender.connect(A_IP, 40000, B_IP, 80, 0.0)
+    client = StreamApp(conn, data)
+    server: list[StreamApp] = []
+    trace: list[tuple[float, int, int, int]] = []
+    audit = WireAudit(sender, len(data))
+
+    def app(now: float) -> None:
+        sender.events()
+        receiver.events()
+        if not server:
+            accepted = listener.accept()
+            if accepted is not None:
+                server.append(StreamApp(accepted, close_when_sent=False))
+        client.pump()
+        for s in server:
+            s.pump()
+        trace.append((now, conn.cc.cwnd, conn.cc.ssthresh, conn.snd_max - conn.una))
+
+    link = LinkModel(sender, receiver, ab, ba or LinkParams(delay=ab.delay), seed=seed,
+                     drop_ab=drop, observe_ab=audit)
+    link.run(lambda: bool(server) and server[0].closed, app, time_limit=time_limit,
+             max_iterations=max_iterations)
+    return Transfer(sender, receiver, link, audit, bytes(server[0].incoming), trace)
+
+
+def assert_exact(t: Transfer, data: bytes) -> None:
+    assert len(t.received) == len(data), f"received {len(t.received)} of {len(data)} bytes"
+    assert t.received == data, "payload corrupted in transit"
+    assert t.receiver.stats.bytes_in == len(data)
+    assert t.receiver.stats.bad_segments == t.sender.stats.bad_segments == 0
+
+
+# -- 10 MB bulk transfers ------------------------------------------------------------------------
+
+def test_10mb_without_loss_sends_every_byte_once() -> None:
+    t = bulk(DATA, LinkParams())
+    assert_exact(t, DATA)
+    st = t.sender.stats
+    assert (st.retransmits, st.fast_retransmits, st.timeouts) == (0, 0, 0)
+    assert t.audit.payload_bytes == SIZE and t.audit.retransmissions == 0
+    assert st.bytes_out == SIZE
+
+
+@pytest.mark.parametrize("loss", [0.01, 0.05, 0.10])
+def test_10mb_random_loss_recovers_without_spurious_retransmissions(loss: float) -> None:
+    """Data path loses `loss` of segments, ACK path clean, no reordering: every retransmission
+    outside RTO go-back-N fills a real hole, and fast retransmit does most of the work."""
+    t = bulk(DATA, LinkParams(loss=loss), seed=int(loss * 1000))
+    assert_exact(t, DATA)
+    st, audit = t.sender.stats, t.audit
+    assert audit.lost_payload_segments > 0.5 * loss * audit.payload_segments
+    assert audit.spurious == 0, f"{audit.spurious} retransmissions of data that was not lost"
+    assert st.retransmits >= audit.retransmissions >= audit.lost_payload_segments
+    assert st.fast_retransmits > st.timeouts
+    if loss <= 0.01:
+        # With SACK and a window of ~100 segments only a lost retransmission or a tail loss
+        # leaves the sender without dupACKs (RFC 6675 has no lost-retransmission detection).
+        assert st.timeouts <= audit.lost_retransmissions + 1
+
+
+def test_10mb_reordering_and_duplication_without_loss() -> None:
+    t = bulk(DATA, LinkParams(reorder=0.02, duplicate=0.02),
+             LinkParams(reorder=0.02, duplicate=0.02), seed=11)
+    assert_exact(t, DATA)
+    assert t.link.a_to_b.stats.reordered > 50 and t.link.a_to_b.stats.duplicated > 50
+    assert t.audit.lost_payload_segments == 0
+    assert t.sender.stats.timeouts == 0, "nothing was lost, yet the RTO fired"
+
+
+def test_10mb_loss_reordering_duplication_both_directions() -> None:
+    both = LinkParams(loss=0.02, reorder=0.02, duplicate=0.02)
+    t = bulk(DATA, both, both, seed=12)
+    assert_exact(t, DATA)
+    assert t.sender.stats.retransmits >= t.audit.lost_payload_segments > 0
+
+
+# -- exact recovery for chosen losses (1 MB) -------------------------------------------------------
+
+SMALL = DATA[:1 << 20]
+
+
+def reductions(t: Transfer) -> list[tuple[int, int, int]]:
+    """(flight before, ssthresh after, index) for every step at which ssthresh changed."""
+    out = []
+    for i in range(1, len(t.trace)):
+        if t.trace[i][2] != t.trace[i - 1][2]:
+            out.append((t.trace[i - 1][3], t.trace[i][2], i))
+    return out
+
+
+@pytest.mark.parametrize("sack", [True, False], ids=["sack", "newreno"])
+def test_one_loss_costs_one_fast_retransmit_and_halves_cwnd(sack: bool) -> None:
+    """RFC 5681 3.2 / RFC 6675: one lost segment in a large window -> exactly one retransmission,
+    by fast retransmit, no timeout; ssthresh = FlightSize / 2 and cwnd ends near it."""
+    drop = DropNthData(100)
+    t = bulk(SMALL, LinkParams(), drop=drop,
+             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
+                              sack=sack))
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert len(drop.dropped) == 1
+    assert (st.retransmits, st.fast_retransmits, st.timeouts) == (1, 1, 0)
+    assert t.audit.retransmissions == 1 and t.audit.spurious == 0
+    cuts = reductions(t)
+    assert len(cuts) == 1, f"ssthresh changed {len(cuts)} times: {cuts}"
+    flight, ssthresh, index = cuts[0]
+    assert abs(ssthresh - flight // 2) <= 4 * MSS, (flight, ssthresh)
+    after = [cwnd for _, cwnd, _, fl in t.trace[index:] if fl and cwnd <= ssthresh + MSS]
+    assert after, "cwnd never came back to ssthresh after recovery (RFC 6582 3.2 step 6)"
+
+
+@pytest.mark.parametrize("sack", [True, False], ids=["sack", "newreno"])
+def test_two_losses_in_one_window_one_reduction_no_timeout(sack: bool) -> None:
+    """RFC 6582 (partial ACKs) / RFC 6675: two holes in one window are repaired in one recovery
+    episode: two retransmissions, one ssthresh reduction, no RTO."""
+    drop = DropNthData(100, 106)
+    t = bulk(SMALL, LinkParams(), drop=drop,
+             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
+                              sack=sack))
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert len(drop.dropped) == 2
+    assert st.timeouts == 0 and st.retransmits == 2 and t.audit.spurious == 0
+    assert len(reductions(t)) == 1
+
+
+
+
+# -- the link model itself: checked with trivial endpoints, so engine failures are not link bugs --
+
+class Pinger:
+    """Sends `count` numbered 20+4-byte pseudo-segments at t=0; records what comes back."""
+
+    def __init__(self, count: int) -> None:
+        self.pending = [(1, 2, _HDR + struct.pack("!I", k)) for k in range(count)]
+        self.got: list[tuple[float, int]] = []
+
+    def receive(self, src_ip: int, dst_ip: int, tcp_bytes: bytes, now: float) -> None:
+        self.got.append((now, struct.unpack_from("!I", tcp_bytes, 20)[0]))
+
+    def poll(self, now: float) -> list[tuple[int, int, bytes]]:
+        out, self.pending = self.pending, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+class Echo(Pinger):
+    """Returns every segment it receives, at once."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def receive(self, src_ip: int, dst_ip: int, tcp_bytes: bytes, now: float) -> None:
+        super().receive(src_ip, dst_ip, tcp_bytes, now)
+        self.pending.append((dst_ip, src_ip, tcp_bytes))
+
+
+_HDR = bytes(12) + b"\x50" + bytes(7)
+
+
+def test_link_serialises_and_delays_exactly() -> None:
+    """Arrival k = (k+1) * wire time + delay, and the echo returns after one more trip."""
+    a, b = Pinger(5), Echo()
+    link = LinkModel(a, b, LinkParams(delay=0.010, bandwidth=8e6))
+    link.run(lambda: len(a.got) == 5, time_limit=1.0, max_iterations=100)
+    wire = (24 + WIRE_OVERHEAD) * 8 / 8e6
+    assert [k for _, k in b.got] == list(range(5))
+    assert [t for t, _ in b.got] == pytest.approx([(k + 1) * wire + 0.010 for k in range(5)])
+    assert a.got[-1][0] == pytest.approx(b.got[-1][0] + wire + 0.010)
+
+
+def _lost_indices(seed: int, params: LinkParams, count: int = 4000) -> list[int]:
+    a, b = Pinger(count), Echo()
+    link = LinkModel(a, b, params, LinkParams(delay=0.0, bandwidth=None), seed=seed)
+    link.run(lambda: link.now > 1.0 or not (link.a_to_b.in_flight or link.b_to_a.in_flight),
+             time_limit=2.0, max_iterations=10 * count)
+    got = {k for _, k in b.got}
+    return [k for k in range(count) if k not in got]
+
+
+def test_link_loss_is_seeded_and_near_rate() -> None:
+    params = LinkParams(loss=0.05, delay=0.001, bandwidth=None)
+    first = _lost_indices(7, params)
+    assert first == _lost_indices(7, params)
+    assert first != _lost_indices(8, params)
+    assert 0.04 * 4000 < len(first) < 0.06 * 4000
+
+
+def test_link_duplicates_and_reorders() -> None:
+    a, b = Pinger(2000), Echo()
+    link = LinkModel(a, b, LinkParams(duplicate=0.05, reorder=0.1, reorder_delay=0.001,
+                                      delay=0.001, bandwidth=100e6), seed=3)
+    link.run(lambda: not link.a_to_b.in_flight and link.now > 0.0, time_limit=2.0,
+             max_iterations=100_000)
+    order = [k for _, k in b.got]
+    assert len(order) == 2000 + link.a_to_b.stats.duplicated
+    assert 50 < link.a_to_b.stats.duplicated < 150 and 120 < link.a_to_b.stats.reordered < 280
+    assert order != sorted(order) and sorted(set(order)) == list(range(2000))
+
+
+def test_link_reports_stall_and_limits() -> None:
+    link = LinkModel(Pinger(1), Echo(), LinkParams())
+    with pytest.raises(SimulationError, match="stalled"):
+        link.run(lambda: False, time_limit=1.0, max_iterations=1000)
+    ping = LinkModel(Echo(), Echo(), LinkParams(delay=0.01))
+    ping.a.pending.append((1, 2, _HDR + bytes(4)))          # bounces forever
+    with pytest.raises(SimulationError, match="time limit"):
+        ping.run(lambda: False, time_limit=0.5, max_iterations=1000)
+    with pytest.raises(SimulationError, match="iteration cap"):
+        ping.run(lambda: False, time_limit=100.0, max_iterations=10)

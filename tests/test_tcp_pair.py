@@ -1,0 +1,235 @@
+"""Two engines back to back (h11-style): what one sends, the other receives, with the exact
+events on both sides."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+
+import pytest
+
+from p4mtcp.control.tcp import EventKind, State, TcpConfig
+from scapy.layers.inet import TCP
+
+from test_tcp_support import Wire, flags
+
+A, B = 0x0A000001, 0x0A000002
+
+
+def kinds(stack):
+    return [e.kind for e in stack.events()]
+
+
+def open_pair(w: Wire):
+    lst = w.b.listen(B, 80, 8)
+    c = w.a.connect(A, 40000, B, 80, w.now)
+    w.run()
+    s = lst.accept()
+    assert s is not None
+    w.a.events()
+    w.b.events()
+    return c, s, lst
+
+
+def test_handshake_events_on_both_sides():
+    w = Wire()
+    lst = w.b.listen(B, 80, 8)
+    c = w.a.connect(A, 40000, B, 80, w.now)
+    w.run()
+    assert kinds(w.a) == [EventKind.CONNECTED, EventKind.WRITABLE]
+    evs = w.b.events()
+    assert [e.kind for e in evs] == [EventKind.ACCEPTABLE] and evs[0].sock is lst
+    s = lst.accept()
+    assert c.state is s.state is State.ESTABLISHED
+    assert s.local == (B, 80) and s.remote == (A, 40000) and c.remote == (B, 80)
+    assert lst.accept() is None and lst.pending == 0
+
+
+def test_options_negotiated_between_engines():
+    w = Wire(TcpConfig(rcvbuf=1 << 20, idle_timeout=0), TcpConfig(rcvbuf=1 << 18, idle_timeout=0))
+    c, s, _ = open_pair(w)
+    assert c.sack_ok and s.sack_ok and c.ts_ok and s.ts_ok
+    assert c.rcv_wscale == 5 and s.snd_wscale == 5 and s.rcv_wscale == 3 and c.snd_wscale == 3
+    assert c.eff_mss == s.eff_mss == 1448
+
+
+def test_options_off_on_one_side_are_off():
+    w = Wire(TcpConfig(sack=False, timestamps=False, window_scaling=False, idle_timeout=0),
+             TcpConfig(rcvbuf=1 << 20, idle_timeout=0))
+    c, s, _ = open_pair(w)
+    assert not (c.sack_ok or s.sack_ok or c.ts_ok or s.ts_ok)
+    assert c.snd_wscale == s.snd_wscale == s.rcv_wscale == 0 and c.eff_mss == 1460
+
+
+@pytest.mark.parametrize("size", [1, 1460, 100_000, 3_000_000])
+def test_bulk_transfer_byte_exact(size):
+    cfg = TcpConfig(rcvbuf=256 * 1024, sndbuf=256 * 1024, idle_timeout=0)
+    w = Wire(cfg, cfg)
+    c, s, _ = open_pair(w)
+    data = os.urandom(size)
+    sent, got = 0, bytearray()
+    for _ in range(100_000):
+        if sent < size:
+            sent += c.send(memoryview(data)[sent:sent + 65536])
+        w.run(until=w.now + 0.001)
+        got += s.recv(1 << 20)
+        if len(got) == size:
+            break
+    assert bytes(got) == data
+    assert w.a.stats.retransmits == 0
+
+
+def test_both_directions_at_once():
+    w = Wire()
+    c, s, _ = open_pair(w)
+    a_data, b_data = os.urandom(50_000), os.urandom(70_000)
+    got_a, got_b = bytearray(), bytearray()
+    sa = sb = 0
+    for _ in range(10_000):
+        sa += c.send(a_data[sa:sa + 4096])
+        sb += s.send(b_data[sb:sb + 4096])
+        w.run(until=w.now + 0.001)
+        got_b += s.recv(1 << 20)
+        got_a += c.recv(1 << 20)
+        if len(got_a) == len(b_data) and len(got_b) == len(a_data):
+            break
+    assert bytes(got_b) == a_data and bytes(got_a) == b_data
+
+
+def test_orderly_close_both_sides_freed():
+    w = Wire()
+    c, s, _ = open_pair(w)
+    c.send(b"request")
+    c.close()
+    w.run()
+    assert s.recv(100) == b"request" and s.eof and s.state is State.CLOSE_WAIT
+    assert [e for e in kinds(w.b) if e is EventKind.EOF]
+    s.send(b"late reply")                    # half-closed peer may still send
+    s.close()
+    w.run(until=w.now + 1)
+    assert c.state is State.CLOSED and s.state is State.CLOSED
+    assert w.a.connections == 0 and w.b.connections == 0
+    assert EventKind.CLOSED in kinds(w.a) and EventKind.CLOSED in kinds(w.b)
+
+
+def test_half_close_reply_after_shutdown():
+    w = Wire()
+    c, s, _ = open_pair(w)
+    c.send(b"question")
+    c.shutdown(socket.SHUT_WR)
+    w.run()
+    assert s.recv(100) == b"question" and s.eof
+    assert c.state is State.FIN_WAIT_2
+    s.send(b"answer after your FIN")
+    w.run(until=w.now + 0.5)
+    assert c.recv(100) == b"answer after your FIN"
+    s.close()
+    w.run(until=w.now + 1)
+    assert c.eof and c.recv(10) == b"" and w.a.connections == w.b.connections == 0
+
+
+def test_simultaneous_open_between_engines():
+    """MUST-10: both sides connect to each other at once."""
+    w = Wire()
+    c1 = w.a.connect(A, 5000, B, 6000, w.now)
+    c2 = w.b.connect(B, 6000, A, 5000, w.now)
+    syn_a, syn_b = w.a.poll(w.now), w.b.poll(w.now)         # both SYNs leave before either lands
+    assert [flags(TCP(x[2])) for x in syn_a + syn_b] == ["S", "S"]
+    for src, dst, seg in syn_a:
+        w.b.receive(src, dst, seg, w.now)
+    for src, dst, seg in syn_b:
+        w.a.receive(src, dst, seg, w.now)
+    assert c1.state is State.SYN_RECEIVED and c2.state is State.SYN_RECEIVED
+    w.record = True
+    w.run(until=w.now + 0.1)
+    assert c1.state is State.ESTABLISHED and c2.state is State.ESTABLISHED
+    assert [flags(s) for _, s in w.log[:2]] == ["SA", "SA"]
+    c1.send(b"ping")
+    w.run()
+    assert c2.recv(10) == b"ping"
+
+
+def test_simultaneous_close_between_engines():
+    w = Wire(TcpConfig(timewait=5.0, idle_timeout=0), TcpConfig(timewait=5.0, idle_timeout=0))
+    c, s, _ = open_pair(w)
+    c.close()
+    s.close()
+    w.run()
+    assert c.state is State.TIME_WAIT and s.state is State.TIME_WAIT
+    w.run(until=w.now + 6)
+    assert w.a.connections == 0 and w.b.connections == 0
+
+
+def test_reset_reaches_the_peer():
+    w = Wire()
+    c, s, _ = open_pair(w)
+    c.abort()
+    w.run()
+    assert s.state is State.CLOSED and s.error == errno.ECONNRESET
+    assert kinds(w.b) == [EventKind.RESET, EventKind.CLOSED]
+
+
+def test_connect_to_closed_port_refused():
+    w = Wire()
+    c = w.a.connect(A, 40000, B, 81, w.now)
+    w.run()
+    assert c.error == errno.ECONNREFUSED and kinds(w.a) == [EventKind.RESET, EventKind.CLOSED]
+
+
+def test_lost_syn_retransmitted():
+    w = Wire()
+    lst = w.b.listen(B, 80, 8)
+    dropped = []
+    w.drop = lambda d, seg: not dropped and flags(seg) == "S" and not dropped.append(seg)
+    c = w.a.connect(A, 40000, B, 80, w.now)
+    w.run(until=w.now + 5)
+    assert dropped and c.state is State.ESTABLISHED and lst.accept() is not None
+    assert w.now >= 1.0
+
+
+@pytest.mark.parametrize("loss, sack", [(0.02, True), (0.02, False), (0.1, True)])
+def test_lossy_link_byte_exact(loss, sack):
+    rng = random.Random(7)
+    cfg = TcpConfig(rcvbuf=65536, sndbuf=65536, sack=sack, idle_timeout=0)
+    w = Wire(cfg, cfg)
+    c, s, _ = open_pair(w)
+    w.drop = lambda d, seg: rng.random() < loss
+    data = os.urandom(300_000)
+    sent, got = 0, bytearray()
+    for _ in range(200_000):
+        if sent < len(data):
+            sent += c.send(data[sent:sent + 16384])
+        w.run(until=w.now + 0.01)
+        got += s.recv(1 << 20)
+        if len(got) == len(data):
+            break
+    assert bytes(got) == data
+    assert w.a.stats.retransmits > 0 and w.a.stats.fast_retransmits > 0
+
+
+def test_single_loss_costs_one_fast_retransmit_not_a_timeout():
+    cfg = TcpConfig(rcvbuf=131072, sndbuf=131072, idle_timeout=0)
+    w = Wire(cfg, cfg)
+    c, s, _ = open_pair(w)
+    seen = []
+
+    def drop(d, seg):
+        if d == "a>b" and len(seg.payload) and not seen and seg.seq > c.iss + 30_000:
+            seen.append(seg.seq)
+            return True
+        return False
+    w.drop = drop
+    data = os.urandom(200_000)
+    sent, got = 0, bytearray()
+    for _ in range(10_000):
+        if sent < len(data):
+            sent += c.send(data[sent:sent + 65536])
+        w.run(until=w.now + 0.001)
+        got += s.recv(1 << 20)
+        if len(got) == len(data):
+            break
+    assert bytes(got) == data and seen
+    assert w.a.stats.fast_retransmits == 1 and w.a.stats.timeouts == 0
+    assert w.a.stats.retransmits == 1
