@@ -47,6 +47,9 @@ class CoreServer:
         self.ep = mtcp.mtcp_epoll_create(mctx, MAX_EVENTS)
         self.listener = mtcp.mtcp_socket(mctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
         mtcp.mtcp_setsock_nonblock(mctx, self.listener)
+        # Responses are written whole as soon as they are ready; Nagle would only hold the tail
+        # of one for a delayed ACK. Accepted sockets inherit the option.
+        mtcp.mtcp_setsockopt(mctx, self.listener, mtcp.IPPROTO_TCP, mtcp.TCP_NODELAY, 1)
         mtcp.mtcp_bind(mctx, self.listener, ("0.0.0.0", port))
         mtcp.mtcp_listen(mctx, self.listener, backlog)
         self._ctl(mtcp.MTCP_EPOLL_CTL_ADD, self.listener, mtcp.MTCP_EPOLLIN)

@@ -48,15 +48,16 @@ def flows_for(core_index: int, ncores: int, total: int) -> int:
 
 
 def padded_request(host: str, path: str, size: int) -> bytes:
-    """The GET epwget sends, padded with an `X-Pad` header to exactly `size` bytes if asked."""
-    req = build_request(host, path)
+    """The GET epwget sends; with `size` > 0 a minimal HTTP/1.0 GET (which closes after the
+    response) padded with an `X-Pad` header to exactly `size` bytes, for benchmarks."""
     if size <= 0:
-        return req
-    pad = size - len(req) - len("X-Pad: \r\n")
+        return build_request(host, path)
+    head = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nX-Pad: ".encode("ascii")
+    pad = size - len(head) - 4
     if pad < 0:
         raise ValueError(f"request size {size}: the request needs at least "
-                         f"{len(req) + len('X-Pad: ') + 2} bytes")
-    return req[:-2] + b"X-Pad: " + b"p" * pad + b"\r\n\r\n"
+                         f"{len(head) + 4} bytes")
+    return head + b"p" * pad + b"\r\n\r\n"
 
 
 @dataclass
@@ -258,17 +259,20 @@ def wget_core(core: int, args: WgetArgs, reporter: launch.Reporter, stop) -> int
         reporter.send("ready", target=target)
         end = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
         next_stat = time.monotonic() + args.stat_interval
+        t_start = time.monotonic()
         client.fill()
         while not client.finished and not stop.is_set() and time.monotonic() < end:
             client.step(50)
             if time.monotonic() >= next_stat:
                 next_stat += args.stat_interval
                 reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
+        t_end = time.monotonic()
         timed_out = not client.finished and not stop.is_set()
         client.close()
         drain(mtcp, mctx, client.ep, stop)
         reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
-        reporter.send("done", **client.summary(), timed_out=timed_out)
+        reporter.send("done", **client.summary(), timed_out=timed_out, t_start=t_start,
+                      t_end=t_end)
     finally:
         mtcp.mtcp_destroy_context(mctx)
     return 0 if client.errors == 0 and client.done >= target else 1

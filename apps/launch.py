@@ -32,12 +32,15 @@ WorkerFn = Callable[[int, Any, "Reporter", Any], int]
 class Reporter:
     """A core process's line to the parent: `send(kind, **fields)` puts one message on the queue."""
 
+
     def __init__(self, q: Any, core: int):
         self._q = q
         self.core = core
 
     def send(self, kind: str, **fields: Any) -> None:
-        self._q.put({"kind": kind, "core": self.core, **fields})
+        """Every message carries the process's CPU seconds so far (`cpu_s`): differences between
+        two messages say what a phase of the run cost that core."""
+        self._q.put({"kind": kind, "core": self.core, "cpu_s": time.process_time(), **fields})
 
 
 def _worker_main(target: WorkerFn, core: int, args: Any, q: Any, stop: Any,
@@ -227,6 +230,14 @@ class Service:
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         return self.proc.returncode
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the running process has used so far (from /proc)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def _log_tail(self) -> str:
         if not self.log_path or not os.path.exists(self.log_path):

@@ -155,6 +155,7 @@ class Receiver:
             st["out"].close()
         seconds = time.monotonic() - st["t0"]
         self.finished.append({"bytes": st["bytes"], "seconds": seconds, "error": error,
+                              "t_start": st["t0"], "t_end": st["t0"] + seconds,
                               "peer": list(st["peer"]),
                               "sha256": st["sha"].hexdigest() if st["sha"] else None})
 
@@ -162,10 +163,20 @@ class Receiver:
     def done(self) -> bool:
         return 0 < self.args.connections <= len(self.finished)
 
-    def close(self) -> None:
+    @property
+    def moved(self) -> int:
+        return self.bytes
+
+    def finish(self, why: str) -> list[dict[str, Any]]:
+        """End what is still open (marked with `why`); every connection's result."""
         for sockid, st in list(self.conns.items()):
-            self._end(sockid, st, error="stopped")
+            self._end(sockid, st, error=why)
         self.m.mtcp_close(self.mctx, self.listener)
+        return self.finished
+
+    def ok(self) -> bool:
+        return (all(not c["error"] for c in self.finished)
+                and (self.args.connections == 0 or self.done))
 
 
 class Sender:
@@ -174,6 +185,8 @@ class Sender:
     def __init__(self, mtcp, mctx, args: PerfArgs):
         m = self.m = mtcp
         self.mctx, self.args = mctx, args
+        timed = args.nbytes is None and args.file is None
+        self.send_until = time.monotonic() + args.seconds if timed else float("inf")
         self.src = Source(args.nbytes, args.file)
         self.sha = hashlib.sha256() if args.verify else None
         self.ep = m.mtcp_epoll_create(mctx, 16)
@@ -192,7 +205,7 @@ class Sender:
         self.closed = False
         self.error = ""
 
-    def step(self, timeout_ms: int, deadline: float) -> None:
+    def step(self, timeout_ms: int) -> None:
         m = self.m
         for ev in m.mtcp_epoll_wait(self.mctx, self.ep, 16, timeout_ms):
             if ev.events & m.MTCP_EPOLLERR:
@@ -200,16 +213,15 @@ class Sender:
                 self._close(f"socket error {err}")
                 return
             if ev.events & m.MTCP_EPOLLOUT and not self.shut:
-                self._write(deadline)
+                self._write()
             if ev.events & (m.MTCP_EPOLLIN | m.MTCP_EPOLLHUP | m.MTCP_EPOLLRDHUP):
                 self._drain()
 
-    def _write(self, deadline: float) -> None:
+    def _write(self) -> None:
         m = self.m
         while True:
             view = self.src.view()
-            if not view or (self.args.nbytes is None and self.args.file is None
-                            and time.monotonic() >= deadline):
+            if not view or time.monotonic() >= self.send_until:
                 # everything is in the send buffer: half-close, then wait for the peer's close
                 m.mtcp_shutdown(self.mctx, self.s, m.SHUT_WR)
                 self.shut = True
@@ -253,56 +265,53 @@ class Sender:
         self.t_end = self.t_end or time.monotonic()
         self.m.mtcp_close(self.mctx, self.s)
 
-    def result(self) -> dict[str, Any]:
+    @property
+    def done(self) -> bool:
+        return self.closed
+
+    @property
+    def moved(self) -> int:
+        return self.sent
+
+    def finish(self, why: str) -> list[dict[str, Any]]:
+        self._close(why)
         seconds = (self.t_end or time.monotonic()) - self.t0
-        return {"bytes": self.sent, "seconds": seconds, "error": self.error,
-                "sha256": self.sha.hexdigest() if self.sha else None}
+        return [{"bytes": self.sent, "seconds": seconds, "error": self.error,
+                 "t_start": self.t0, "t_end": self.t0 + seconds,
+                 "sha256": self.sha.hexdigest() if self.sha else None}]
+
+    def ok(self) -> bool:
+        return self.closed and not self.error
 
 
 def perf_core(core: int, args: PerfArgs, reporter: launch.Reporter, stop) -> int:
+    """One core's process: a Receiver or a Sender on its own context until done or stopped."""
     from p4mtcp import mtcp
 
     mtcp.mtcp_init(args.conf)
     mctx = mtcp.mtcp_create_context(core)
     try:
-        start = time.monotonic()
+        node = (Receiver(mtcp, mctx, core, args) if args.mode == "server"
+                else Sender(mtcp, mctx, args))
+        reporter.send("ready")
         if args.mode == "server":
-            node: Any = Receiver(mtcp, mctx, core, args)
-            reporter.send("ready")
-            end = start + args.seconds if args.seconds > 0 else float("inf")
-            finished = lambda: node.done   # noqa: E731
-        else:
-            node = Sender(mtcp, mctx, args)
-            reporter.send("ready")
-            # a bounded run: the time to send, plus a grace period to drain and close
-            send_end = start + args.seconds if args.nbytes is None and not args.file else 0
-            end = start + (args.seconds if args.seconds > 0 else 600) + 30
-            finished = lambda: node.closed   # noqa: E731
+            limit = args.seconds if args.seconds > 0 else float("inf")
+        else:   # the time to send, plus a grace period to drain and close
+            limit = (args.seconds if args.seconds > 0 else 600) + 30
+        end = time.monotonic() + limit
         next_stat = time.monotonic() + args.stat_interval
         last = 0
-        while not finished() and not stop.is_set() and time.monotonic() < end:
-            if args.mode == "server":
-                node.step(50)
-            else:
-                node.step(50, send_end)
+        while not node.done and not stop.is_set() and time.monotonic() < end:
+            node.step(50)
             if time.monotonic() >= next_stat:
                 next_stat += args.stat_interval
-                moved = node.bytes if args.mode == "server" else node.sent
-                reporter.send("stats", **stats.context_sample(mctx), app={"bytes": moved - last})
-                last = moved
-        moved = node.bytes if args.mode == "server" else node.sent
-        reporter.send("stats", **stats.context_sample(mctx), app={"bytes": moved - last})
-        if args.mode == "server":
-            node.close()
-            reporter.send("result", connections=node.finished)
-            ok = all(not c["error"] for c in node.finished) and (args.connections == 0
-                                                                    or node.done)
-        else:
-            if not node.closed:
-                node._close("timed out" if not stop.is_set() else "stopped")
-            res = node.result()
-            reporter.send("result", connections=[res])
-            ok = not res["error"]
+                reporter.send("stats", **stats.context_sample(mctx),
+                              app={"bytes": node.moved - last})
+                last = node.moved
+        reporter.send("stats", **stats.context_sample(mctx), app={"bytes": node.moved - last})
+        results = node.finish("stopped" if stop.is_set() else "timed out")
+        reporter.send("result", connections=results)
+        ok = node.ok()
     finally:
         mtcp.mtcp_destroy_context(mctx)
     return 0 if ok else 1

@@ -12,6 +12,7 @@ The display is `rich.live` on a terminal and one plain line per row otherwise (l
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TextIO
@@ -62,10 +63,10 @@ class Rate:
 
 
 def stat_line(label: str, flows: int | None, rate: Rate) -> str:
-    """One row in mTCP's layout: `[CPU 0] flows: n, RX: pps (err: n), Gbps, TX: pps, Gbps`."""
-    flows_s = "     -" if flows is None else f"{flows:6d}"
-    return (f"[{label:>5}] flows: {flows_s}, RX: {rate.rx_pps:8.0f}(pps) (err: {rate.drops:5d}), "
-            f"{rate.rx_gbps:5.2f}(Gbps), TX: {rate.tx_pps:8.0f}(pps), {rate.tx_gbps:5.2f}(Gbps)")
+    """One row in mTCP's order (flows, RX pps (err) Gbps, TX pps Gbps), within 80 columns."""
+    flows_s = "    -" if flows is None else f"{flows:5d}"
+    return (f"[{label:>5}] flows:{flows_s} RX:{rate.rx_pps:8.0f}pps (err:{rate.drops:4d}) "
+            f"{rate.rx_gbps:5.2f}Gbps TX:{rate.tx_pps:8.0f}pps {rate.tx_gbps:5.2f}Gbps")
 
 
 @dataclass
@@ -200,8 +201,6 @@ def progress_line(done: float, total: float, unit: str = "", width: int = 30) ->
 
 def context_sample(mctx: Any, now: float | None = None) -> dict[str, Any]:
     """A 'stats' message body from one context: cumulative counters, open flows, time."""
-    import time
-
     st = mctx.stats
     drops = mctx.netif.drops.total()
     flows = st.connects + st.accepts - st.flows_freed

@@ -14,6 +14,9 @@ from collections import deque
 
 from p4mtcp.apps.http import HttpError, RequestParser, build_response_head
 
+SMALL_BODY = 16 * 1024
+"""Bodies up to this size are copied behind their head and written in one call."""
+
 
 class FileCache:
     """URL path -> file contents, for every regular file below `root` (symlinks not followed)."""
@@ -86,9 +89,13 @@ class Session:
                 return
 
     def _queue(self, head: bytes, body: bytes) -> None:
+        # A small body goes in the same write as its head: one segment, not a small segment
+        # followed by another that Nagle would hold for the first one's (delayed) ACK.
+        if len(body) <= SMALL_BODY:
+            self.out.append(memoryview(head + body))
+            return
         self.out.append(memoryview(head))
-        if body:
-            self.out.append(memoryview(body))
+        self.out.append(memoryview(body))
 
     @property
     def pending(self) -> bool:

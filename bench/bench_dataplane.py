@@ -3,7 +3,8 @@
   receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
   transmit: core port -> network port, routed, MACs rewritten, both checksums computed
 
-for 64-byte and 1514-byte frames (a 1500-byte IPv4 datagram), over 1024 flows. Results go to
+for 64-byte and 1514-byte frames (a 1500-byte IPv4 datagram), over 1024 flows; then the whole
+NIC (UNIX links, data-plane thread, pipeline) network -> cores. Results go to
 bench/results/dataplane.json, a cProfile summary of each case to bench/results/dataplane_profile.txt.
 
     python bench/bench_dataplane.py [--seconds 2]
@@ -93,6 +94,44 @@ def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[in
     return n, time.perf_counter() - start
 
 
+def run_links(seconds: float, frame_len: int) -> dict:
+    """Network -> core through the whole NIC: UNIX links, the data-plane thread, the pipeline.
+    The sender and receiver share the process (and the GIL) with the NIC, so this is a floor."""
+    import tempfile
+
+    from p4mtcp.dataplane.nic import Nic
+    from p4mtcp.dataplane.ports import open_port
+
+    with tempfile.TemporaryDirectory() as d:
+        dev = make_device()
+        nic = Nic({NET: f"unix:{d}/wire", **{CORE0 + c: f"unix:{d}/c{c}" for c in range(CORES)}},
+                  grpc_address=None, device=dev).start()
+        wire = open_port(f"unix-host:{d}/wire")
+        cores = [open_port(f"unix-host:{d}/c{c}") for c in range(CORES)]
+        batch = [f for _, f in frames("receive", frame_len)][:256]
+        sent = received = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for f in batch:
+                sent += wire.send(f)
+            deadline = time.perf_counter() + 1.0
+            while received < sent and time.perf_counter() < deadline:
+                got = sum(len(c.recv_batch()) for c in cores)
+                received += got
+                if not got:
+                    time.sleep(0.0002)
+        elapsed = time.perf_counter() - start
+        for p in (wire, *cores):
+            p.close()
+        nic.stop()
+    kpps = received / elapsed / 1000
+    return {"direction": "receive via UNIX links (whole NIC)", "frame_bytes": frame_len,
+            "packets": received, "sent": sent, "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
+            "us_per_packet": round(1e6 * elapsed / max(received, 1), 2),
+            "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1),
+            "vs_bmv2_80kpps": round(kpps / BMV2_KPPS, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="per case (default %(default)s)")
@@ -122,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             profile_text.write(f"=== {direction}, {frame_len}-byte frames ===\n")
             stats = pstats.Stats(prof, stream=profile_text)
             stats.sort_stats("tottime").print_stats(15)
+    for frame_len in (64, 1514):
+        case = run_links(args.seconds, frame_len)
+        cases.append(case)
+        print(f"links    {frame_len:5} B: {case['kpps']:7.1f} kpps  {case['us_per_packet']:6.2f} us/pkt"
+              f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)"
+              f"  [{case['sent'] - case['packets']} lost]")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
               "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
               "bmv2_reference_kpps": BMV2_KPPS, "cases": cases}

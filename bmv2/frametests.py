@@ -356,6 +356,15 @@ def flow_steer_overrides_hash(fab: Fabric) -> None:
     _only(fab.collect(1), p.core_ports[0], 1, "after the flow_steer entry is deleted")
 
 
+def packet_out_leaves_unchanged(fab: Fabric) -> None:
+    """A PacketOut (the agent's own ARP request, say) leaves its egress_port byte for byte."""
+    p = fab.plan
+    frame = bytes(Ether(src=p.nic_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc=p.nic_mac, psrc=p.local_ips[0], pdst=p.peer_ip))
+    fab.ctrl.packet_out(frame, egress_port=p.network_port)
+    assert _only(fab.collect(1), p.network_port, 1, "PacketOut")[0] == frame
+
+
 CASES: Sequence[Callable[[Fabric], None]] = (
-    arp_request_answered, arp_reply_to_cpu, bad_tcp_checksum_dropped, tcp_steered_by_rss,
+    arp_request_answered, arp_reply_to_cpu, packet_out_leaves_unchanged, bad_tcp_checksum_dropped, tcp_steered_by_rss,
     steering_symmetric, core_frame_checksums_filled, flow_steer_overrides_hash)

@@ -67,7 +67,8 @@ def compile_program(out_dir: str | Path, source: Path = PROGRAM, timeout: float 
     p4c = require(P4C_BM2_SS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = Compiled(out / f"{source.stem}.json", out / f"{source.stem}.p4info.txtpb")
+    # p4c picks the P4Info format from the suffix; releases before .txtpb support know .txt.
+    result = Compiled(out / f"{source.stem}.json", out / f"{source.stem}.p4info.txt")
     argv = [p4c, "--arch", "v1model", "--std", "p4-16",
             "--p4runtime-files", str(result.p4info), "-o", str(result.json), str(source)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,

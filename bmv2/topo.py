@@ -81,13 +81,14 @@ class TestbedPlan:
 class Testbed:
     """A built (and, after `start`, running) testbed network."""
 
-    net: object
+    net: Any                        # mininet.net.Mininet
     plan: TestbedPlan
     workdir: Path
     kind: str
     device_config: str | None = None
     conf_path: Path = field(init=False)
     agent: Any = field(default=None, init=False)
+    _stopped: bool = field(default=False, init=False)
 
     @property
     def switch(self):
@@ -109,13 +110,23 @@ class Testbed:
         from p4mtcp.control.agent import NicAgent
         from p4mtcp.control.config import load_host
 
-        self.net.start()
-        self.conf_path = self.write_configs()
-        host = load_host(self.conf_path, self.workdir / "arp.conf", self.workdir / "route.conf")
-        self.agent = NicAgent(host).start(agent_timeout)
+        self._stopped = False
+        try:
+            self.net.start()
+            self.conf_path = self.write_configs()
+            host = load_host(self.conf_path, self.workdir / "arp.conf",
+                             self.workdir / "route.conf")
+            self.agent = NicAgent(host).start(agent_timeout)
+        except BaseException:
+            self.stop()       # a half-started network still has namespaces, links, a switch
+            raise
         return self
 
     def stop(self) -> None:
+        """Stop the agent, the switch process, hosts and links; safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
@@ -149,14 +160,19 @@ def build(kind: str, plan: TestbedPlan, workdir: str | Path,
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
-    s1 = net.addSwitch("s1", cls=SWITCHES[kind], log_dir=str(workdir))
-    for j in range(1, plan.hosts + 1):
-        h = net.addHost(f"h{j}", cls=KernelHost, ip=f"{plan.host_ip(j)}/24", mac=plan.host_mac(j))
-        net.addLink(h, s1, port2=j)
-    m1 = net.addHost("m1", cls=P4mtcpHost, ip=None)
-    for core in range(plan.cores):
-        net.addLink(m1, s1, port1=core, port2=plan.core_port(core))
-    net.build()
+    try:
+        s1 = net.addSwitch("s1", cls=SWITCHES[kind], log_dir=str(workdir))
+        for j in range(1, plan.hosts + 1):
+            h = net.addHost(f"h{j}", cls=KernelHost, ip=f"{plan.host_ip(j)}/24",
+                            mac=plan.host_mac(j))
+            net.addLink(h, s1, port2=j)
+        m1 = net.addHost("m1", cls=P4mtcpHost, ip=None)
+        for core in range(plan.cores):
+            net.addLink(m1, s1, port1=core, port2=plan.core_port(core))
+        net.build()
+    except BaseException:
+        net.stop()            # namespaces and links made so far
+        raise
     return Testbed(net, plan, workdir, kind, device_config)
 
 
@@ -170,7 +186,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cli", action="store_true", help="drop into Mininet's CLI")
     p.add_argument("--script", metavar="FILE",
                    help="run the Mininet CLI commands in FILE (e.g. 'h1 curl ...'), then stop")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.script and not Path(args.script).is_file():
+        p.error(f"--script {args.script}: no such file")
+    return args
 
 
 def describe(tb: Testbed) -> str:

@@ -9,17 +9,18 @@ mTCP are documented in ``p4mtcp/mtcp.py``.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import signal
 import socket as _socket
 import struct
 import termios
+from pathlib import Path
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from p4mtcp.control import epoll as _ep
-from p4mtcp.control.config import MtcpConf, MtcpConfig, load_mtcp_conf
+from p4mtcp.control.config import MtcpConf, MtcpConfig, load_host
 from p4mtcp.control.context import Context, Pipe, Socket, SockType, apply_option, fail
 from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.control.rss import PortSelector, round_robin_reta
@@ -70,6 +71,7 @@ NIC_CONNECT_TIMEOUT = 10.0
 _RECV_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 _SEND_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 _LINGER = struct.Struct("ii")
+_IPV4 = struct.Struct("!I")
 
 # ------------------------------------------------------------------------------- process state
 
@@ -79,6 +81,7 @@ class _Process:
 
     def __init__(self) -> None:
         self.config: MtcpConfig | None = None
+        self.routes: list[tuple[int, int]] = []  # (network, netmask) a connect may reach
         self.contexts: dict[int, Context] = {}
         self.handlers: dict[int, Callable[[int], Any]] = {}
 
@@ -100,14 +103,18 @@ def _ip(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32:
         return value
     if isinstance(value, str):
-        return int(ipaddress.IPv4Address(value or "0.0.0.0"))
+        try:
+            return _IPV4.unpack(_socket.inet_pton(AF_INET, value or "0.0.0.0"))[0]
+        except OSError:
+            raise ValueError(f"{value!r} is not a dotted-quad IPv4 address") from None
     raise ValueError(f"{value!r} is not an IPv4 address")
 
 
-def _sockaddr(addr: Any, call: str, err: int) -> tuple[int, int]:
-    """``(host, port)`` -> (int ip, int port), or ``err`` naming what is wrong."""
+def _sockaddr(addr: Any, call: str, err: int, missing: int = errno.EINVAL) -> tuple[int, int]:
+    """``(host, port)`` -> (int ip, int port); ``missing`` for None (mTCP's NULL address),
+    ``err`` naming what is wrong otherwise."""
     if addr is None:
-        fail(errno.EFAULT if call == "mtcp_connect" else errno.EINVAL, call, "no address given")
+        fail(missing, call, "no address given")
     try:
         host, port = addr
         ip = _ip(host)
@@ -119,22 +126,25 @@ def _sockaddr(addr: Any, call: str, err: int) -> tuple[int, int]:
 
 
 def _addr_out(ip: int, port: int) -> tuple[str, int]:
-    return str(ipaddress.IPv4Address(ip)), port
-
-
-def _timeout_s(ctx: Context) -> float | None:
-    """How long a blocking socket call may wait: tcp_timeout when it is on, else unbounded."""
-    return ctx.block_timeout
+    return _socket.inet_ntoa(_IPV4.pack(ip)), port
 
 
 # ------------------------------------------------------------------------------- process setup
 
 
 def mtcp_init(config_file: str) -> int:
-    """Load mtcp.conf (``ConfigError`` names file, line and problem). Returns 0."""
+    """Load mtcp.conf, and arp.conf/route.conf when they sit beside it (mTCP reads them from
+    ./config/). ``ConfigError`` names file, line and problem. Returns 0."""
     if _proc.contexts:
         fail(errno.EBUSY, "mtcp_init", "contexts exist; mtcp_destroy first")
-    _proc.config = load_mtcp_conf(config_file)
+    here = Path(config_file).parent
+    arp, route = here / "arp.conf", here / "route.conf"
+    host = load_host(config_file, arp if arp.is_file() else None,
+                     route if route.is_file() else None)
+    _proc.config = host.mtcp
+    # connect's "no route" check: route.conf's prefixes and the local subnets
+    _proc.routes = [(int(r.network.network_address), int(r.network.netmask))
+                    for r in host.all_routes()]
     return 0
 
 
@@ -186,12 +196,14 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
         fail(errno.EINVAL, call, f"core {cpu!r} is not in 0..{cfg.num_cores - 1}")
     if cpu in _proc.contexts:
         fail(errno.EEXIST, call, f"core {cpu} already has a context in this process")
+    reopen = None
     if port is None:
         if not cfg.core_links:
             fail(errno.EINVAL, call, "mtcp.conf has no core_links to reach the NIC")
         from p4mtcp.dataplane.ports import open_port
 
         spec = cfg.core_link(cpu)
+        reopen = partial(open_port, spec)
         try:
             port = open_port(spec, connect_timeout=NIC_CONNECT_TIMEOUT)
         except ValueError as exc:
@@ -199,8 +211,13 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
         except OSError as exc:
             fail(exc.errno or errno.ECONNREFUSED, call, f"core link {spec}: {exc.strerror}")
     selector = PortSelector(round_robin_reta(cfg.core_ports), cfg.core_port(cpu))
-    ctx = Context(cpu, cfg.conf(), port, [int(a.ip) for a in cfg.local_ip],
-                  offload_checksum=offload_checksum, selector=selector)
+    try:
+        ctx = Context(cpu, cfg.conf(), port, [int(a.ip) for a in cfg.local_ip],
+                      offload_checksum=offload_checksum, selector=selector,
+                      routes=_proc.routes, reopen=reopen)
+    except ValueError as exc:  # e.g. buffer sizes the engine cannot honour
+        port.close()
+        fail(errno.EINVAL, call, str(exc))
     _proc.contexts[cpu] = ctx
     return ctx
 
@@ -217,19 +234,24 @@ def mtcp_register_signal(signum: int, handler: Callable[[int], Any] | None
                          ) -> Callable[[int], Any] | None:
     """Call ``handler(signum)`` on the signal after waking every context of this process (their
     blocked calls fail with EINTR, as mTCP's do). Returns the previously registered handler."""
+    call = "mtcp_register_signal"
+    if handler is not None and not callable(handler):
+        fail(errno.EINVAL, call, f"handler {handler!r} is not callable")
     previous = _proc.handlers.get(signum)
-    if handler is None:
-        _proc.handlers.pop(signum, None)
-        signal.signal(signum, signal.SIG_DFL)
-        return previous
 
     def on_signal(sig: int, _frame: Any) -> None:
         for ctx in _proc.contexts.values():
             ctx.interrupted = True
-        handler(sig)
+        handler(sig)  # type: ignore[misc]
 
-    signal.signal(signum, on_signal)
-    _proc.handlers[signum] = handler
+    try:
+        signal.signal(signum, signal.SIG_DFL if handler is None else on_signal)
+    except (TypeError, ValueError, OSError) as exc:
+        fail(errno.EINVAL, call, f"signal {signum!r}: {exc}")
+    if handler is None:
+        _proc.handlers.pop(signum, None)
+    else:
+        _proc.handlers[signum] = handler
     return previous
 
 
@@ -303,7 +325,7 @@ def mtcp_accept(mctx: Context, sockid: int) -> int:
     new = ctx.accept(s, call)
     if new is None and not s.nonblock:
         lst = s.listener
-        ctx.run_until(lambda: lst.pending, _timeout_s(ctx), call)
+        ctx.run_until(lambda: lst.pending, ctx.block_timeout, call)
         new = ctx.accept(s, call)
     if new is None:
         fail(errno.EAGAIN, call, "no connection to accept")
@@ -335,7 +357,7 @@ def mtcp_connect(mctx: Context, sockid: int, addr: tuple[str | int, int]) -> int
     call = "mtcp_connect"
     ctx = _ctx(mctx, call)
     s = _stream(ctx, sockid, call)
-    rip, rport = _sockaddr(addr, call, errno.EAFNOSUPPORT)
+    rip, rport = _sockaddr(addr, call, errno.EAFNOSUPPORT, errno.EFAULT)
     if s.conn is not None:
         if s.conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
             fail(errno.EALREADY, call, f"socket {sockid} is already connecting")
@@ -352,11 +374,21 @@ def mtcp_connect(mctx: Context, sockid: int, addr: tuple[str | int, int]) -> int
     return 0
 
 
+def _flush_if_blocking(ctx: Context, s: Socket) -> None:
+    """A blocking socket's write/close/shutdown/abort takes effect on the wire before the call
+    returns; non-blocking ones wait for the next loop step, so that an event loop's many calls
+    leave in one batch (as mTCP's thread picks them up on its next round)."""
+    if not s.nonblock:
+        ctx.flush()
+
+
 def mtcp_close(mctx: Context, sockid: int) -> int:
     """Graceful close (FIN) of any socket type; SO_LINGER {on, 0 s} resets instead."""
     call = "mtcp_close"
     ctx = _ctx(mctx, call)
-    ctx.close_socket(ctx.get(sockid, call))
+    s = ctx.get(sockid, call)
+    ctx.close_socket(s)
+    _flush_if_blocking(ctx, s)
     return 0
 
 
@@ -369,6 +401,7 @@ def mtcp_abort(mctx: Context, sockid: int) -> int:
         fail(errno.ENOTCONN, call, f"socket {sockid} has no connection")
     s.conn.abort()
     ctx.close_socket(s)
+    _flush_if_blocking(ctx, s)
     return 0
 
 
@@ -391,6 +424,7 @@ def mtcp_shutdown(mctx: Context, sockid: int, how: int) -> int:
     if how != SHUT_RD:
         s.shut_wr = True
     ctx.notify(s.id, _ep.CONDITIONS)
+    _flush_if_blocking(ctx, s)
     return 0
 
 
@@ -506,7 +540,7 @@ def _pipe_read(ctx: Context, s: Socket, length: int, peek: bool, call: str) -> b
         if not p.writer_open:
             return b""
         if s.nonblock or not ctx.run_until(lambda: p.buf or not p.writer_open,
-                                           _timeout_s(ctx), call):
+                                           ctx.block_timeout, call):
             fail(errno.EAGAIN, call, "pipe is empty")
     data = bytes(p.buf[:length])
     if not peek:
@@ -527,7 +561,7 @@ def _pipe_write(ctx: Context, s: Socket, data: bytes, call: str) -> int:
         return 0
     if not p.space():
         if s.nonblock or not ctx.run_until(lambda: p.space() or not p.reader_open,
-                                           _timeout_s(ctx), call):
+                                           ctx.block_timeout, call):
             fail(errno.EAGAIN, call, "pipe is full")
         if not p.reader_open:
             fail(errno.EPIPE, call, "the read end is closed")
@@ -567,7 +601,7 @@ def _recv(ctx: Context, sockid: Any, length: Any, peek: bool, call: str) -> byte
         if s.nonblock:
             fail(errno.EAGAIN, call, f"socket {sockid}: no data")
         if not ctx.run_until(lambda: c.readable_bytes or c.eof or c.error
-                             or c.state not in _RECV_STATES, _timeout_s(ctx), call):
+                             or c.state not in _RECV_STATES, ctx.block_timeout, call):
             fail(errno.EAGAIN, call, f"socket {sockid}: no data within tcp_timeout")
 
 
@@ -629,11 +663,12 @@ def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
         except OSError as exc:  # the state changed under us (engine's own errno)
             fail(exc.errno or errno.EPIPE, call, f"socket {sockid}")
         if n:
+            _flush_if_blocking(ctx, s)
             return n
         if s.nonblock:
             fail(errno.EAGAIN, call, f"socket {sockid}: send buffer full")
         if not ctx.run_until(lambda: c.send_space or c.error or c.state not in _SEND_STATES,
-                             _timeout_s(ctx), call):
+                             ctx.block_timeout, call):
             fail(errno.EAGAIN, call, f"socket {sockid}: send buffer full for tcp_timeout")
 
 

@@ -41,6 +41,8 @@ from p4mtcp.control.tcp import Connection, EventKind, Listener, State, TcpConfig
 
 MAX_WAIT = 0.1
 """Longest single block on the port (seconds); bounds signal latency, not timer accuracy."""
+RECONNECT = 0.5
+"""Seconds between attempts to reconnect a core link the NIC hung up."""
 PIPE_BUF_SIZE = 10240
 """mTCP's pipe buffer size."""
 EPHEMERAL = (1024, 65535)
@@ -130,6 +132,7 @@ class ContextStats:
     flows_freed: int = 0  # TCBs freed by the engine
     tx_dropped: int = 0  # frames the port could not take (its peer's buffer was full)
     tx_errors: int = 0  # transmit batches the port refused (NIC gone)
+    reconnects: int = 0  # core link re-opened after the NIC hung up (restart)
     loops: int = 0
 
     def snapshot(self) -> dict[str, int]:
@@ -157,7 +160,9 @@ class Context:
                  offload_checksum: bool = True, selector: PortSelector | None = None,
                  steer_flow: SteerFlow | None = None,
                  clock: Callable[[], float] = time.monotonic, isn_secret: bytes | None = None,
-                 tcp_config: TcpConfig | None = None):
+                 tcp_config: TcpConfig | None = None,
+                 routes: Sequence[tuple[int, int]] | None = None,
+                 reopen: Callable[[], Port] | None = None):
         if not local_ips:
             raise ValueError(f"context for core {core}: no local IPv4 address configured")
         self.core = core
@@ -166,6 +171,7 @@ class Context:
         self.rcvbuf_size = int(conf.rcvbuf_size)
         self.sndbuf_size = int(conf.sndbuf_size)
         self.local_ips = list(local_ips)
+        self.routes = None if routes is None else list(routes)  # (network, mask); None: any
         self.port = port
         self.netif = NetIf(offload_checksum=offload_checksum)
         self.selector = selector  # RSS-aware source ports; None: any free port (no NIC hash)
@@ -190,6 +196,8 @@ class Context:
         self._snd_used = 0
         self._rcv_used = 0
         self._next_port = itertools.cycle(range(*EPHEMERAL))
+        self._reopen = reopen  # how to reconnect the core link after the NIC hung up
+        self._next_reopen = 0.0
         self._poller = select.poll()
         self._poller.register(port.fileno(), select.POLLIN)
 
@@ -376,17 +384,20 @@ class Context:
 
     def step(self, timeout: float = 0.0) -> None:
         """One run-to-completion iteration; waits up to ``timeout`` s for frames or a timer."""
-        port = self.port
-        frames = port.recv_batch()
+        frames = self.port.recv_batch()
+        hung_up = not frames and getattr(self.port, "closed_by_peer", False)
+        if hung_up and self._reopen is not None:
+            hung_up = not self._try_reopen()
         if not frames and timeout > 0:
             wait = min(timeout, MAX_WAIT)
             deadline = self.stack.next_deadline()
             if deadline is not None:
                 wait = min(wait, deadline - self.clock())
-            if wait > 0 and self._poller.poll(wait * 1000.0):
-                frames = port.recv_batch()
-                if not frames and getattr(port, "closed_by_peer", False):
-                    time.sleep(wait)  # the NIC hung up: its fd stays readable; do not spin
+            if wait > 0:
+                if hung_up:
+                    time.sleep(wait)  # a hung-up link's fd stays readable: do not spin on it
+                elif self._poller.poll(wait * 1000.0):
+                    frames = self.port.recv_batch()
         now = self.clock()
         self.stats.loops += 1
         if frames:
@@ -398,6 +409,27 @@ class Context:
                 receive(src, dst, tcp, now)
         self._transmit(now)
 
+    def _try_reopen(self) -> bool:
+        """The NIC hung up (restart): reconnect the core link, at most every RECONNECT s.
+        Connections survive; TCP retransmits whatever was lost meanwhile."""
+        now = self.clock()
+        if now < self._next_reopen:
+            return False
+        self._next_reopen = now + RECONNECT
+        try:
+            port = self._reopen()  # type: ignore[misc]
+        except OSError:
+            return False
+        self._poller.unregister(self.port.fileno())
+        try:
+            self.port.close()
+        except OSError:
+            pass
+        self.port = port
+        self._poller.register(port.fileno(), select.POLLIN)
+        self.stats.reconnects += 1
+        return True
+
     def flush(self) -> None:
         """Send what API calls queued (writes, FINs, RSTs, SYNs) without waiting for frames."""
         self._transmit(self.clock())
@@ -408,18 +440,18 @@ class Context:
             frames = self.netif.encode_batch(out)
             send = self.port.send
             st = self.stats
-            dropped = 0
+            lost = []
             try:
                 for f in frames:
                     if send(f) is False:  # full NIC ring: lost like on a wire; TCP recovers
-                        dropped += 1
+                        lost.append(f)
             except OSError:
                 # The NIC end is gone (restarting or shut down): what did not leave is lost on
                 # the wire, and TCP's retransmissions cover it if the NIC comes back.
                 st.tx_errors += 1
-            st.tx_dropped += dropped
-            st.tx_packets += len(frames) - dropped
-            st.tx_bytes += sum(map(len, frames))
+            st.tx_dropped += len(lost)
+            st.tx_packets += len(frames) - len(lost)
+            st.tx_bytes += sum(map(len, frames)) - sum(map(len, lost))
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -521,6 +553,9 @@ class Context:
 
     def connect(self, s: Socket, rip: int, rport: int, call: str) -> None:
         """Choose the local address (RSS-aware) and start the handshake."""
+        if self.routes is not None and not any(rip & m == n for n, m in self.routes):
+            fail(errno.EINVAL, call, f"no route to {socket.inet_ntoa(rip.to_bytes(4, 'big'))} "
+                                     "(route.conf and the local subnets)")
         if not self.recv_buffer_left():
             fail(errno.ENOMEM, call, f"all {self.max_num_buffers} receive buffers in use")
         stack = self.stack

@@ -2,9 +2,9 @@
 
 A new pipeline is built completely aside and then swapped in with one assignment, so a packet
 being processed on the data-plane thread sees either the old pipeline or the new one, never a
-mix. Table writes from gRPC threads take `Device.lock`; lookups take no lock (single dict reads
-are atomic under the GIL and every index a lookup walks is replaced whole, never edited in place
-mid-walk).
+mix. Table writes from gRPC threads take `Device.lock`; lookups take no lock: they read dicts
+with single `get` calls (atomic under the GIL), and the lists they iterate (LPM levels, the
+priority-ordered scan) are rebuilt aside and swapped in, never edited in place.
 """
 
 from __future__ import annotations

@@ -77,9 +77,7 @@ class Nic:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._packet_outs: collections.deque[bytes] = collections.deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r = self._wake_w = -1
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -96,6 +94,9 @@ class Nic:
         except BaseException:
             self._close_ports()
             raise
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(target=self._run, name="nic-dataplane", daemon=True)
         self._thread.start()
         return self
@@ -112,10 +113,9 @@ class Nic:
         self.device.packet_out_handler = None
         self._close_ports()
         for fd in (self._wake_r, self._wake_w):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self._wake_r = self._wake_w = -1
 
     def __enter__(self) -> "Nic":
         return self.start()
@@ -138,7 +138,7 @@ class Nic:
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
+        except OSError:
             pass  # the pipe is already full of wake-ups, or closed at shutdown
 
     def _run(self) -> None:

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Mapping
 from typing import Protocol
 
-from p4mtcp.hashing import RETA_SIZE, ones_sum, rss_bucket
+from p4mtcp.hashing import ones_sum, rss_bucket
 from p4mtcp.p4info import P4Schema, SchemaError
 
 # --- Names shared with p4src (docs/ARCHITECTURE.md) -------------------------------------------
@@ -140,6 +140,10 @@ def validate(schema: P4Schema) -> None:
             unknown = refs - set(actions)
             if unknown:
                 raise ValueError(f"table {tname}: actions {sorted(unknown)} are not in the mirror")
+            if table.initial_default is not None:
+                initial = schema.by_id(table.initial_default[0])
+                if initial is None or initial.name != default:
+                    raise ValueError(f"table {tname}: initial default action is not {default}")
         for cname, size in COUNTERS.items():
             counter = schema.counter(cname)
             if counter.size < size or counter.unit != "both":
@@ -161,7 +165,7 @@ class Packet:
 
     __slots__ = (
         "in_port", "frame", "length", "parser_error", "checksum_error",
-        "packet_out_port", "eth_valid", "eth_dst", "eth_src", "eth_type", "arp",
+        "packet_out_port", "eth_dst", "eth_src", "eth_type", "arp",
         "ipv4", "tcp_valid", "tcp", "l4_len", "port_role", "core", "rss_bucket", "next_hop",
         "drop", "drop_reason", "egress_spec", "egress_port", "packet_in", "eth_dirty", "arp_dirty",
         "ipv4_csum", "tcp_csum",
@@ -174,7 +178,6 @@ class Packet:
         self.parser_error: str | None = None
         self.checksum_error = False
         self.packet_out_port = -1  # -1: header invalid
-        self.eth_valid = False
         self.eth_dst = self.eth_src = b""
         self.eth_type = 0
         self.arp: list | None = None
@@ -253,7 +256,6 @@ class NicPipeline:
             p.parser_error = "PacketTooShort"
             return
         p.eth_dst, p.eth_src, p.eth_type = _ETH.unpack_from(frame, 0)
-        p.eth_valid = True
         if p.eth_type == ETHERTYPE_ARP:
             if n < ETH_LEN + ARP_LEN:
                 p.parser_error = "PacketTooShort"
@@ -477,10 +479,3 @@ class NicPipeline:
             return _PACKET_IN.pack((port & 0x1FF) << 7, reason) + buf
         return bytes(buf)
 
-
-def initial_defaults() -> dict[str, str]:
-    """Each table's initial default action (the program's `default_action`)."""
-    return {name: spec[2] for name, spec in TABLES.items()}
-
-
-assert RETA_SIZE == 128, "p4src hashes into 128 buckets"

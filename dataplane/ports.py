@@ -43,6 +43,7 @@ class PortStats:
     tx_frames: int = 0
     tx_dropped: int = 0      # peer absent or its buffer full
     csum_finished: int = 0   # AF_PACKET frames whose checksum the kernel left to us
+    rx_truncated: int = 0    # AF_PACKET frames longer than MAX_FRAME (GRO off?), dropped
 
 
 class Port(Protocol):
@@ -299,11 +300,14 @@ class PacketPort:
         recvmsg = self._sock.recvmsg
         while len(out) < BATCH:
             try:
-                data, ancdata, _, addr = recvmsg(MAX_FRAME, _CMSG_SPACE)
+                data, ancdata, flags, addr = recvmsg(MAX_FRAME, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             if addr[2] == PACKET_OUTGOING:
                 continue  # a frame the host itself sent on this interface
+            if flags & socket.MSG_TRUNC:
+                self.stats.rx_truncated += 1
+                continue
             for level, kind, cdata in ancdata:
                 if (level == SOL_PACKET and kind == PACKET_AUXDATA
                         and _AUXDATA.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY):

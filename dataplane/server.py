@@ -14,6 +14,7 @@ import queue
 import threading
 from collections import namedtuple
 from concurrent import futures
+from functools import partial
 from typing import Callable, Iterable, Iterator
 
 import grpc
@@ -25,8 +26,8 @@ from p4.v1 import p4runtime_pb2_grpc
 from p4mtcp.p4info import ControllerHeader, decode_int, encode_int
 
 from .device import Device, Pipeline
-from .tables import (P4Error, TableState, decode_action, decode_match, encode_action,
-                     encode_match)
+from .tables import (CounterState, Entry, P4Error, TableState, decode_action, decode_match,
+                     encode_action, encode_match)
 
 MAX_MESSAGE = 256 * 1024 * 1024  # pipeline configs and big reads exceed gRPC's 4 MiB default
 NO_PIPELINE = "No forwarding pipeline config set for this device"
@@ -258,14 +259,17 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
                 raise P4Error(code_pb2.INVALID_ARGUMENT, f"unknown action {request.action}")
             if not cfg.HasField("p4info"):
                 raise P4Error(code_pb2.INVALID_ARGUMENT, "config has no p4info")
-            current = self.device.pipeline
-            if request.action == A.RECONCILE_AND_COMMIT and current is not None:
-                if current.schema.p4info != cfg.p4info:
-                    raise P4Error(code_pb2.UNIMPLEMENTED,
-                                  "RECONCILE_AND_COMMIT keeps forwarding state only for an "
-                                  "unchanged P4Info; use VERIFY_AND_COMMIT")
-                self.device.install(current.with_config(cfg.p4_device_config, cfg.cookie.cookie))
-                return pb.SetForwardingPipelineConfigResponse()
+            if request.action == A.RECONCILE_AND_COMMIT:
+                with self.device.lock:
+                    current = self.device.pipeline
+                    if current is not None:
+                        if current.schema.p4info != cfg.p4info:
+                            raise P4Error(code_pb2.UNIMPLEMENTED,
+                                          "RECONCILE_AND_COMMIT keeps forwarding state only for "
+                                          "an unchanged P4Info; use VERIFY_AND_COMMIT")
+                        self.device.install(current.with_config(cfg.p4_device_config,
+                                                                cfg.cookie.cookie))
+                        return pb.SetForwardingPipelineConfigResponse()
             try:
                 built = self.device.build(cfg.p4info, cfg.p4_device_config, cfg.cookie.cookie)
             except (ValueError, KeyError) as e:
@@ -335,11 +339,14 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
             self._pipeline()
             with self.device.lock:  # one consistent snapshot
                 p = self.device.pipeline
-                found = [e for entity in request.entities for e in self._read(p, entity)]
+                found = [f for entity in request.entities for f in self._read(p, entity)]
         except P4Error as e:
             _abort(context, e)
         for i in range(0, max(len(found), 1), READ_BATCH):
-            yield pb.ReadResponse(entities=found[i:i + READ_BATCH])
+            rep = pb.ReadResponse()
+            for fill in found[i:i + READ_BATCH]:
+                fill(rep.entities.add())
+            yield rep
 
     def StreamChannel(self, request_iterator, context):
         stream = _Stream()
@@ -534,17 +541,23 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
         return e
 
     # -- Read --
+    # Entities are gathered under the device lock as fillers that hold a snapshot of what to
+    # report (entries are replaced, never edited, on MODIFY; counts are copied), then encoded
+    # straight into the ReadResponse outside the lock.
 
-    def _read(self, p: Pipeline, entity: pb.Entity) -> list[pb.Entity]:
+    def _read(self, p: Pipeline, entity: pb.Entity) -> list[Filler]:
         kind = entity.WhichOneof("entity")
         if kind == "table_entry":
             te = entity.table_entry
-            return [pb.Entity(table_entry=m) for m in self._read_table_entries(p, te)]
+            with_counts = te.HasField("counter_data")
+            return [partial(_fill_table_entry, t, e, _counts(e) if with_counts else None)
+                    for t, e in self._selected(p, te, counted=False)]
         if kind == "counter_entry":
-            return [pb.Entity(counter_entry=m) for m in self._read_counters(p, entity.counter_entry)]
+            return self._read_counters(p, entity.counter_entry)
         if kind == "direct_counter_entry":
-            return [pb.Entity(direct_counter_entry=m)
-                    for m in self._read_direct_counters(p, entity.direct_counter_entry)]
+            return [partial(_fill_direct_counter, t, e, _counts(e))
+                    for t, e in self._selected(p, entity.direct_counter_entry.table_entry,
+                                               counted=True)]
         if kind is None:
             raise P4Error(code_pb2.INVALID_ARGUMENT, "read request has an empty entity")
         raise P4Error(code_pb2.UNIMPLEMENTED, f"{kind} is not supported by this target")
@@ -573,44 +586,48 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
                     if not te.priority or e.priority == te.priority:
                         yield t, e
 
-    @staticmethod
-    def _encode_entry(t: TableState, e, with_counts: bool) -> pb.TableEntry:
-        m = pb.TableEntry(table_id=t.table.id)
-        if e.key is None:
-            m.is_default_action = True
-        else:
-            m.match.extend(encode_match(t.table, e.key))
-            m.priority = e.priority
-            m.metadata = e.metadata
-        if e.action.id:  # the implicit NoAction default has no P4Info action to name
-            m.action.action.CopyFrom(encode_action(e.action, e.params))
-        if with_counts and e.counts is not None:
-            m.counter_data.packet_count, m.counter_data.byte_count = e.counts
-        return m
-
-    def _read_table_entries(self, p: Pipeline, te: pb.TableEntry) -> list[pb.TableEntry]:
-        with_counts = te.HasField("counter_data")
-        return [self._encode_entry(t, e, with_counts) for t, e in self._selected(p, te, False)]
-
-    def _read_direct_counters(self, p, dce: pb.DirectCounterEntry) -> list[pb.DirectCounterEntry]:
-        out = []
-        for t, e in self._selected(p, dce.table_entry, True):
-            m = pb.DirectCounterEntry(table_entry=self._encode_entry(t, e, False))
-            m.table_entry.ClearField("action")
-            _set_counter_data(m.data, t.schema.by_id(t.table.direct_counter_id).unit, *e.counts)
-            out.append(m)
-        return out
-
-    def _read_counters(self, p: Pipeline, ce: pb.CounterEntry) -> list[pb.CounterEntry]:
+    def _read_counters(self, p: Pipeline, ce: pb.CounterEntry) -> list[Filler]:
         counters = [self._counter(p, ce.counter_id)] if ce.counter_id else list(p.counters.values())
-        out = []
-        for c in counters:
-            for i in self._indexes(c, ce):
-                m = pb.CounterEntry(counter_id=c.counter.id)
-                m.index.index = i
-                _set_counter_data(m.data, c.counter.unit, c.packets[i], c.bytes[i])
-                out.append(m)
-        return out
+        return [partial(_fill_counter, c, i, c.packets[i], c.bytes[i])
+                for c in counters for i in self._indexes(c, ce)]
+
+
+Filler = Callable[[pb.Entity], None]
+
+
+def _counts(e: Entry) -> tuple[int, int] | None:
+    return tuple(e.counts) if e.counts is not None else None
+
+
+def _encode_entry(t: TableState, e: Entry, m: pb.TableEntry, with_action: bool = True) -> None:
+    m.table_id = t.table.id
+    if e.key is None:
+        m.is_default_action = True
+    else:
+        encode_match(t.table, e.key, m.match)
+        m.priority = e.priority
+        m.metadata = e.metadata
+    if with_action and e.action.id:  # the implicit NoAction default has no P4Info action
+        encode_action(e.action, e.params, m.action.action)
+
+
+def _fill_table_entry(t: TableState, e: Entry, counts, into: pb.Entity) -> None:
+    _encode_entry(t, e, into.table_entry)
+    if counts is not None:
+        into.table_entry.counter_data.packet_count, into.table_entry.counter_data.byte_count = counts
+
+
+def _fill_direct_counter(t: TableState, e: Entry, counts, into: pb.Entity) -> None:
+    d = into.direct_counter_entry
+    _encode_entry(t, e, d.table_entry, with_action=False)
+    _set_counter_data(d.data, t.schema.by_id(t.table.direct_counter_id).unit, *counts)
+
+
+def _fill_counter(c: CounterState, index: int, packets: int, nbytes: int, into: pb.Entity) -> None:
+    m = into.counter_entry
+    m.counter_id = c.counter.id
+    m.index.index = index
+    _set_counter_data(m.data, c.counter.unit, packets, nbytes)
 
 
 def _set_counter_data(data: pb.CounterData, unit: str, packets: int, nbytes: int) -> None:

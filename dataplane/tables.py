@@ -122,13 +122,14 @@ def _is_dont_care(item, f: MatchField) -> bool:
     return kind == "optional" and item is None
 
 
-def encode_match(table: Table, key: Key) -> list[p4runtime_pb2.FieldMatch]:
-    """P4Runtime match of a canonical key: canonical byte strings, don't-care fields omitted."""
-    out = []
+def encode_match(table: Table, key: Key, into) -> None:
+    """Append the P4Runtime match of a canonical key to `into` (a repeated FieldMatch field):
+    canonical byte strings, don't-care fields omitted. Filled in place: copying protobuf
+    messages is what costs most when a read returns many entries."""
     for f, item in zip(table.match_fields, key):
         if _is_dont_care(item, f):
             continue
-        fm = p4runtime_pb2.FieldMatch(field_id=f.id)
+        fm = into.add(field_id=f.id)
         w = f.bitwidth
         if f.match_type == "exact":
             fm.exact.value = encode_int(item, w)
@@ -140,8 +141,6 @@ def encode_match(table: Table, key: Key) -> list[p4runtime_pb2.FieldMatch]:
             fm.range.low, fm.range.high = encode_int(item[0], w), encode_int(item[1], w)
         else:
             fm.optional.value = encode_int(item, w)
-        out.append(fm)
-    return out
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -178,11 +177,11 @@ def decode_action(schema: P4Schema, table: Table, action: p4runtime_pb2.Action,
     return act, decode_params(act, ((p.param_id, p.value) for p in action.params), where)
 
 
-def encode_action(action: Action, params: Params) -> p4runtime_pb2.Action:
-    msg = p4runtime_pb2.Action(action_id=action.id)
+def encode_action(action: Action, params: Params, into: p4runtime_pb2.Action) -> None:
+    """Fill `into` with the action and its parameters as canonical byte strings."""
+    into.action_id = action.id
     for p, v in zip(action.params, params):
-        msg.params.add(param_id=p.id, value=encode_int(v, p.bitwidth))
-    return msg
+        into.params.add(param_id=p.id, value=encode_int(v, p.bitwidth))
 
 
 # --- tables ----------------------------------------------------------------------------------

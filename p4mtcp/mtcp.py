@@ -46,11 +46,17 @@ Python shapes (where C passes pointers):
   ``mtcp_setconf(MtcpConf)``; ``mtcp_getsockname/getpeername -> (host, port)``.
 - ``mtcp_create_context(cpu, port=None, *, offload_checksum=True)``: ``port`` overrides the NIC
   link from mtcp.conf (any frame pipe with send/recv_batch/fileno/close, e.g. for tests).
+- Per-core statistics for mTCP-style per-second output: ``mctx.stats`` (rx/tx packets and bytes,
+  connects, accepts, flows freed, tx drops; ``.snapshot()`` gives a dict to diff),
+  ``mctx.netif.drops`` (frames refused by reason, ``.total()``), ``mctx.stack.stats`` (TCP
+  segments, retransmissions, resets...), ``mctx.flows()`` (live (local, remote) pairs).
 
 The run-to-completion model: there is no mTCP thread. Each context does its network work inside
-API calls of the thread that owns it — ``mtcp_epoll_wait`` and any call that blocks. Data written
-with ``mtcp_write`` (and FINs, RSTs, SYNs) leave at the next such loop step, the way mTCP's thread
-picks them up on its next iteration; call ``mctx.flush()`` to push them out at once.
+API calls of the thread that owns it — ``mtcp_epoll_wait`` and any call that blocks. On a
+non-blocking socket, data written with ``mtcp_write`` (and FINs, RSTs, SYNs) leave at the next
+such loop step, the way mTCP's thread picks them up on its next iteration, so an event loop's
+calls go out in one batch; call ``mctx.flush()`` to push them out at once. On a blocking socket
+write/writev/close/shutdown/abort flush before returning. A context belongs to one thread.
 
 Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
 
@@ -88,6 +94,9 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
   end gives the reader EOF, closing the read end gives the writer EPIPE.
 - mtcp_register_signal(signum, handler): ``handler(signum)`` runs after every context of the
   process is marked interrupted; a blocked epoll_wait/read/accept then raises EINTR.
+- mtcp_init(path) also reads ``arp.conf`` and ``route.conf`` from mtcp.conf's directory when they
+  exist (mTCP: from ./config/); mtcp_connect to an address that neither route.conf nor a local
+  subnet covers is EINVAL ("no route", as in mTCP).
 - mtcp_create_context(cpu) fails EEXIST for a core that already has a context in this process
   and EINVAL before mtcp_init; mtcp_core_affinitize pins the whole process (one core, one
   process). mtcp_init_rss's source addresses are used for connects to its (daddr, dport).

@@ -119,6 +119,12 @@ def test_create_context_errors(tmp_path):
         a, b = frame_pipe()
         raises(errno.EINVAL, mtcp.mtcp_create_context, 2, a)  # num_cores = 2
         raises(errno.EINVAL, mtcp.mtcp_create_context, 0)  # no core_links in the conf
+        conf = mtcp.mtcp_getconf()
+        conf.rcvbuf_size = 1 << 31  # more than a TCP window can ever cover (RFC 7323)
+        mtcp.mtcp_setconf(conf)
+        raises(errno.EINVAL, mtcp.mtcp_create_context, 1, frame_pipe()[0])
+        conf.rcvbuf_size = 8192
+        mtcp.mtcp_setconf(conf)
         ctx = mtcp.mtcp_create_context(0, a)
         raises(errno.EEXIST, mtcp.mtcp_create_context, 0, b)
         raises(errno.EBUSY, mtcp.mtcp_init, str(tmp_path / "mtcp.conf"))
@@ -145,6 +151,8 @@ def test_register_signal_interrupts_a_blocked_wait(pair):
         assert ei.value.errno == errno.EINTR
         assert got == [signal.SIGALRM] and time.monotonic() - t0 < 1.5
         assert mtcp.mtcp_register_signal(signal.SIGALRM, None) is handler
+        raises(errno.EINVAL, mtcp.mtcp_register_signal, 12345, handler)
+        raises(errno.EINVAL, mtcp.mtcp_register_signal, signal.SIGALRM, "not callable")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
@@ -290,6 +298,24 @@ def test_connect_errnos(connected_pair):
     raises(errno.EISCONN, mtcp.mtcp_connect, ctx, p.c, (SERVER_IP, PORT))
     assert mtcp.mtcp_connect(ctx, s, ("10.0.0.99", 80)) == mtcp.EINPROGRESS
     raises(errno.EALREADY, mtcp.mtcp_connect, ctx, s, ("10.0.0.99", 80))
+
+
+def test_connect_without_a_route_is_einval(tmp_path):
+    conf = write_conf(tmp_path / "mtcp.conf")
+    (tmp_path / "route.conf").write_text("ROUTES 1\n192.168.7.0/24 net1\n")
+    p = Pair(conf)
+    try:
+        s = mtcp.mtcp_socket(p.client, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
+        raises(errno.EINVAL, mtcp.mtcp_connect, p.client, s, ("172.16.0.1", 80))
+        assert mtcp.mtcp_connect(p.client, s, ("192.168.7.9", 80)) == mtcp.EINPROGRESS
+        s2 = mtcp.mtcp_socket(p.client, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
+        assert mtcp.mtcp_connect(p.client, s2, ("10.0.0.77", 80)) == mtcp.EINPROGRESS  # on-link
+    finally:
+        p.close()
+    (tmp_path / "route.conf").write_text("ROUTES 2\n192.168.7.0/24 net1\n")
+    with pytest.raises(ConfigError) as ei:
+        mtcp.mtcp_init(conf)
+    assert "route.conf:1" in str(ei.value)
 
 
 def test_connect_bound_tuple_steered_to_another_core_is_einval(pair):
@@ -646,3 +672,38 @@ def test_closed_socket_leaves_every_epoll(connected_pair):
     mtcp.mtcp_close(p.server, p.s)
     assert mtcp.mtcp_epoll_wait(p.server, ep, 8, 0) == []
     assert p.s not in p.server._socks[ep].epoll
+
+
+# ------------------------------------------------------------------- bad input never crashes
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ANY = st.one_of(st.none(), st.integers(-2, 70), st.integers(-2**40, 2**40), st.text(max_size=4),
+                 st.binary(max_size=8), st.tuples(st.text(max_size=9), st.integers(-1, 70000)),
+                 st.tuples(st.integers(-1, 2**33), st.integers(-1, 70000)), st.lists(
+                     st.binary(max_size=4), max_size=3), st.floats(allow_nan=True))
+_FUZZED = [  # every socket-level call that cannot block a non-blocking socket
+    (mtcp.mtcp_socket, 3), (mtcp.mtcp_bind, 2), (mtcp.mtcp_listen, 2), (mtcp.mtcp_accept, 1),
+    (mtcp.mtcp_connect, 2), (mtcp.mtcp_close, 1), (mtcp.mtcp_abort, 1), (mtcp.mtcp_shutdown, 2),
+    (mtcp.mtcp_getsockname, 1), (mtcp.mtcp_getpeername, 1), (mtcp.mtcp_read, 2),
+    (mtcp.mtcp_recv, 3), (mtcp.mtcp_readv, 2), (mtcp.mtcp_write, 2), (mtcp.mtcp_writev, 2),
+    (mtcp.mtcp_setsockopt, 4), (mtcp.mtcp_getsockopt, 3), (mtcp.mtcp_setsock_nonblock, 1),
+    (mtcp.mtcp_pipe, 0), (mtcp.mtcp_epoll_create, 1), (mtcp.mtcp_epoll_create1, 1),
+    (mtcp.mtcp_epoll_ctl, 4), (mtcp.mtcp_init_rss, 4),
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_random_arguments_raise_oserror_or_succeed(connected_pair, data):
+    p = connected_pair
+    fn, nargs = data.draw(st.sampled_from(_FUZZED))
+    args = [data.draw(_ANY) for _ in range(nargs)]
+    try:
+        fn(p.client, *args)
+    except OSError as exc:
+        assert exc.errno and fn.__name__ in str(exc)
+    for s in p.client._socks:  # keep every socket non-blocking: nothing may wait here
+        if s is not None:
+            s.nonblock = True

@@ -131,3 +131,12 @@ def test_finish_delivers_the_messages_sent_while_stopping():
     stopping = {m["core"]: m["clean"] for m in got if m["kind"] == "stopping"}
     assert stopping == {0: True, 1: True}
     assert {m["core"] for m in got if m["kind"] == "exit"} == {0, 1}
+
+
+def test_service_cpu_seconds_grow_while_it_computes():
+    with launch.Service([sys.executable, "-c", "while True: pass"], "spinner") as svc:
+        time.sleep(0.5)
+        first = svc.cpu_seconds()
+        time.sleep(0.5)
+        assert svc.cpu_seconds() > first > 0
+    assert svc.cpu_seconds() == 0.0          # stopped: nothing to read

@@ -28,9 +28,10 @@ def test_stack_stats_uses_the_last_two_samples_per_core():
               "counters": {"rx_pkts": 50, "rx_bytes": 0, "tx_pkts": 0, "tx_bytes": 0,
                            "drops": 1}})
     lines = s.lines()
-    assert lines[0].startswith("[CPU 0] flows:      7, RX:      300(pps)")
-    assert "RX:        0(pps) (err:     0)" in lines[1]      # one sample: no rate yet
-    assert lines[2].startswith("[  ALL] flows:      9, RX:      300(pps)")
+    assert lines[0].startswith("[CPU 0] flows:    7 RX:     300pps")
+    assert "RX:       0pps (err:   0)" in lines[1]      # one sample: no rate yet
+    assert lines[2].startswith("[  ALL] flows:    9 RX:     300pps")
+    assert max(map(len, lines)) <= 80
 
 
 def test_nic_stats_flip_core_ports_to_the_hosts_view_and_name_drop_reasons():
@@ -39,8 +40,8 @@ def test_nic_stats_flip_core_ports_to_the_hosts_view_and_name_drop_reasons():
     # the core sent 10 frames into the NIC (NIC rx on port 2) and received 20 (NIC tx on 2)
     n.ingest(1.0, {1: (20, 2000), 2: (10, 1000)}, {1: (10, 1000), 2: (20, 2000)}, {2: 3})
     net, core, drops = n.lines()
-    assert "RX:       20(pps) (err:     3)" in net and "TX:       10(pps)" in net
-    assert "RX:       20(pps)" in core and "TX:       10(pps)" in core
+    assert "RX:      20pps (err:   3)" in net and "TX:      10pps" in net
+    assert "RX:      20pps" in core and "TX:      10pps" in core
     assert drops.endswith("bad TCP checksum: 3")
 
 
@@ -50,7 +51,7 @@ def test_display_without_terminal_prints_plain_lines_and_progress():
     d.show([stat_line("CPU 0", 1, Rate(1, 0, 2, 0, 0))], progress=(25, 100), unit="requests")
     d.close()
     text = out.getvalue().splitlines()
-    assert text[0].startswith("[CPU 0] flows:      1")
+    assert text[0].startswith("[CPU 0] flows:    1")
     assert text[1] == progress_line(25, 100, "requests")
     assert "25.0% 25/100 requests" in text[1]
 

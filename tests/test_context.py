@@ -109,6 +109,23 @@ def test_write_goes_out_at_the_next_loop_step(connected_pair):
     assert p.client.stats.tx_packets == sent  # not yet: run-to-completion
     p.client.flush()
     assert p.client.stats.tx_packets == sent + 1
+    mtcp.mtcp_socket_ioctl(p.client, p.c, mtcp.FIONBIO, 0)  # blocking: the write flushes itself
+    mtcp.mtcp_setsockopt(p.client, p.c, mtcp.IPPROTO_TCP, mtcp.TCP_NODELAY, 1)  # Nagle would hold it
+    mtcp.mtcp_write(p.client, p.c, b"now")
+    assert p.client.stats.tx_packets == sent + 2
+
+
+def test_frames_the_port_refuses_count_as_drops_and_tcp_recovers(connected_pair):
+    p = connected_pair
+    port = p.client.port
+    sent = p.client.stats.tx_packets
+    port.send = lambda frame: False  # a full NIC ring
+    mtcp.mtcp_write(p.client, p.c, b"lost once")
+    p.client.flush()
+    assert p.client.stats.tx_dropped == 1 and p.client.stats.tx_packets == sent
+    del port.send  # the ring drains; the retransmission timer resends
+    assert p.pump_until(lambda: _try_read(p.server, p.s)) == b"lost once"
+    assert p.client.stack.stats.as_dict()["retransmits"] >= 1
 
 
 def test_offloaded_checksums_work_back_to_back(tmp_path):
@@ -267,3 +284,104 @@ def test_stats_snapshot_is_a_plain_dict(connected_pair):
     snap = connected_pair.client.stats.snapshot()
     assert snap["connects"] == 1 and snap["tx_packets"] >= 2
     assert set(snap) >= {"rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "flows_freed"}
+
+
+# ------------------------------------------------------------------- through the embedded NIC
+
+ECHO_PORT = 7
+
+
+def echo_core(core, args, reporter, stop):
+    """A server core's process: echo every connection; report the peers it accepted."""
+    from p4mtcp import mtcp as m
+
+    m.mtcp_init(args["conf"])
+    ctx = m.mtcp_create_context(core)
+    lst = m.mtcp_socket(ctx, m.AF_INET, m.SOCK_STREAM, 0)
+    m.mtcp_bind(ctx, lst, ("0.0.0.0", ECHO_PORT))
+    m.mtcp_listen(ctx, lst, 64)
+    ep = m.mtcp_epoll_create(ctx, 64)
+    m.mtcp_epoll_ctl(ctx, ep, m.EPOLL_CTL_ADD, lst, m.MtcpEpollEvent(m.EPOLLIN, lst))
+    reporter.send("ready")
+    peers = []
+    end = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < end:
+        for ev in m.mtcp_epoll_wait(ctx, ep, 64, 20):
+            if ev.data == lst:
+                while True:
+                    try:
+                        s = m.mtcp_accept(ctx, lst)
+                    except BlockingIOError:
+                        break
+                    peers.append(m.mtcp_getpeername(ctx, s))
+                    m.mtcp_epoll_ctl(ctx, ep, m.EPOLL_CTL_ADD, s, m.MtcpEpollEvent(m.EPOLLIN, s))
+                continue
+            try:
+                data = m.mtcp_read(ctx, ev.data, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                m.mtcp_write(ctx, ev.data, data)
+            else:
+                m.mtcp_epoll_ctl(ctx, ep, m.EPOLL_CTL_DEL, ev.data, None)
+                m.mtcp_close(ctx, ev.data)
+    reporter.send("peers", peers=peers, rx=ctx.stats.rx_packets)
+    m.mtcp_destroy_context(ctx)
+    return 0
+
+
+def test_two_hosts_through_the_embedded_nic_blocking_clients_and_rss():
+    """Client core 0 of a 2-core host talks to a 2-core echo server over two embedded NICs.
+
+    The client's source ports must make its NIC steer the replies back to core 0 (no context is
+    attached to its core 1 link), and each connection must be served by the server core the
+    server NIC's RSS hash picked. Blocking sockets: connect/write/read run the context loop.
+    """
+    from p4mtcp.apps import launch
+    from p4mtcp.apps.fabric import Fabric, steered_core, two_hosts
+
+    with Fabric() as fab:
+        server, client = two_hosts(fab, 2, 2)
+        fab.start(timeout=60)
+        workers = launch.CoreWorkers(echo_core, [0, 1], {"conf": server.conf}, name="echo")
+        msgs = []
+        with workers:
+            ready = set()
+            end = time.monotonic() + 60
+            while ready != {0, 1}:
+                assert time.monotonic() < end, msgs
+                for msg in workers.poll(0.1):
+                    msgs.append(msg)
+                    assert msg["kind"] != "exit", msg
+                    if msg["kind"] == "ready":
+                        ready.add(msg["core"])
+            mtcp.mtcp_init(client.conf)
+            try:
+                ctx = mtcp.mtcp_create_context(0)
+                sent = []
+                for i in range(12):
+                    s = mtcp.mtcp_socket(ctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
+                    mtcp.mtcp_socket_ioctl(ctx, s, mtcp.FIONBIO, 0)
+                    assert mtcp.mtcp_connect(ctx, s, (server.ip, ECHO_PORT)) == 0
+                    msg = f"hello {i} ".encode() * 50
+                    assert mtcp.mtcp_write(ctx, s, msg) == len(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        got += mtcp.mtcp_read(ctx, s, 65536)
+                    assert got == msg
+                    sent.append(mtcp.mtcp_getsockname(ctx, s))
+                    mtcp.mtcp_close(ctx, s)
+                ctx.step(0.2)
+            finally:
+                mtcp.mtcp_destroy()
+            workers.finish(msgs.append)
+    peers = {m["core"]: [tuple(p) for p in m["peers"]] for m in msgs if m["kind"] == "peers"}
+    assert sorted(p for ps in peers.values() for p in ps) == sorted(sent)
+    for core, ps in peers.items():
+        for peer in ps:
+            assert steered_core(server, (server.ip, ECHO_PORT), peer) == core
+    # Both NICs hash the same 4-tuple symmetrically into equally laid-out retas, so a flow the
+    # client placed on its core 0 is served by server core 0 as well.
+    assert len(peers[0]) == 12 and peers[1] == []

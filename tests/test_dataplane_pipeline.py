@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
+from scapy.utils import checksum
 
 from p4mtcp.dataplane import pipeline as pl
 from p4mtcp.hashing import rss_bucket
@@ -127,14 +128,27 @@ def test_both_directions_of_a_flow_land_on_the_same_core(dp_nic):
         assert p1 == p2 == CORE0 + rss_bucket(a, pa, b, pb) % 8
 
 
+def with_flow(template: bytes, src: int, sport: int) -> bytes:
+    """template (Ether/IPv4/TCP, no options) from another source address and port, checksums
+    recomputed with scapy's own RFC 1071 routine."""
+    f = bytearray(template)
+    struct.pack_into("!I", f, 26, src)
+    struct.pack_into("!H", f, 34, sport)
+    f[24:26] = f[50:52] = b"\0\0"
+    struct.pack_into("!H", f, 24, checksum(bytes(f[14:34])))
+    pseudo = bytes(f[26:34]) + struct.pack("!BBH", 0, 6, len(f) - 34)
+    struct.pack_into("!H", f, 50, checksum(pseudo + bytes(f[34:])))
+    return bytes(f)
+
+
 @pytest.mark.parametrize("cores", [2, 4, 8])
 def test_rss_spreads_10000_flows_evenly(cores, dp_nic):
     configure(dp_nic, cores=cores)
     rng = random.Random(cores)
     hits = {CORE0 + c: 0 for c in range(cores)}
+    template = bytes(Ether() / IP(dst=LOCAL_IP) / TCP(dport=80))
     for _ in range(10000):
-        src = str(ipaddress.IPv4Address(rng.getrandbits(32)))
-        frame = bytes(Ether() / IP(src=src, dst=LOCAL_IP) / TCP(sport=rng.randrange(1024, 65536), dport=80))
+        frame = with_flow(template, rng.getrandbits(32), rng.randrange(1024, 65536))
         port, _ = only(dp_nic.send(NET, frame))
         hits[port] += 1
     even = 10000 / cores

@@ -255,3 +255,29 @@ def test_epoll_wait_times_out_after_timeout_ms(pair):
     t0 = time.monotonic()
     assert mtcp.mtcp_epoll_wait(pair.server, ep, 4, 150) == []
     assert 0.14 <= time.monotonic() - t0 < 2.0
+
+
+def test_et_epollout_fires_again_when_a_full_send_buffer_drains(connected_pair):
+    p = connected_pair
+    ep = mtcp.mtcp_epoll_create(p.client, 4)
+    mtcp.mtcp_epoll_ctl(p.client, ep, mtcp.EPOLL_CTL_ADD, p.c,
+                        MtcpEpollEvent(EPOLLOUT | EPOLLET, "w"))
+    assert mtcp.mtcp_epoll_wait(p.client, ep, 4, 0) == [MtcpEpollEvent(EPOLLOUT, "w")]
+    sent = 0
+    while True:
+        try:
+            sent += mtcp.mtcp_write(p.client, p.c, b"d" * 4096)
+        except BlockingIOError:
+            break
+    assert mtcp.mtcp_epoll_wait(p.client, ep, 4, 0) == []  # full: no edge
+    got = bytearray()
+
+    def drained_and_writable():
+        try:
+            got.extend(mtcp.mtcp_read(p.server, p.s, 65536))
+        except BlockingIOError:
+            pass
+        return mtcp.mtcp_epoll_wait(p.client, ep, 4, 0)
+
+    assert p.pump_until(drained_and_writable) == [MtcpEpollEvent(EPOLLOUT, "w")]
+    assert mtcp.mtcp_write(p.client, p.c, b"more") == 4

@@ -632,3 +632,12 @@ def test_packet_ins_for_a_client_that_does_not_read_are_bounded(target):
 def test_a_taken_address_is_an_error_not_a_shared_port(target):
     with pytest.raises(OSError, match="cannot listen on"):
         serve(Device(), target.address)
+
+
+def test_only_continue_on_error_atomicity(primary):
+    req = primary._stamp(pb.WriteRequest(
+        updates=[update(INSERT, table_entry=exact_entry(b"\x01", b"\x01"))],
+        atomicity=pb.WriteRequest.ROLLBACK_ON_ERROR))
+    err = write_error(lambda: primary.stub.Write(req))
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED and "CONTINUE_ON_ERROR" in err.details()
+    assert primary.read(pb.Entity(table_entry=pb.TableEntry(table_id=T_EXACT))) == []

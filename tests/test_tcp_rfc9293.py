@@ -892,3 +892,19 @@ def test_events_are_deduplicated_until_drained():
     assert kinds(p.stack) == [EventKind.READABLE]
     p.send("PA", 1004, snd, payload=b"y")
     assert kinds(p.stack) == [EventKind.READABLE]
+
+
+def test_mss_announced_is_the_configured_one():
+    """MUST-67: the MSS sent is derived from the configured MMS_R (TcpConfig.mss, e.g. MTU-40)."""
+    p = Peer(mss=1200)
+    p.stack.listen(ENGINE_IP, 80, 4)
+    p.send("S", 1000, options=[("MSS", 1460)])
+    assert opts(p.one())["MSS"] == 1200
+
+
+def test_segments_carry_the_connection_local_address():
+    """MUST-44, MUST-45: every segment leaves from the address the connection was opened on."""
+    p, conn, snd = established()
+    conn.send(b"addr")
+    segs = p.out()
+    assert segs and all(src == ENGINE_IP and dst == PEER_IP for src, dst, _ in p.raw)

@@ -7,6 +7,7 @@ embedded target is started for real on UNIX-socket ports (no root needed) and an
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import stat
@@ -152,3 +153,31 @@ def test_embedded_switch_from_the_launcher_answers_arp(tmp_path):
             assert (reply[ARP].op, reply[ARP].psrc, reply[ARP].hwsrc) == (
                 2, plan.local_ips[1], plan.nic_mac)
             assert ctrl.read_counter("NicIngress.rx_port", plan.network_port)[0] == 1
+
+
+def test_compile_runs_p4c_and_reports_its_errors(tmp_path, monkeypatch):
+    """compile_program's command line, and a failing compile's message carrying p4c's output."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / launcher.P4C_BM2_SS
+    exe.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import json, os, sys
+        args = sys.argv[1:]
+        json.dump(args, open(os.environ["FAKE_ARGV_FILE"], "w"))
+        if os.environ.get("FAKE_FAIL"):
+            sys.exit("mtcp_nic.p4(3): syntax error")
+        open(args[args.index("-o") + 1], "w").write("{{}}")
+        open(args[args.index("--p4runtime-files") + 1], "w").write("")
+        """))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ARGV_FILE", str(tmp_path / "argv.json"))
+    out = launcher.compile_program(tmp_path / "out")
+    assert out.json.exists() and out.p4info.exists()
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv == ["--arch", "v1model", "--std", "p4-16", "--p4runtime-files", str(out.p4info),
+                    "-o", str(out.json), str(launcher.PROGRAM)]
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    with pytest.raises(RuntimeError, match=r"failed \(exit 1\)(.|\n)*syntax error"):
+        launcher.compile_program(tmp_path / "out2")

@@ -66,8 +66,9 @@ def test_script_runs_on_the_programmed_testbed_and_cleans_up(tmp_path):
                                        "--script", str(script), "--workdir", str(work)),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr          # Mininet's CLI prints command output to stderr
     for j in (1, 2):
-        assert f"10.0.{j}.100 dev h{j}-eth0 lladdr 02:00:0a:00:0{j}:64" in proc.stdout, proc.stdout
+        assert f"10.0.{j}.100 dev h{j}-eth0 lladdr 02:00:0a:00:0{j}:64" in out, out
     host = load_host(work / "mtcp.conf", work / "arp.conf", work / "route.conf")
     assert host.mtcp.core_links == ("m1-eth0", "m1-eth1")
     assert [str(a) for a in host.mtcp.local_ip] == ["10.0.1.100/24", "10.0.2.100/24"]
@@ -80,23 +81,43 @@ def test_sigterm_stops_the_testbed_cleanly(tmp_path):
     proc = subprocess.Popen(_testbed_cmd("--switch", "embedded", "--hosts", "1", "--cores", "1",
                                          "--workdir", str(tmp_path)),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, bufsize=0)
     try:
-        seen = ""
+        seen = b""
         deadline = time.monotonic() + 120
-        while "testbed up" not in seen and time.monotonic() < deadline:
+        while b"testbed up" not in seen and time.monotonic() < deadline:
             ready, _, _ = select.select([proc.stdout], [], [], 1.0)
             if ready:
-                line = proc.stdout.readline()
-                if not line:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
                     break
-                seen += line
-        assert "testbed up" in seen, seen
+                seen += chunk
+        assert b"testbed up" in seen, seen.decode(errors="replace")
         assert _leftovers(), "the testbed's interfaces are not there while it runs"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 143, "SIGTERM: expected exit status 143 after cleanup"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:           # a failed assertion above: still stop it cleanly
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert not _leftovers()
+
+
+@pytest.mark.root
+@needs_testbed
+def test_switch_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A switch process that dies at start-up: the error carries its output, and the half-built
+    network (namespaces, links) is torn down."""
+    from p4mtcp.testbed.launcher import SwitchFailed
+    from p4mtcp.testbed.mininet_switches import EmbeddedNicSwitch
+
+    monkeypatch.setattr(EmbeddedNicSwitch, "argv", lambda self, ports: [
+        sys.executable, "-c", f"import sys; print('cannot open {sorted(ports)}'); sys.exit(4)"])
+    tb = topo.build("embedded", topo.TestbedPlan(hosts=1, cores=2), tmp_path)
+    with pytest.raises(SwitchFailed, match=r"exited with code 4(.|\n)*cannot open \[1, 16, 17\]"):
+        tb.start()
     assert not _leftovers()

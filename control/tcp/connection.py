@@ -473,6 +473,7 @@ class Connection:
                 self._rtt_off = None
             self._wl1, self._wl2 = 0, 1
             self.state = State.ESTABLISHED
+            self._send_syn = False
             self._ack_now = True
             self._event(EventKind.CONNECTED)
             self._event(EventKind.WRITABLE)
@@ -495,6 +496,9 @@ class Connection:
     def _established(self, seg: Segment, seq_off: int) -> None:
         """SYN-RECEIVED -> ESTABLISHED: set the window from this ACK (RFC 9293 3.10.7.4)."""
         self.state = State.ESTABLISHED
+        if self._send_syn:                         # simultaneous open: our SYN-ACK never left,
+            self._send_syn = False                 # so the peer's SYN still needs an ACK
+            self._ack_now = True
         self.snd_wnd = seg.window << self.snd_wscale
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         self._wl1 = seq_off
@@ -571,8 +575,10 @@ class Connection:
         elif ack_off == una and wnd == 0 and self.snd_max > una:
             self._retries = 0                      # the peer answers our zero-window probes
         elif ack_off == una and self.snd_max > una and plen == 0 \
-                and not seg.flags & (SYN | FIN) and wnd == old_wnd:
-            # RFC 5681 2 / 3.2: a duplicate ACK.
+                and not seg.flags & (SYN | FIN) and wnd == old_wnd \
+                and (sack_new or not self.sack_ok):
+            # RFC 5681 2 / 3.2: a duplicate ACK; with SACK (RFC 6675 2) it must SACK new data,
+            # so re-ACKs of duplicate segments (e.g. after go-back-N) do not start recovery.
             self._dupacks += 1
             if self._recovery is None:
                 if self._dupacks >= 3 or (self.sack_ok and self.sb.is_lost(una, mss)):
@@ -805,7 +811,7 @@ class Connection:
     def _retransmit_first(self, now: float, limit: int = 0) -> int:
         """Resend the earliest unacknowledged segment (RFC 6298 5.4, RFC 5681 3.2 step 4)."""
         una = self.una
-        n = max(0, min(limit or self.eff_mss, self.sndbuf.end - una))
+        n = max(0, min(limit or self.eff_mss, self.sndbuf.end - una, self.snd_max - una))
         fin = self.fin_off is not None and una + n == self.fin_off and self.snd_max > self.fin_off
         if n == 0 and not fin:
             return 0

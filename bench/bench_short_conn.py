@@ -1,0 +1,123 @@
+"""Short-connection rate: epserver + epwget over the embedded NIC vs asyncio on kernel loopback.
+
+One transaction = connect, a 64-byte HTTP request, a response with a 64-byte body, close (the
+server closes after the response; the client closes when the body is complete). Both sides run
+the same bytes: the asyncio baseline sends epwget's exact request and answers with epserver's
+exact response. For each core count (1 and 2 by default) the p4mtcp run uses two hosts on one
+embedded fabric (a NIC process per host, server and client with that many cores each); the
+kernel run uses that many asyncio server processes (SO_REUSEPORT) and client processes.
+
+The rate is completed transactions over the span from the first client core's start to the last
+one's end (process start-up excluded on both sides). Results and ratios go to
+bench/results/short_conn.json; a cProfile of one server core and one client core of a separate
+1-core run (the hot loop: mtcp_epoll_wait, the TCP engine, the apps) to
+bench/results/short_conn_profile.txt.
+
+    python bench/bench_short_conn.py [--requests 5000] [--concurrency 64] [--cores 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import kernel_peers  # noqa: E402
+from harness import RESULTS, cpu_split, machine, nic_cpu, wait_ready  # noqa: E402
+
+from p4mtcp.apps import epserver, epwget, launch  # noqa: E402
+from p4mtcp.apps.fabric import Fabric, two_hosts  # noqa: E402
+from p4mtcp.apps.http import build_response_head  # noqa: E402
+
+SERVER_IP = "10.0.0.1"
+REQUEST_SIZE = 64
+BODY = b"b" * 64
+
+
+def p4mtcp_run(cores: int, requests: int, concurrency: int, profile_dir: Path | None = None
+               ) -> dict[str, Any]:
+    """One epserver/epwget run over a fresh two-host embedded fabric."""
+    with Fabric() as fab:
+        server, client = two_hosts(fab, cores, cores, SERVER_IP, "10.0.0.2")
+        fab.start(timeout=60)
+        www = fab.dir / "www"
+        www.mkdir()
+        (www / "64").write_bytes(BODY)
+        sargs = epserver.ServerArgs(str(www), server.conf, cores, 4096, 80, 0.0)
+        prof = str(profile_dir / "server_core%d.txt") if profile_dir else None
+        servers = launch.CoreWorkers(epserver.serve_core, range(cores), sargs, "epserver", prof)
+        srv_msgs: list[dict] = []
+        with servers:
+            wait_ready(servers, srv_msgs)
+            wargs = epwget.WgetArgs(SERVER_IP, 80, "/64", requests, cores,
+                                    max(1, concurrency // cores), client.conf, None, 300.0,
+                                    REQUEST_SIZE)
+            prof = str(profile_dir / "client_core%d.txt") if profile_dir else None
+            msgs: list[dict] = []
+            nic_before = nic_cpu((server, client))
+            with launch.CoreWorkers(epwget.wget_core, range(cores), wargs, "epwget", prof) as w:
+                if not w.pump(msgs.append, lambda: None, timeout=360):
+                    raise RuntimeError("epwget did not finish in 360 s")
+            nic_after = nic_cpu((server, client))
+            servers.finish(srv_msgs.append)
+    done = [m for m in msgs if m["kind"] == "done"]
+    if len(done) != cores:
+        raise RuntimeError(f"epwget cores failed: {[m for m in msgs if m['kind'] == 'exit']}")
+    span = max(d["t_end"] for d in done) - min(d["t_start"] for d in done)
+    completed = sum(d["done"] - d["errors"] for d in done)
+    accepted = {m["core"]: m["app"]["accepted"] for m in srv_msgs if m["kind"] == "stats"}
+    return {"cores": cores, "completed": completed, "errors": sum(d["errors"] for d in done),
+            "seconds": span, "conn_per_s": completed / span, "server_accepts_per_core": accepted,
+            "cpu_seconds": cpu_split(nic_before, nic_after,
+                                     {"epserver": srv_msgs, "epwget": msgs})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--cores", default="1,2")
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    request = epwget.padded_request(SERVER_IP, "/64", REQUEST_SIZE)
+    response = build_response_head(200, len(BODY), False) + BODY
+    runs = []
+    for cores in (int(c) for c in args.cores.split(",")):
+        ours = p4mtcp_run(cores, args.requests, args.concurrency)
+        kernel = kernel_peers.short_connections(cores, args.requests, args.concurrency,
+                                                request, response)
+        ratio = ours["conn_per_s"] / kernel["conn_per_s"]
+        runs.append({"cores": cores, "p4mtcp_embedded": ours, "kernel_asyncio": kernel,
+                     "ratio_p4mtcp_over_kernel": ratio})
+        print(f"{cores} core(s): p4mtcp {ours['conn_per_s']:8.0f} conn/s, kernel asyncio "
+              f"{kernel['conn_per_s']:8.0f} conn/s, ratio {ratio:.3f}", flush=True)
+    result = {
+        "benchmark": "short connections: connect, 64-byte request, 64-byte body reply, close",
+        "request_bytes": len(request), "response_bytes": len(response),
+        "requests": args.requests, "concurrency": args.concurrency,
+        "machine": machine(),
+        "runs": runs,
+    }
+    (RESULTS / "short_conn.json").write_text(json.dumps(result, indent=2) + "\n")
+    if not args.no_profile:
+        pdir = RESULTS / "short_conn_prof"
+        pdir.mkdir(exist_ok=True)
+        p4mtcp_run(1, min(args.requests, 2000), args.concurrency, pdir)
+        text = ["# cProfile of a 1-core epserver/epwget run over the embedded NIC", ""]
+        for name in ("server_core0.txt", "client_core0.txt"):
+            text += [f"## {name[:-4]}", (pdir / name).read_text(), ""]
+            (pdir / name).unlink()
+        pdir.rmdir()
+        (RESULTS / "short_conn_profile.txt").write_text("\n".join(text))
+    print(f"wrote {RESULTS / 'short_conn.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
