@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
 from p4mtcp.apps.webfiles import FileCache, Session
 
@@ -166,8 +167,6 @@ class CoreServer:
 
 def serve_core(core: int, args: ServerArgs, reporter: launch.Reporter, stop) -> int:
     """One core's process: its own context, listener and epoll until stopped."""
-    from p4mtcp import mtcp
-
     cache = FileCache(args.www)
     mtcp.mtcp_init(args.conf)
     mctx = mtcp.mtcp_create_context(core)
@@ -186,7 +185,7 @@ def serve_core(core: int, args: ServerArgs, reporter: launch.Reporter, stop) -> 
         reporter.send("peers", peers=server.peers)
         server.close()
     finally:
-        mtcp.mtcp_destroy_context(mctx)
+        launch.destroy_context(mtcp, mctx)
     return 0
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
 from p4mtcp.apps.http import HttpError, ResponseReader, build_request, split_url
 
@@ -239,6 +240,7 @@ class CoreClient:
     def close(self) -> None:
         for sockid in list(self.flows):
             self._finish(sockid, ok=False)
+        self.m.mtcp_close(self.mctx, self.ep)
 
     def summary(self) -> dict[str, Any]:
         return {"target": self.target, "done": self.done, "errors": self.errors,
@@ -248,8 +250,6 @@ class CoreClient:
 
 def wget_core(core: int, args: WgetArgs, reporter: launch.Reporter, stop) -> int:
     """One core's process: its own context; runs its share of the requests, then reports."""
-    from p4mtcp import mtcp
-
     core_index = core % args.cores
     target = flows_for(core_index, args.cores, args.total)
     mtcp.mtcp_init(args.conf)
@@ -269,27 +269,12 @@ def wget_core(core: int, args: WgetArgs, reporter: launch.Reporter, stop) -> int
         t_end = time.monotonic()
         timed_out = not client.finished and not stop.is_set()
         client.close()
-        drain(mtcp, mctx, client.ep, stop)
         reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
         reporter.send("done", **client.summary(), timed_out=timed_out, t_start=t_start,
                       t_end=t_end)
     finally:
-        mtcp.mtcp_destroy_context(mctx)
+        launch.destroy_context(mtcp, mctx)
     return 0 if client.errors == 0 and client.done >= target else 1
-
-
-def drain(mtcp, mctx, ep: int, stop, limit: float = 2.0) -> None:
-    """Keep the context running until its closed connections have finished their handshakes.
-
-    The last FIN/ACK exchange happens after the application's final close; leaving at once
-    would leave the server retransmitting its FIN into a context that no longer exists.
-    """
-    end = time.monotonic() + limit
-    st = mctx.stats
-    while (st.connects + st.accepts > st.flows_freed and not stop.is_set()
-           and time.monotonic() < end):
-        mtcp.mtcp_epoll_wait(mctx, ep, 1, 20)
-    mtcp.mtcp_close(mctx, ep)
 
 
 class WgetReport:

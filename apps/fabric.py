@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from p4mtcp.apps import launch
+from p4mtcp.control.agent import NicAgent
+from p4mtcp.control.config import load_host
+from p4mtcp.control.rss import round_robin_reta
+from p4mtcp.hashing import rss_bucket
 
 NETWORK_PORT = 1
 CORE_PORT_BASE = 16
@@ -127,9 +131,6 @@ class Fabric:
         host.conf, host.arp_conf, host.route_conf = str(conf), str(arp), str(route)
 
     def start(self, timeout: float = 30.0, **conf_extra: Any) -> "Fabric":
-        from p4mtcp.control.agent import NicAgent
-        from p4mtcp.control.config import load_host
-
         try:
             for host in self.hosts:
                 self.write_configs(host, **conf_extra)
@@ -195,9 +196,6 @@ def nic_sample(host: Host) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[
 def steered_core(host: Host, local: tuple[str, int], peer: tuple[str, int]) -> int:
     """The core the host's NIC steers this flow to by RSS: reta[rss_bucket(flow)] (the agent
     installs the round-robin reta over the host's core ports)."""
-    from p4mtcp.control.rss import round_robin_reta
-    from p4mtcp.hashing import rss_bucket
-
     reta = round_robin_reta(host.core_ports)
     bucket = rss_bucket(int(ipaddress.IPv4Address(local[0])), local[1],
                         int(ipaddress.IPv4Address(peer[0])), peer[1])

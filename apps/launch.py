@@ -76,6 +76,24 @@ def _profiled(path: str, target: WorkerFn, *args: Any) -> int:
             stats.sort_stats("cumulative").print_stats(25)
 
 
+def destroy_context(mtcp: Any, mctx: Any, linger: float = 2.0) -> None:
+    """mtcp_destroy_context once the context's closed connections have finished closing.
+
+    An application's last mtcp_close only queues its FIN; destroying the context at once would
+    leave that FIN (or the ACK of the peer's) unretransmitted if the link loses it, and the peer
+    waiting forever. So the loop keeps running, bounded by `linger` seconds, until every
+    connection the context opened or accepted has been freed by the engine.
+    """
+    st = mctx.stats
+    end = time.monotonic() + linger
+    if st.connects + st.accepts > st.flows_freed:
+        ep = mtcp.mtcp_epoll_create(mctx, 1)
+        while st.connects + st.accepts > st.flows_freed and time.monotonic() < end:
+            mtcp.mtcp_epoll_wait(mctx, ep, 1, 20)
+        mtcp.mtcp_close(mctx, ep)
+    mtcp.mtcp_destroy_context(mctx)
+
+
 class CoreWorkers:
     """`target` run once per core, each in a fresh 'spawn' process.
 

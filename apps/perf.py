@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
 
 PORT = 5001
@@ -286,8 +287,6 @@ class Sender:
 
 def perf_core(core: int, args: PerfArgs, reporter: launch.Reporter, stop) -> int:
     """One core's process: a Receiver or a Sender on its own context until done or stopped."""
-    from p4mtcp import mtcp
-
     mtcp.mtcp_init(args.conf)
     mctx = mtcp.mtcp_create_context(core)
     try:
@@ -313,7 +312,7 @@ def perf_core(core: int, args: PerfArgs, reporter: launch.Reporter, stop) -> int
         reporter.send("result", connections=results)
         ok = node.ok()
     finally:
-        mtcp.mtcp_destroy_context(mctx)
+        launch.destroy_context(mtcp, mctx)
     return 0 if ok else 1
 
 

@@ -16,6 +16,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
 import random
@@ -81,17 +82,22 @@ def frames(direction: str, frame_len: int) -> list[tuple[int, bytes]]:
     return out
 
 
-def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[int, float]:
+def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[int, float, float]:
+    """(packets, elapsed, best rate over one pass of the batch): the CPUs may be shared, and the
+    best pass is the closest to what the pipeline does when it has a core to itself."""
     process = dev.process
     n = 0
+    best = 0.0
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
+        t = time.perf_counter()
         for port, frame in batch:
             if not process(port, frame):
                 raise AssertionError("frame dropped: the benchmark set-up is wrong")
+        best = max(best, len(batch) / (time.perf_counter() - t))
         n += len(batch)
-    return n, time.perf_counter() - start
+    return n, time.perf_counter() - start, best
 
 
 def run_links(seconds: float, frame_len: int) -> dict:
@@ -144,15 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         for frame_len in (64, 1514):
             batch = frames(direction, frame_len)
             run(dev, batch, 0.2)  # warm-up
-            n, elapsed = run(dev, batch, args.seconds)
+            n, elapsed, best = run(dev, batch, args.seconds)
             kpps = n / elapsed / 1000
             case = {"direction": direction, "frame_bytes": frame_len, "packets": n,
                     "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
+                    "kpps_best_pass": round(best / 1000, 1),
                     "us_per_packet": round(1e6 * elapsed / n, 2),
                     "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1),
                     "vs_bmv2_80kpps": round(kpps / BMV2_KPPS, 2)}
             cases.append(case)
-            print(f"{direction:8} {frame_len:5} B: {kpps:7.1f} kpps  {case['us_per_packet']:6.2f} us/pkt"
+            print(f"{direction:8} {frame_len:5} B: {kpps:7.1f} kpps (best pass {best / 1000:6.1f})"
+                  f"  {case['us_per_packet']:6.2f} us/pkt"
                   f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)")
             prof = cProfile.Profile()
             prof.enable()
@@ -168,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
               f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)"
               f"  [{case['sent'] - case['packets']} lost]")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
+              "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
               "bmv2_reference_kpps": BMV2_KPPS, "cases": cases}
     (RESULTS / "dataplane.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "dataplane_profile.txt").write_text(profile_text.getvalue())
+    print(f"load average {result['load_average_1min']} on {result['cpus']} CPUs "
+          "(other processes share the CPUs: compare runs at similar load)")
     print(f"wrote {RESULTS / 'dataplane.json'} and {RESULTS / 'dataplane_profile.txt'}")
     return 0
 

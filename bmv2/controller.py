@@ -30,7 +30,8 @@ class WriteFailed(RuntimeError):
 
 
 def _update_errors(err: grpc.RpcError) -> str:
-    """The per-update `p4.v1.Error`s of a failed Write (P4Runtime spec 12.3), as text."""
+    """The per-update `p4.v1.Error`s of a failed Write (the P4Runtime spec's batch error
+    reporting: one Error per update in the status details), as text."""
     for key, value in err.trailing_metadata() or ():
         if key != "grpc-status-details-bin":
             continue

@@ -366,5 +366,5 @@ def packet_out_leaves_unchanged(fab: Fabric) -> None:
 
 
 CASES: Sequence[Callable[[Fabric], None]] = (
-    arp_request_answered, arp_reply_to_cpu, packet_out_leaves_unchanged, bad_tcp_checksum_dropped, tcp_steered_by_rss,
-    steering_symmetric, core_frame_checksums_filled, flow_steer_overrides_hash)
+    arp_request_answered, arp_reply_to_cpu, packet_out_leaves_unchanged, bad_tcp_checksum_dropped,
+    tcp_steered_by_rss, steering_symmetric, core_frame_checksums_filled, flow_steer_overrides_hash)

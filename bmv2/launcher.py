@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from p4mtcp.p4src import P4INFO, PROGRAM
+from p4mtcp.p4src import PROGRAM
 
 CPU_PORT = 255
 SIMPLE_SWITCH_GRPC = "simple_switch_grpc"
@@ -62,7 +62,8 @@ class Compiled:
     p4info: Path    # P4Info text emitted by p4c
 
 
-def compile_program(out_dir: str | Path, source: Path = PROGRAM, timeout: float = 300.0) -> Compiled:
+def compile_program(out_dir: str | Path, source: Path = PROGRAM,
+                    timeout: float = 300.0) -> Compiled:
     """Run `p4c-bm2-ss --arch v1model --p4runtime-files` on the NIC program into `out_dir`."""
     p4c = require(P4C_BM2_SS)
     out = Path(out_dir)
@@ -118,7 +119,8 @@ def bmv2_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
               thrift_port: int | None = None) -> list[str]:
     """The simple_switch_grpc command line; without `json` it starts empty (`--no-p4`) and waits
     for SetForwardingPipelineConfig."""
-    argv = [require(SIMPLE_SWITCH_GRPC), *_port_args(ports, cpu_port), "--device-id", str(device_id)]
+    argv = [require(SIMPLE_SWITCH_GRPC), *_port_args(ports, cpu_port),
+            "--device-id", str(device_id)]
     if thrift_port is not None:
         argv += ["--thrift-port", str(thrift_port)]
     if log_file:

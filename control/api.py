@@ -342,12 +342,12 @@ def mtcp_init_rss(mctx: Context, saddr_base: str | int, num_addr: int, daddr: st
         base, dst = _ip(saddr_base), _ip(daddr)
     except ValueError as exc:
         fail(errno.EINVAL, call, str(exc))
+    base = base or mctx.local_ips[0]  # INADDR_ANY: the interface address, as mTCP picks it
     if not isinstance(num_addr, int) or num_addr < 1 or base + num_addr > 1 << 32:
         fail(errno.EINVAL, call, f"num_addr {num_addr!r}")
     if not isinstance(dport, int) or not 0 < dport <= 65535:
         fail(errno.EINVAL, call, f"dport {dport!r}")
-    base = base or mctx.local_ips[0]
-    mctx.rss_pool = ([base + i for i in range(num_addr)], dst, dport)
+    mctx.rss_pool = (range(base, base + num_addr), dst, dport)
     return 0
 
 
@@ -461,14 +461,20 @@ def _option_value(level: int, optname: int, value: Any, call: str) -> Any:
         return (int(bool(value[0])), value[1])
     if not isinstance(value, int):
         fail(errno.EINVAL, call, f"option value {value!r} is not an int")
-    if optname in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET and value <= 0:
-        fail(errno.EINVAL, call, f"buffer size {value} must be > 0")
-    return value
+    if optname in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
+        if isinstance(value, bool) or value <= 0:
+            fail(errno.EINVAL, call, f"buffer size {value!r} must be a positive int")
+        return value
+    return int(bool(value))  # on/off options read back as 0 or 1
 
 
 _SUPPORTED = frozenset({(SOL_SOCKET, SO_REUSEADDR), (SOL_SOCKET, SO_KEEPALIVE),
                         (SOL_SOCKET, SO_LINGER), (SOL_SOCKET, SO_RCVBUF), (SOL_SOCKET, SO_SNDBUF),
                         (IPPROTO_TCP, TCP_NODELAY)})
+
+
+def _supported(level: Any, optname: Any) -> bool:
+    return type(level) is int and type(optname) is int and (level, optname) in _SUPPORTED
 
 
 def mtcp_setsockopt(mctx: Context, sockid: int, level: int, optname: int, optval: Any) -> int:
@@ -477,12 +483,15 @@ def mtcp_setsockopt(mctx: Context, sockid: int, level: int, optname: int, optval
     call = "mtcp_setsockopt"
     ctx = _ctx(mctx, call)
     s = _stream_or_listener(ctx, sockid, call)
-    if (level, optname) not in _SUPPORTED:
+    if not _supported(level, optname):
         fail(errno.ENOPROTOOPT, call, f"level {level} option {optname}")
     value = _option_value(level, optname, optval, call)
     s.opts[(level, optname)] = value
     if s.conn is not None:
-        apply_option(s.conn, level, optname, value)
+        try:
+            apply_option(s.conn, level, optname, value)
+        except (ValueError, OSError) as exc:
+            fail(errno.EINVAL, call, str(exc))
     return 0
 
 
@@ -494,7 +503,7 @@ def mtcp_getsockopt(mctx: Context, sockid: int, level: int, optname: int) -> Any
     s = _stream_or_listener(ctx, sockid, call)
     if (level, optname) == (SOL_SOCKET, SO_ERROR):
         return s.conn.error if s.conn is not None else 0
-    if (level, optname) not in _SUPPORTED:
+    if not _supported(level, optname):
         fail(errno.ENOPROTOOPT, call, f"level {level} option {optname}")
     defaults = {SO_RCVBUF: ctx.rcvbuf_size, SO_SNDBUF: ctx.sndbuf_size, SO_LINGER: (0, 0)}
     default = defaults.get(optname, 0) if level == SOL_SOCKET else 0
@@ -775,8 +784,8 @@ def mtcp_epoll_wait(mctx: Context, epid: int, maxevents: int, timeout: int
     ep = _epoll(ctx, epid, call)
     if not isinstance(maxevents, int) or maxevents <= 0:
         fail(errno.EINVAL, call, f"maxevents {maxevents!r} must be > 0")
-    if not isinstance(timeout, (int, float)):
-        fail(errno.EINVAL, call, f"timeout {timeout!r}")
+    if not isinstance(timeout, (int, float)) or timeout != timeout:  # NaN never compares
+        fail(errno.EINVAL, call, f"timeout {timeout!r} is not a number of milliseconds")
     limit = None if timeout < 0 else timeout / 1000.0
     return ctx.run_until(lambda: ep.collect(maxevents) if ep.pending() else [], limit, call)
 

@@ -187,7 +187,7 @@ class Context:
         self.block_timeout = float(conf.tcp_timeout) if conf.tcp_timeout > 0 else None
         self.done = False  # destroyed: every call fails EPERM (mTCP's ctx->done)
         self.interrupted = False  # a registered signal arrived: waits return EINTR
-        self.rss_pool: tuple[list[int], int, int] | None = None  # (src ips, dst ip, dst port)
+        self.rss_pool: tuple[Sequence[int], int, int] | None = None  # (src ips, dst ip, port)
         self._socks: list[Socket | None] = [None] * self.max_concurrency
         self._free: deque[int] = deque(range(self.max_concurrency))
         self._by_tcb: dict[int, Socket] = {}  # id(Connection | Listener) -> socket
@@ -580,14 +580,14 @@ class Context:
         self.attach(s, conn)
         self.stats.connects += 1
 
-    def _source_ips(self, rip: int, rport: int) -> list[int]:
+    def _source_ips(self, rip: int, rport: int) -> Sequence[int]:
         """mtcp_init_rss's address pool for its destination, else the configured addresses."""
         pool = self.rss_pool
         if pool and pool[1] == rip and pool[2] == rport:
             return pool[0]
         return self.local_ips
 
-    def _choose_source(self, ips: list[int], rip: int, rport: int, call: str
+    def _choose_source(self, ips: Sequence[int], rip: int, rport: int, call: str
                        ) -> tuple[int, int]:
         in_use = self.stack.in_use
         sel = self.selector

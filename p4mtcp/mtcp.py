@@ -73,6 +73,10 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
 - mtcp_getsockname on an accepted socket returns the connection's local address (mTCP returns
   the peer's). mtcp_getpeername works in every synchronised state, not only ESTABLISHED.
 - mtcp_shutdown is real half-close (SHUT_RD, SHUT_WR, SHUT_RDWR); mTCP lacks it.
+- mtcp_connect on a socket that already has a connection: EALREADY while the handshake runs,
+  EISCONN afterwards — also once that connection failed or ended (use a new socket).
+- A context whose NIC hangs up (NIC restart) re-opens its core link every 0.5 s
+  (``mctx.stats.reconnects``); its connections survive and retransmit what was lost.
 - mtcp_read after the peer reset returns the data still queued, then raises ECONNRESET (mTCP:
   ENOTCONN and the data is lost); reads in CLOSING/LAST_ACK/TIME_WAIT return queued data and
   then ``b""``. Writes after SHUT_WR raise EPIPE. A zero-length write returns 0 (mTCP: EAGAIN).

@@ -2,10 +2,11 @@
 
 It is the smallest host the engine can have on a real wire: it owns one IPv4 address and a MAC,
 answers ARP for that address itself, resolves the peer's MAC by ARP, wraps the engine's TCP bytes
-in Ethernet + IPv4 (the engine computes TCP checksums: TcpConfig(offload_checksum=False)), checks
-every checksum in both directions with its own code, and can impair the TCP frames it moves
-(seeded loss and reordering) for kernels that lack netem.  Time is time.monotonic(); the loop
-blocks in select() until the stack's next deadline.  Every loop is bounded by a wall-clock limit.
+in Ethernet + IPv4, checks every checksum in both directions with its own code (the engine
+computes TCP checksums with TcpConfig(offload_checksum=False); with True the driver fills them
+in, as the NIC would), and can impair the TCP frames it moves (seeded loss and reordering) for
+kernels that lack netem.  Time is time.monotonic(); the loop blocks in select() until the
+stack's next deadline.  Every loop is bounded by a wall-clock limit.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from p4mtcp.control.tcp.events import State
+from p4mtcp.control.tcp import Connection, State, TcpConfig
 
 ETH = struct.Struct("!6s6sH")
 IPV4 = struct.Struct("!BBHHHBBH4s4s")
@@ -66,6 +68,16 @@ def tcp_checksum_ok(src: bytes, dst: bytes, tcp: bytes) -> bool:
     return ones_complement(pseudo + tcp) == 0xFFFF
 
 
+def fill_tcp_checksum(src: bytes, dst: bytes, tcp: bytes) -> bytes:
+    """tcp with its checksum field computed (as a checksum-offloading NIC would)."""
+    if len(tcp) < 20:
+        return tcp
+    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+    zeroed = tcp[:16] + b"\0\0" + tcp[18:]
+    csum = ~ones_complement(pseudo + zeroed) & 0xFFFF
+    return tcp[:16] + csum.to_bytes(2, "big") + tcp[18:]
+
+
 def ipv4_header(src: bytes, dst: bytes, payload_len: int, ident: int) -> bytes:
     """A 20-byte IPv4 header (DF, TTL 64, protocol TCP) with its checksum filled in."""
     hdr = IPV4.pack(0x45, 0, 20 + payload_len, ident, 0x4000, 64, 6, 0, src, dst)
@@ -91,6 +103,8 @@ class Impairment:
 
 @dataclass
 class DriverStats:
+    """What the driver saw and did; tests assert on the bad_* counts (they must stay 0)."""
+
     rx_frames: int = 0
     rx_tcp: int = 0
     rx_not_for_us: int = 0
@@ -107,6 +121,18 @@ class DriverStats:
     unresolved_dropped: int = 0
 
 
+class Host(Protocol):
+    """The part of the TcpStack facade the driver uses."""
+
+    config: TcpConfig
+
+    def receive(self, src_ip: int, dst_ip: int, tcp_bytes: bytes, now: float) -> None: ...
+
+    def poll(self, now: float) -> list[TcpSegment]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
 class DriverTimeout(AssertionError):
     """The driver loop ran past its wall-clock limit or iteration cap."""
 
@@ -116,7 +142,7 @@ class EngineDriver:
     """Run `stack` as the host `engine_ip` on interface `ifname` (root needed for AF_PACKET)."""
 
     ifname: str
-    stack: object
+    stack: Host
     engine_ip: str
     impairment: Impairment | None = None
     syn_capture_limit: int = 64
@@ -234,11 +260,14 @@ class EngineDriver:
     # -- transmit path -------------------------------------------------------------------------
 
     def _transmit(self, segments: list[TcpSegment], now: float) -> None:
+        offload = self.stack.config.offload_checksum
         for src, dst, tcp in segments:
             dst_b = dst.to_bytes(4, "big")
-            if not tcp_checksum_ok(src.to_bytes(4, "big"), dst_b, tcp):
+            self._observe("out", now, src, dst, tcp)          # as the engine emitted it
+            if offload:                     # do the NIC's job: the engine left the field zero
+                tcp = fill_tcp_checksum(src.to_bytes(4, "big"), dst_b, tcp)
+            elif not tcp_checksum_ok(src.to_bytes(4, "big"), dst_b, tcp):
                 self.stats.tx_bad_tcp_checksum += 1
-            self._observe("out", now, src, dst, tcp)
             if self._impair("out", tcp, dst_b, now):
                 continue
             self._send_ipv4(src.to_bytes(4, "big"), dst_b, tcp, now)
@@ -351,7 +380,7 @@ class StreamApp:
     `close_when_sent`: close (FIN) right after the last byte is accepted by the engine; otherwise
     close after the peer's EOF.  Never reads after closing."""
 
-    def __init__(self, conn: object, outgoing: bytes | None = b"", close_when_sent: bool = True,
+    def __init__(self, conn: Connection, outgoing: bytes | None = b"", close_when_sent: bool = True,
                  chunk: int = 256 << 10) -> None:
         self.conn = conn
         self.incoming = bytearray()

@@ -170,9 +170,10 @@ class LinkModel:
         self.b_to_a = Direction(self.ba or self.ab, random.Random(f"{self.seed}:ba"),
                                 self.drop_ba, self.observe_ba)
 
-    def _next_event(self) -> float | None:
+    def _next_event(self, wake: Callable[[], float | None] | None) -> float | None:
         times = [t for t in (self.a_to_b.next_arrival(), self.b_to_a.next_arrival(),
-                             self.a.next_deadline(), self.b.next_deadline()) if t is not None]
+                             self.a.next_deadline(), self.b.next_deadline(),
+                             wake() if wake is not None else None) if t is not None]
         return min(times) if times else None
 
     def step(self, app: Callable[[float], None] | None = None) -> None:
@@ -190,16 +191,18 @@ class LinkModel:
             self.b_to_a.send(seg, now)
 
     def run(self, done: Callable[[], bool], app: Callable[[float], None] | None = None,
-            time_limit: float = 60.0, max_iterations: int = 1_000_000) -> None:
+            time_limit: float = 60.0, max_iterations: int = 1_000_000,
+            wake: Callable[[], float | None] | None = None) -> None:
         """Step until done() holds; SimulationError past time_limit (virtual seconds from now),
-        past max_iterations, or when nothing is left to happen."""
+        past max_iterations, or when nothing is left to happen.  `wake()` is the application's
+        own next timer (e.g. a reader that reads at intervals), or None."""
         deadline = self.now + time_limit
         for _ in range(max_iterations):
             self.iterations += 1
             self.step(app)
             if done():
                 return
-            nxt = self._next_event()
+            nxt = self._next_event(wake)
             if nxt is None:
                 raise SimulationError(f"stalled at t={self.now:.6f}: no segment in flight and "
                                       "no timer pending, but the run is not done")

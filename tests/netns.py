@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -62,19 +63,21 @@ def ns_run(ns: str, argv: Sequence[str], timeout: float = CMD_TIMEOUT, check: bo
 
 @contextlib.contextmanager
 def ns_popen(ns: str, argv: Sequence[str], **kwargs) -> Iterator[subprocess.Popen[bytes]]:
-    """Start argv inside ns in the background; it is killed (by its pid) on exit if still alive."""
-    proc = subprocess.Popen(ns_argv(ns, argv), **kwargs)
+    """Start argv inside ns in the background, in a process group of its own; on exit, if it is
+    still running, its whole group is killed (a shell's children too)."""
+    proc = subprocess.Popen(ns_argv(ns, argv), start_new_session=True, **kwargs)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:                  # not reaped: the group is certainly ours
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=CMD_TIMEOUT)
 
 
 def wait_for_listener(ns: str, port: int, timeout: float = 5.0) -> None:
-    """Block until a TCP socket listens on port inside ns (checked with `ss`), bounded by timeout."""
+    """Block until a TCP socket listens on port inside ns (seen by `ss`), at most timeout s."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         shown = ns_run(ns, ["ss", "-Hltn", f"sport = :{port}"]).stdout
@@ -82,6 +85,18 @@ def wait_for_listener(ns: str, port: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise NetnsError(f"nothing listens on port {port} in {ns} after {timeout} s")
+
+
+def kernel_counters(ns: str) -> dict[str, int]:
+    """The namespace's SNMP/TcpExt counters (`nstat -asz`), e.g. TcpRetransSegs,
+    TcpExtTCPSackRecovery: what the kernel's own TCP did in the test."""
+    shown = ns_run(ns, ["nstat", "-asz"]).stdout.decode()
+    counters = {}
+    for line in shown.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and not line.startswith("#") and fields[1].isdigit():
+            counters[fields[0]] = int(fields[1])
+    return counters
 
 
 def sysctl(key: str, value: str, ns: str | None = None) -> None:
@@ -160,6 +175,30 @@ class VethNetns:
             apply_netem(self.host_if, spec)
 
 
+def _ns_prefix() -> str:
+    """Namespace names carry the creating process id, so leftovers of a killed run (SIGKILL
+    skips every cleanup) can be told apart from a live run's and removed."""
+    return f"p4t-{os.getpid()}-"
+
+
+def sweep_stale_namespaces() -> list[str]:
+    """Delete p4t-PID-* namespaces whose creating process is gone; return their names."""
+    listed = run(["ip", "netns", "list"]).stdout.decode().split("\n")
+    stale = []
+    for line in listed:
+        name = line.split(" ")[0]
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] == "p4t" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+            except ProcessLookupError:
+                run(["ip", "netns", "del", name], check=False)
+                stale.append(name)
+            except PermissionError:
+                pass                              # alive, owned by someone else
+    return stale
+
+
 def _link_exists(ifname: str) -> bool:
     return run(["ip", "link", "show", "dev", ifname], check=False).returncode == 0
 
@@ -173,7 +212,7 @@ def veth_netns(subnet: int = 1) -> Iterator[VethNetns]:
     if not 0 <= subnet <= 255:
         raise ValueError(f"subnet must be 0..255, got {subnet}")
     tag = uuid.uuid4().hex[:6]
-    ns, host_if, ns_if = f"p4t{tag}", f"p4th{tag}", f"p4tn{tag}"
+    ns, host_if, ns_if = f"{_ns_prefix()}{tag}", f"p4th{tag}", f"p4tn{tag}"
     net = VethNetns(ns=ns, host_if=host_if, ns_if=ns_if,
                     ns_ip=f"10.231.{subnet}.2", engine_ip=f"10.231.{subnet}.1")
     try:
@@ -206,7 +245,8 @@ def linked_netns(subnet: int = 2) -> Iterator[tuple[str, str, str, str]]:
     if not 0 <= subnet <= 255:
         raise ValueError(f"subnet must be 0..255, got {subnet}")
     tag = uuid.uuid4().hex[:6]
-    ns_a, ns_b, if_a, if_b = f"p4ta{tag}", f"p4tb{tag}", f"p4ta{tag}", f"p4tb{tag}"
+    ns_a, ns_b = f"{_ns_prefix()}a{tag}", f"{_ns_prefix()}b{tag}"
+    if_a, if_b = f"p4ta{tag}", f"p4tb{tag}"
     ip_a, ip_b = f"10.231.{subnet}.1", f"10.231.{subnet}.2"
     try:
         run(["ip", "netns", "add", ns_a])
@@ -246,5 +286,6 @@ def veth_pair(request: pytest.FixtureRequest) -> Iterator[VethNetns]:
     reason = netns_unavailable_reason()
     if reason:
         pytest.skip(reason)
+    sweep_stale_namespaces()
     with veth_netns(1) as net:
         yield net

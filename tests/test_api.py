@@ -373,6 +373,7 @@ def test_init_rss_source_addresses(pair):
     raises(errno.EACCES, mtcp.mtcp_init_rss, None, CLIENT_IP, 1, SERVER_IP, PORT)
     raises(errno.EINVAL, mtcp.mtcp_init_rss, ctx, CLIENT_IP, 0, SERVER_IP, PORT)
     raises(errno.EINVAL, mtcp.mtcp_init_rss, ctx, "bogus", 1, SERVER_IP, PORT)
+    assert mtcp.mtcp_init_rss(ctx, "10.0.0.2", 2**31, SERVER_IP, PORT) == 0  # lazy: no 2^31 list
     assert mtcp.mtcp_init_rss(ctx, "10.0.0.2", 1, SERVER_IP, PORT) == 0
     s = mtcp.mtcp_socket(ctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
     mtcp.mtcp_connect(ctx, s, (SERVER_IP, PORT))
@@ -659,6 +660,8 @@ def test_epoll_errnos(connected_pair):
     raises(errno.EBADF, mtcp.mtcp_epoll_wait, ctx, 63, 4, 0)
     raises(errno.EINVAL, mtcp.mtcp_epoll_wait, ctx, p.s, 4, 0)
     raises(errno.EINVAL, mtcp.mtcp_epoll_wait, ctx, ep, 0, 0)
+    raises(errno.EINVAL, mtcp.mtcp_epoll_wait, ctx, ep, 4, float("nan"))
+    raises(errno.EINVAL, mtcp.mtcp_epoll_wait, ctx, ep, 4, "1000")
     mtcp.mtcp_close(ctx, ep)
     raises(errno.EBADF, mtcp.mtcp_epoll_wait, ctx, ep, 4, 0)
 

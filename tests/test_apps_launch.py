@@ -140,3 +140,46 @@ def test_service_cpu_seconds_grow_while_it_computes():
         time.sleep(0.5)
         assert svc.cpu_seconds() > first > 0
     assert svc.cpu_seconds() == 0.0          # stopped: nothing to read
+
+
+class FakeStack:
+    """Just enough of the mTCP API for destroy_context: each wait frees one connection."""
+
+    def __init__(self, open_flows: int, frees: bool = True):
+        self.stats = type("S", (), {"connects": open_flows, "accepts": 0, "flows_freed": 0})()
+        self.frees = frees
+        self.waits = 0
+        self.calls: list[str] = []
+
+    def mtcp_epoll_create(self, mctx, size):
+        self.calls.append("create")
+        return 7
+
+    def mtcp_epoll_wait(self, mctx, ep, maxevents, timeout):
+        self.waits += 1
+        if self.frees:
+            self.stats.flows_freed += 1
+        time.sleep(timeout / 1000)
+        return []
+
+    def mtcp_close(self, mctx, ep):
+        self.calls.append(f"close {ep}")
+
+    def mtcp_destroy_context(self, mctx):
+        self.calls.append("destroy")
+
+
+def test_destroy_context_runs_the_loop_until_closing_connections_are_freed():
+    fake = FakeStack(open_flows=3)
+    launch.destroy_context(fake, fake)
+    assert fake.waits == 3 and fake.calls == ["create", "close 7", "destroy"]
+    idle = FakeStack(open_flows=0)
+    launch.destroy_context(idle, idle)
+    assert idle.waits == 0 and idle.calls == ["destroy"]
+
+
+def test_destroy_context_gives_up_after_linger():
+    stuck = FakeStack(open_flows=1, frees=False)
+    t0 = time.monotonic()
+    launch.destroy_context(stuck, stuck, linger=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 2 and stuck.calls[-1] == "destroy"

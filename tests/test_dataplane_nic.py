@@ -137,6 +137,7 @@ class Client:
     def __init__(self, address: str, schema: P4Schema):
         self.schema = schema
         self.channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = p4runtime_pb2_grpc.P4RuntimeStub(self.channel)
         self.requests: queue.Queue = queue.Queue()
         self.replies: queue.Queue = queue.Queue()
@@ -234,3 +235,38 @@ def test_p4runtime_programs_the_nic_and_carries_packet_in_and_out(tmp_path):
         wire.close()
         core.close()
         nic.stop()
+
+
+def test_the_nic_command_runs_as_a_process_and_stops_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "p4mtcp.cli", "nic", "--grpc", address,
+                             "-i", f"{NET}@unix:{tmp_path}/wire", "-i", f"{CORE0}@unix:{tmp_path}/c0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 20
+        while not (tmp_path / "c0").exists() and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        wire = open_port(f"unix-host:{tmp_path}/wire", connect_timeout=5)
+        core = open_port(f"unix-host:{tmp_path}/c0", connect_timeout=5)
+        client = Client(address, P4Schema.from_file(P4INFO))
+        client.set_pipeline()
+        client.insert("port_role", [NET], "set_network_port")
+        client.insert("local_ipv4", [ip4(LOCAL_IP)], "set_local")
+        client.insert("flow_steer", [ip4(PEER_IP), ip4(LOCAL_IP), 7, 80], "steer_to_core", CORE0)
+        frame = bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / IP(src=PEER_IP, dst=LOCAL_IP) / TCP(sport=7, dport=80))
+        wire.send(frame)
+        assert drain(core, 1) == [frame]
+        client.close()
+        wire.close()
+        core.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not (tmp_path / "c0").exists()  # the NIC removed its sockets
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

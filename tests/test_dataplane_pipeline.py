@@ -22,7 +22,6 @@ CORE0 = 16
 CPU = 255
 LOCAL_IP, PEER_IP, GW_IP = "10.0.0.1", "10.0.0.2", "10.0.0.254"
 LOCAL_MAC, PEER_MAC, GW_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:fe"
-PEER_IP_INT = int(ipaddress.IPv4Address(PEER_IP))
 
 
 def ip4(a: str) -> int:

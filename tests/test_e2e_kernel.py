@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -211,14 +210,35 @@ def test_nc_sends_50mb_to_perf(kernel_peer, tmp_path):
     src.write_bytes(data)
     args = perf.PerfArgs("server", host.conf, 2, "0.0.0.0", 5001, None, 280.0, None,
                          str(tmp_path / "rx"), 1, True)
-    with Cores(perf.perf_core, host, args) as srv:
-        with open(src, "rb") as stdin:
-            net.run(["nc", "-N", net.engine_ip, "5001"], timeout=280, input=stdin.read())
+    with Cores(perf.perf_core, host, args) as srv, open(src, "rb") as stdin:
+        with net.popen(["nc", "-N", net.engine_ip, "5001"], stdin=stdin,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as nc:
+            watch_progress(net, srv, nc, stall=60, limit=280)
         result = srv.wait_for("result", timeout=30)
     conn = result["connections"][0]
     assert conn["error"] == "" and conn["bytes"] == BIG and conn["sha256"] == sha(data)
     got = tmp_path / f"rx.{result['core']}.0"
     assert sha(got.read_bytes()) == sha(data)
+
+
+def watch_progress(net: VethNetns, srv: Cores, proc: subprocess.Popen, stall: float,
+                   limit: float) -> None:
+    """Wait for `proc` (the kernel side) to end while the receiving cores report progress;
+    fail with the kernel's view of the connection if no byte arrives for `stall` s."""
+    moved, last_move = 0, time.monotonic()
+    end = time.monotonic() + limit
+    while proc.poll() is None:
+        now = time.monotonic()
+        new = srv.workers.poll(0.2)
+        srv.msgs += new
+        got = sum(m["app"]["bytes"] for m in new if m["kind"] == "stats")
+        if got:
+            moved, last_move = moved + got, now
+        if now - last_move > stall or now > end:
+            info = net.run(["ss", "-tin"], check=False).stdout.decode()
+            raise AssertionError(f"transfer stalled at {moved} bytes for {now - last_move:.0f} s "
+                                 f"(limit {limit} s); kernel socket state:\n{info}")
+    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_perf_sends_50mb_to_nc(kernel_peer, tmp_path):

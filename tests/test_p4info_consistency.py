@@ -24,9 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 SOURCES = [PROGRAM, *sorted((PROGRAM.parent / "include").glob("*.p4"))]
 
-# P4Runtime spec 6.3 (P4Ids): the top byte of an id names the kind of object.
-ID_PREFIX = {"action": 0x01, "table": 0x02, "controller_header": 0x04, "counter": 0x12,
-             "direct_counter": 0x13}
+# The top byte of a P4Info id names the kind of object (p4info.proto's P4Ids.Prefix); p4c adds
+# it to an @id value that lacks one.
+ID_PREFIX = {"action": p4info_pb2.P4Ids.ACTION, "table": p4info_pb2.P4Ids.TABLE,
+             "controller_header": p4info_pb2.P4Ids.CONTROLLER_HEADER,
+             "counter": p4info_pb2.P4Ids.COUNTER, "direct_counter": p4info_pb2.P4Ids.DIRECT_COUNTER}
 
 
 def load_p4info(path: Path) -> p4info_pb2.P4Info:
@@ -177,12 +179,11 @@ def _source_ids() -> list[tuple[str, str, int, str]]:
 
         total = len(re.findall(r"@id\s*\(", text))
         matched = 0
-        for m in re.finditer(r"@id\((\d+)\)\s*(action|table)\s+(\w+)", text):
-            found.append((m.group(2), f"{scope(m.start())}.{m.group(3)}", int(m.group(1)), path.name))
-            matched += 1
-        for m in re.finditer(r"@id\((\d+)\)\s*(counter|direct_counter)\s*\([^)]*\)\s*(\w+)\s*;",
-                             text):
-            found.append((m.group(2), f"{scope(m.start())}.{m.group(3)}", int(m.group(1)), path.name))
+        objects = (r"@id\((\d+)\)\s*(action|table)\s+(\w+)",
+                   r"@id\((\d+)\)\s*(counter|direct_counter)\s*\([^)]*\)\s*(\w+)\s*;")
+        for m in (m for pattern in objects for m in re.finditer(pattern, text)):
+            name = f"{scope(m.start())}.{m.group(3)}"
+            found.append((m.group(2), name, int(m.group(1)), path.name))
             matched += 1
         for m in re.finditer(r'@controller_header\("(\w+)"\)\s*@id\((\d+)\)|'
                              r'@id\((\d+)\)\s*@controller_header\("(\w+)"\)', text):
@@ -203,7 +204,8 @@ def test_every_source_id_is_in_the_p4info_with_its_prefix(schema):
         obj = index[kind].get(name)
         assert obj is not None, f"{file}: {kind} {name} (@id({value})) is not in the P4Info"
         expect = value if value >> 24 else (ID_PREFIX[kind] << 24) | value
-        assert obj.id == expect, f"{file}: {kind} {name}: P4Info id {obj.id:#x}, @id gives {expect:#x}"
+        assert obj.id == expect, (
+            f"{file}: {kind} {name}: P4Info id {obj.id:#x}, @id gives {expect:#x}")
     in_source = {(kind, name) for kind, name, _, _ in ids}
     for kind, objs in index.items():
         for name in objs:

@@ -1,8 +1,11 @@
 """Loss recovery between two engines over a simulated link (tests/linkmodel.py).
 
-10 MB must arrive byte-exact at 0%, 1%, 5% and 10% random loss, and with reordering and
-duplication; the senders' counters must show the recovery RFC 5681/6582/6675 prescribe.  All
-runs are deterministic (seeded) and bounded in virtual time and iterations.
+10 MB must arrive byte-exact at 0%, 1%, 5% and 10% random loss, with reordering and
+duplication, with ACK loss and through a drop-tail bottleneck; the sender's counters and an
+independent audit of every transmission on the link must show the recovery RFC 5681/6582/6675
+prescribe (no spurious resends, fast retransmit rather than timeouts, ssthresh = FlightSize/2).
+Chosen single losses pin the exact counts.  All runs are deterministic (seeded) and bounded in
+virtual time and iterations; the whole file takes a few seconds of CPU.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ import pytest
 from enginedriver import StreamApp
 from linkmodel import (WIRE_OVERHEAD, DropNthData, DropRule, LinkModel, LinkParams,
                        SimulationError, tcp_payload_len, tcp_seq)
-from p4mtcp.control.tcp import Connection, TcpConfig, TcpStack
+from p4mtcp.control.tcp import TcpConfig, TcpStack
+from p4mtcp.control.tcp.isn import initial_seq
 
 A_IP, B_IP = 0x0A000001, 0x0A000002
 SIZE = 10 << 20
 DATA = random.Random(20261125).randbytes(SIZE)
 MSS = 1460
 CONFIG = TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0)
-INITIAL_SSTHRESH_FLOOR = 1 << 29        # "arbitrarily high" (RFC 5681 3.1): above any window here
 _ONES = b"\x01" * 65536
 
 
@@ -33,9 +36,10 @@ class WireAudit:
     A retransmission is *spurious* when every byte it carries was already in a transmission the
     link delivers.  Two kinds are allowed and counted apart: go-back-N resends below the highest
     byte sent when an RTO fired (RFC 2018 section 8: ignore SACK information after a timeout),
-    and the first retransmission of a new recovery episode when its bytes were last sent as a
-    retransmission still in flight (RFC 6675 5 (4.3) resends HighACK+1 on entry; nothing in the
-    RFC remembers the previous episode).  Every other spurious retransmission is an error.
+    and, in a new recovery episode, a resend of a segment already retransmitted in an earlier
+    episode whose retransmission is still in flight (RFC 6675 resets HighRxt to HighACK on
+    entry, 5 (4.3), and keeps no memory of the previous episode's resends).  Every other
+    spurious retransmission is an error — in particular, resending within one episode.
     """
 
     def __init__(self, sender: TcpStack, size: int) -> None:
@@ -46,11 +50,11 @@ class WireAudit:
         self.base: int | None = None
         self.payload_segments = self.payload_bytes = self.lost_payload_segments = 0
         self.retransmissions = self.lost_retransmissions = 0
-        self.spurious = self.spurious_after_rto = self.spurious_on_reentry = 0
+        self.spurious = self.spurious_after_rto = self.spurious_across_episodes = 0
         self._timeouts = 0
-        self._fast = 0
         self._rto_mark = 0
         self._high = 0
+        self._resent_in: dict[int, int] = {}    # segment start -> episode of its last resend
 
     def __call__(self, tcp: bytes, delivered: bool) -> None:
         if tcp[13] & 0x02:                                  # SYN: data starts at ISS + 1
@@ -64,8 +68,7 @@ class WireAudit:
         stats = self.sender.stats
         if stats.timeouts != self._timeouts:
             self._timeouts, self._rto_mark = stats.timeouts, self._high
-        entry = stats.fast_retransmits != self._fast
-        self._fast = stats.fast_retransmits
+        episode = stats.fast_retransmits + stats.timeouts     # each counts one recovery entry
         self.payload_segments += 1
         self.payload_bytes += n
         self.lost_payload_segments += not delivered
@@ -76,10 +79,12 @@ class WireAudit:
             if self.arrives.find(0, start, end) == -1:
                 if start < self._rto_mark:
                     self.spurious_after_rto += 1
-                elif entry and self.first_ok.find(1, start, end) == -1:
-                    self.spurious_on_reentry += 1
+                elif (self.first_ok.find(1, start, end) == -1
+                      and self._resent_in.get(start, episode) < episode):
+                    self.spurious_across_episodes += 1
                 else:
                     self.spurious += 1
+            self._resent_in[start] = episode
         self.offered[start:end] = _ONES[:n]
         if delivered:
             self.arrives[start:end] = _ONES[:n]
@@ -100,14 +105,19 @@ class Transfer:
     trace: list[tuple[float, int, int, int]]     # (time, cwnd, ssthresh, flight) per step
 
 
+SENDER_SECRET = b"sender-secret-0123"
+
+
 def bulk(data: bytes, ab: LinkParams, ba: LinkParams | None = None, seed: int = 1,
          drop: DropRule | None = None, config: TcpConfig = CONFIG,
-         time_limit: float = 300.0, max_iterations: int = 200_000) -> Transfer:
-    """Connect A -> B over the link, send data, close; run until B has read EOF and closed."""
-    sender = TcpStack(config, isn_secret=b"sender-secret-0123")
+         time_limit: float = 300.0, max_iterations: int = 200_000,
+         start: float = 0.0) -> Transfer:
+    """Connect A -> B over the link at time `start`, send data, close; run until B has read EOF
+    and closed."""
+    sender = TcpStack(config, isn_secret=SENDER_SECRET)
     receiver = TcpStack(config, isn_secret=b"receiver-secret-01")
     listener = receiver.listen(B_IP, 80, 8)
-    conn = sender.connect(A_IP, 40000, B_IP, 80, 0.0)
+    conn = sender.connect(A_IP, 40000, B_IP, 80, start)
     client = StreamApp(conn, data)
     server: list[StreamApp] = []
     trace: list[tuple[float, int, int, int]] = []
@@ -126,7 +136,7 @@ def bulk(data: bytes, ab: LinkParams, ba: LinkParams | None = None, seed: int = 
         trace.append((now, conn.cc.cwnd, conn.cc.ssthresh, conn.snd_max - conn.una))
 
     link = LinkModel(sender, receiver, ab, ba or LinkParams(delay=ab.delay), seed=seed,
-                     drop_ab=drop, observe_ab=audit)
+                     drop_ab=drop, observe_ab=audit, now=start)
     link.run(lambda: bool(server) and server[0].closed, app, time_limit=time_limit,
              max_iterations=max_iterations)
     return Transfer(sender, receiver, link, audit, bytes(server[0].incoming), trace)
@@ -183,6 +193,24 @@ def test_10mb_loss_reordering_duplication_both_directions() -> None:
     assert t.sender.stats.retransmits >= t.audit.lost_payload_segments > 0
 
 
+@pytest.mark.parametrize("sack", [True, False], ids=["sack", "newreno"])
+def test_10mb_through_a_bottleneck_queue(sack: bool) -> None:
+    """Congestion loss: 100 Mbit/s with a 100 KB drop-tail queue and a 1 MiB window.  Slow start
+    overflows the queue; every dropped segment is resent exactly once, with no timeout and
+    nothing spurious.  SACK repairs the whole burst in a few round trips (RFC 6675); NewReno
+    needs one round trip per hole (RFC 6582) but gets there too."""
+    config = TcpConfig(mss=MSS, rcvbuf=1 << 20, sndbuf=1 << 20, idle_timeout=0, sack=sack)
+    bottleneck = LinkParams(bandwidth=100e6, queue_limit=100_000)
+    t = bulk(DATA, bottleneck, config=config)
+    assert_exact(t, DATA)
+    st, drops = t.sender.stats, t.link.a_to_b.stats.queue_dropped
+    assert drops > 20, "the queue never overflowed: the test lost its point"
+    assert st.retransmits == t.audit.retransmissions == drops
+    assert st.timeouts == 0 and t.audit.spurious == t.audit.spurious_across_episodes == 0
+    if sack:
+        assert SIZE * 8 / t.link.now > 0.7 * 100e6, f"SACK goodput only {SIZE / t.link.now} B/s"
+
+
 # -- exact recovery for chosen losses (1 MB) -------------------------------------------------------
 
 SMALL = DATA[:1 << 20]
@@ -237,7 +265,7 @@ def test_two_losses_in_one_window_one_reduction_no_timeout(sack: bool) -> None:
     st = t.sender.stats
     assert len(drop.dropped) == 2
     assert st.timeouts == 0 and st.retransmits == 2 and t.audit.spurious == 0
-    assert len(reductions(t)) == 1
+    assert st.fast_retransmits == 1 and len(reductions(t)) == 1
 
 
 
@@ -326,3 +354,120 @@ def test_link_reports_stall_and_limits() -> None:
         ping.run(lambda: False, time_limit=0.5, max_iterations=1000)
     with pytest.raises(SimulationError, match="iteration cap"):
         ping.run(lambda: False, time_limit=100.0, max_iterations=10)
+
+
+class DropTwice:
+    """Drop rule: lose the n-th payload segment and the first retransmission of it."""
+
+    def __init__(self, nth: int) -> None:
+        self._nth = nth
+        self._count = 0
+        self.seq: int | None = None
+        self.dropped = 0
+
+    def __call__(self, index: int, seg: bytes) -> bool:
+        if tcp_payload_len(seg) == 0:
+            return False
+        if self._count == self._nth:
+            self.seq = tcp_seq(seg)
+        self._count += 1
+        if self.seq is not None and tcp_seq(seg) == self.seq and self.dropped < 2:
+            self.dropped += 1
+            return True
+        return False
+
+
+def test_lost_retransmission_costs_one_timeout_and_a_one_segment_window() -> None:
+    """RFC 6675 has no lost-retransmission detection: the RTO repairs it (RFC 6298 5.4-5.6),
+    and afterwards cwnd is the one-segment loss window (RFC 5681 3.1)."""
+    drop = DropTwice(100)
+    t = bulk(SMALL, LinkParams(), drop=drop)
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert drop.dropped == 2
+    assert (st.fast_retransmits, st.timeouts, st.retransmits) == (1, 1, 2)
+    assert t.audit.spurious == 0
+    smss = MSS - 12
+    assert any(cwnd == smss for _, cwnd, _, _ in t.trace), "no loss window of 1 SMSS after RTO"
+
+
+def test_tail_loss_is_repaired_by_one_timeout() -> None:
+    """The last segment of the stream lost: no dupACKs can follow, so one RTO, one resend."""
+    last = -(-len(SMALL) // (MSS - 12)) - 1
+    drop = DropNthData(last)
+    t = bulk(SMALL, LinkParams(), drop=drop)
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert len(drop.dropped) == 1
+    assert (st.retransmits, st.timeouts) == (1, 1) and t.audit.spurious == 0
+
+
+@pytest.mark.parametrize("seed", [1, 13])
+def test_10mb_ack_loss_alone_causes_no_fast_retransmit(seed: int) -> None:
+    """Cumulative ACKs make lost ACKs harmless: with 10% of the receiver's segments lost and no
+    data lost, no duplicate ACK can arise, so there is no fast retransmit and no data resent
+    (a lost SYN-ACK or final ACK may still cost one timeout: seed 1 loses the SYN-ACK)."""
+    t = bulk(DATA, LinkParams(), LinkParams(loss=0.10), seed=seed)
+    assert_exact(t, DATA)
+    assert t.link.b_to_a.stats.lost > 100
+    st = t.sender.stats
+    assert st.fast_retransmits == 0 and st.timeouts <= 1 and st.retransmits == st.timeouts
+    assert t.audit.retransmissions == 0 and t.audit.payload_bytes == SIZE
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.02])
+def test_slow_reader_closes_the_window_and_persist_keeps_it_going(loss: float) -> None:
+    """The receiving app reads 16 KiB every 50 ms into a 64 KiB buffer: the window shuts (below
+    one segment) again and again, and must reopen by window updates (RFC 9293 3.8.6.2) or
+    probes (3.8.6.1) even when those are lost; 2 MiB arrive byte-exact at the app's pace."""
+    data, rate_every, rate_bytes = DATA[:2 << 20], 0.05, 16 << 10
+    config = TcpConfig(mss=MSS, rcvbuf=64 << 10, sndbuf=256 << 10, idle_timeout=0)
+    sender = TcpStack(config, isn_secret=b"sender-secret-0123")
+    receiver = TcpStack(config, isn_secret=b"receiver-secret-01")
+    listener = receiver.listen(B_IP, 80, 8)
+    client = StreamApp(sender.connect(A_IP, 40000, B_IP, 80, 0.0), data)
+    got = bytearray()
+    server: list = []
+    windows: list[int] = []
+    next_read = [0.0]
+
+    def app(now: float) -> None:
+        sender.events()
+        receiver.events()
+        client.pump()
+        if not server:
+            accepted = listener.accept()
+            if accepted is not None:
+                server.append(accepted)
+        elif now >= next_read[0]:
+            next_read[0] = now + rate_every
+            got.extend(server[0].recv(rate_bytes))
+
+    def record_window(tcp: bytes, delivered: bool) -> None:
+        if not tcp[13] & 0x06:                       # neither SYN (unscaled) nor RST
+            windows.append(int.from_bytes(tcp[14:16], "big"))
+
+    link = LinkModel(sender, receiver, LinkParams(loss=loss), LinkParams(loss=loss), seed=21,
+                     observe_ba=record_window)
+    link.run(lambda: bool(server) and server[0].eof and not server[0].readable_bytes, app,
+             time_limit=120.0, max_iterations=500_000,
+             wake=lambda: next_read[0] if server else None)
+    assert bytes(got) == data
+    shut = sum(w << server[0].rcv_wscale < MSS - 12 for w in windows)
+    assert shut > 10, "the window never shut: the test lost its point"
+    paced = len(data) / rate_bytes * rate_every
+    assert link.now < paced * 1.2 + 1.0, f"took {link.now:.1f} s, app pace allows {paced:.1f} s"
+    if loss == 0.0:
+        assert (sender.stats.retransmits, sender.stats.timeouts) == (0, 0)
+
+
+def test_10mb_across_the_sequence_number_wrap_with_loss() -> None:
+    """The sender's sequence numbers pass 2**32 two megabytes into the transfer (RFC 9293 3.4
+    modular arithmetic), with 1% loss so that SACK blocks and retransmissions straddle it."""
+    isn_at_zero = initial_seq(SENDER_SECRET, A_IP, 40000, B_IP, 80, 0.0)
+    start = ((1 << 32) - (2 << 20) - isn_at_zero) % (1 << 32) / 250_000   # RFC 6528 4 us clock
+    t = bulk(DATA, LinkParams(loss=0.01), seed=14, start=start)
+    assert_exact(t, DATA)
+    iss = t.audit.base - 1 if t.audit.base is not None else -1
+    assert (1 << 32) - 3 * (1 << 20) < iss < (1 << 32) - (1 << 20), f"ISS {iss:#x} not near wrap"
+    assert t.audit.spurious == 0 and t.sender.stats.retransmits >= t.audit.lost_payload_segments

@@ -187,6 +187,7 @@ def test_lost_syn_retransmitted():
     w.run(until=w.now + 5)
     assert dropped and c.state is State.ESTABLISHED and lst.accept() is not None
     assert w.now >= 1.0
+    assert c.rtt.rto == 3.0                     # RFC 6298 5.7: no RTT sample after a lost SYN
 
 
 @pytest.mark.parametrize("loss, sack", [(0.02, True), (0.02, False), (0.1, True)])
@@ -233,3 +234,85 @@ def test_single_loss_costs_one_fast_retransmit_not_a_timeout():
     assert bytes(got) == data and seen
     assert w.a.stats.fast_retransmits == 1 and w.a.stats.timeouts == 0
     assert w.a.stats.retransmits == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_links_buffers_and_readers_always_finish(seed):
+    """Liveness: lossy, reordering, duplicating links, tiny or large buffers, a reader that drains
+    at random: every transfer completes byte-exact with an orderly half-close (no stall from a
+    lost window update, zero window or SWS avoidance)."""
+    import heapq
+    rng = random.Random(seed)
+
+    def cfg():
+        return TcpConfig(rcvbuf=rng.choice([1000, 4096, 65536, 1 << 20]),
+                         sndbuf=rng.choice([2000, 8192, 65536]), sack=rng.random() < 0.6,
+                         timestamps=rng.random() < 0.6, window_scaling=rng.random() < 0.7,
+                         mss=rng.choice([536, 1460]), delayed_ack=rng.choice([0, 0.04, 0.2]),
+                         idle_timeout=0)
+    w = Wire(cfg(), cfg())
+    loss, reorder, dup = rng.choice([0, 0.01, 0.05]), rng.choice([0, 0.05]), rng.choice([0, 0.02])
+    lst = w.b.listen(B, 80, 4)
+    c = w.a.connect(A, 1234, B, 80, 0.0)
+    data = rng.randbytes(rng.choice([1, 5000, 60_000]))
+    queue, n, now, sent, got, srv = [], 0, 0.0, 0, bytearray(), None
+    for _ in range(200_000):
+        if c.state is State.ESTABLISHED:
+            if sent < len(data):
+                sent += c.send(data[sent:sent + rng.randrange(1, 20000)])
+            else:
+                c.shutdown(socket.SHUT_WR)
+        for src, dst in ((w.a, w.b), (w.b, w.a)):
+            for s_ip, d_ip, seg in src.poll(now):
+                if rng.random() < loss:
+                    continue
+                at = now + 0.01 + (rng.random() * 0.02 if rng.random() < reorder else 0)
+                for k in range(2 if rng.random() < dup else 1):
+                    n += 1
+                    heapq.heappush(queue, (at + k * 0.001, n, dst, s_ip, d_ip, seg))
+        srv = srv or lst.accept()
+        if srv is not None and rng.random() < 0.7:
+            got += srv.recv(rng.randrange(1, 30000))
+            if srv.eof and not srv.readable_bytes:
+                break
+        ds = [d for d in (w.a.next_deadline(), w.b.next_deadline()) if d is not None]
+        if queue:
+            ds.append(queue[0][0])
+        now = max(now, min(min(ds, default=now + 0.05), now + 0.05))
+        while queue and queue[0][0] <= now:
+            _, _, dst, s_ip, d_ip, seg = heapq.heappop(queue)
+            dst.receive(s_ip, d_ip, seg, now)
+        assert now < 3000, f"stalled: {len(got)} of {len(data)} bytes"
+    assert bytes(got) == data and srv.eof
+
+
+@pytest.mark.parametrize("sack", [True, False])
+def test_two_losses_in_one_window_one_recovery_episode(sack):
+    """RFC 6675 / RFC 6582: both holes are repaired in one fast recovery, without a timeout."""
+    cfg = TcpConfig(rcvbuf=131072, sndbuf=131072, idle_timeout=0, sack=sack)
+    w = Wire(cfg, cfg)
+    c, s, _ = open_pair(w)
+    lost = []
+
+    def drop(d, seg):
+        off = (seg.seq - c.iss) & 0xFFFFFFFF
+        if d == "a>b" and len(seg.payload) and off in (40 * 1448 + 1, 43 * 1448 + 1) \
+                and off not in lost:
+            lost.append(off)
+            return True
+        return False
+    w.drop = drop
+    mss = c.eff_mss
+    assert mss == 1448
+    data = os.urandom(200_000)
+    sent, got = 0, bytearray()
+    for _ in range(10_000):
+        if sent < len(data):
+            sent += c.send(data[sent:sent + 65536])
+        w.run(until=w.now + 0.001)
+        got += s.recv(1 << 20)
+        if len(got) == len(data):
+            break
+    assert bytes(got) == data and len(lost) == 2
+    st = w.a.stats
+    assert (st.fast_retransmits, st.timeouts, st.retransmits) == (1, 0, 2)

@@ -11,6 +11,10 @@ and payload — interleaved with clock jumps.  After every step:
   readable) never changes, and it starts with exactly what P really sent;
 - every payload E transmits for the connection is the application's data at that offset and
   lies below SND.MAX.
+
+A second property drives two engines through random application calls over a network that
+loses, duplicates and reorders at random, then heals it: each side must then read exactly what
+the other wrote, and both must reach EOF.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Scene:
     now: float = 1.0
     read: bytearray = field(default_factory=bytearray)   # what E's app already consumed
     written: int = 0                                     # bytes of E_DATA E's app queued
+    history: list[bytes] = field(default_factory=list)   # every segment P sent E, for replays
 
     def flush(self, e_to_p: bool = True, p_to_e: bool = True, rounds: int = STEP_LIMIT) -> None:
         """Move segments both ways until both stacks are quiet (or drop one direction)."""
@@ -59,6 +64,7 @@ class Scene:
                 if e_to_p:
                     self.p.receive(src, dst, seg, self.now)
             for src, dst, seg in out_p:
+                self.history.append(seg)
                 if p_to_e:
                     self.e.receive(src, dst, seg, self.now)
             self.now += 0.001
@@ -112,6 +118,7 @@ def reach(state: State) -> Scene:
         p.connect(P_IP, P_PORT, E_IP, E_PORT, 1.0)
         syn_e, syn_p = e.poll(1.0), p.poll(1.0)
         for src, dst, seg in syn_p:
+            scene.history.append(seg)
             e.receive(src, dst, seg, 1.0)
         for src, dst, seg in syn_e:
             p.receive(src, dst, seg, 1.0)
@@ -130,6 +137,7 @@ def reach(state: State) -> Scene:
             fin_e = scene.e.poll(scene.now)              # held back
             peer.shutdown(socket.SHUT_WR)
             for src, dst, seg in scene.p.poll(scene.now):
+                scene.history.append(seg)
                 scene.e.receive(src, dst, seg, scene.now)
             scene.e.poll(scene.now)                      # E's ACK of P's FIN is lost
             del fin_e
@@ -148,7 +156,7 @@ def reach(state: State) -> Scene:
     return scene
 
 
-# -- segment strategies -----------------------------------------------------------------------------
+# -- segment strategies ------------------------------------------------------------------------
 
 FLAG_SETS = [0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x02, 0x12, 0x01, 0x00, 0x06, 0x03, 0x07, 0x3F]
 WINDOW = CONFIG.rcvbuf
@@ -206,10 +214,20 @@ def mutations(draw: st.DrawFn) -> Mutation:
         other_tuple=draw(st.integers(0, 7)) == 0)
 
 
-Step = tuple[bytes | Mutation, float]   # (raw bytes or a mutation, seconds to advance; -1: to
-                                        # the next deadline)
+@dataclass(frozen=True)
+class Replay:
+    """An old segment of P's from the scripted exchange, resent as is or with one bit flipped."""
+
+    index: int             # into Scene.history, modulo its length
+    flip_bit: int | None   # bit to invert, modulo the segment's length in bits
+
+
+replays = st.builds(Replay, st.integers(0, 1 << 16), st.one_of(st.none(), st.integers(0, 1 << 16)))
+
+# (raw bytes, a mutation or a replay; seconds to advance, -1: to the next deadline)
+Step = tuple[bytes | Mutation | Replay, float]
 steps = st.lists(st.tuples(
-    st.one_of(st.binary(max_size=80), mutations(), mutations(), mutations()),
+    st.one_of(st.binary(max_size=80), mutations(), mutations(), replays),
     st.sampled_from([0.0, 0.0, 0.001, 0.05, 0.3, 2.0, -1.0])), min_size=1, max_size=8)
 
 
@@ -226,6 +244,16 @@ def _options(spec: tuple[str, tuple[int, ...]], ts_recent: int, snd_una: int) ->
     if kind == "syn":
         return bytes.fromhex("020405b4" "01030307" "0402")
     return bytes(args)
+
+
+def replay(scene: Scene, r: Replay) -> bytes:
+    if not scene.history:
+        return b""
+    seg = bytearray(scene.history[r.index % len(scene.history)])
+    if r.flip_bit is not None:
+        bit = r.flip_bit % (8 * len(seg))
+        seg[bit // 8] ^= 1 << (bit % 8)
+    return bytes(seg)
 
 
 def build(scene: Scene, m: Mutation, rng: random.Random) -> tuple[int, int, bytes]:
@@ -246,7 +274,7 @@ def build(scene: Scene, m: Mutation, rng: random.Random) -> tuple[int, int, byte
     return P_IP, E_IP, header + opts + rng.randbytes(m.payload_len)
 
 
-# -- the invariants ---------------------------------------------------------------------------------
+# -- the invariants ------------------------------------------------------------------------------
 
 class Watch:
     """Remembers what must not move backwards or change, and checks it after every step."""
@@ -299,6 +327,8 @@ def run_steps(state: State, script: list[Step]) -> None:
     for what, advance in script:
         if isinstance(what, Mutation):
             src, dst, seg = build(scene, what, rng)
+        elif isinstance(what, Replay):
+            src, dst, seg = P_IP, E_IP, replay(scene, what)
         else:
             src, dst, seg = P_IP, E_IP, what
         e.receive(src, dst, seg, scene.now)
@@ -350,3 +380,147 @@ def test_every_state_is_reached() -> None:
         scene = reach(state)
         got = scene.listener.state if scene.listener else scene.conn.state
         assert got is state
+
+
+# -- two engines, random application calls over a hostile network, then a healed one ---------------
+
+Action = tuple[str, int]
+actions = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["send_a", "send_b", "recv_a", "recv_b"]), st.integers(1, 9000)),
+    st.tuples(st.sampled_from(["shut_a", "shut_b"]), st.just(0)),
+    st.tuples(st.sampled_from(["deliver_ab", "deliver_ba", "flush_ab", "flush_ba"]),
+              st.integers(0, 7)),
+    st.tuples(st.sampled_from(["drop_ab", "drop_ba", "dup_ab", "dup_ba", "swap_ab", "swap_ba"]),
+              st.integers(0, 7)),
+    st.tuples(st.just("tick"), st.sampled_from([0, 1, 50, 300, 1500, -1]))), max_size=40)
+
+
+class Pair:
+    """A (client) and B (server) engines joined by two in-order queues the test manipulates."""
+
+    HEAL_ROUNDS = 20_000
+
+    def __init__(self, rcvbuf: int) -> None:
+        config = TcpConfig(rcvbuf=rcvbuf, sndbuf=8192, offload_checksum=True, idle_timeout=0,
+                           delayed_ack=0.04)
+        self.now = 1.0
+        self.a = TcpStack(config, isn_secret=b"pair-engine-a-secret")
+        self.b = TcpStack(config, isn_secret=b"pair-engine-b-secret")
+        self.listener = self.b.listen(P_IP, P_PORT, 4)
+        self.ca: Connection = self.a.connect(E_IP, E_PORT, P_IP, P_PORT, self.now)
+        self.cb: Connection | None = None
+        self.q = {"ab": [], "ba": []}                    # segments in flight, oldest first
+        self.streams = {"a": random.Random(5).randbytes(40_000),
+                        "b": random.Random(6).randbytes(40_000)}
+        self.sent = {"a": 0, "b": 0}
+        self.got = {"a": bytearray(), "b": bytearray()}
+        self.shut = {"a": False, "b": False}
+
+    def conn(self, side: str) -> Connection | None:
+        return self.ca if side == "a" else self.cb
+
+    def pump(self) -> None:
+        self.q["ab"] += [seg for _, _, seg in self.a.poll(self.now)]
+        self.q["ba"] += [seg for _, _, seg in self.b.poll(self.now)]
+        self.a.events()
+        self.b.events()
+        if self.cb is None:
+            self.cb = self.listener.accept()
+
+    def act(self, name: str, arg: int) -> None:
+        verb, _, where = name.partition("_")
+        if verb == "tick":
+            deadline = min((d for d in (self.a.next_deadline(), self.b.next_deadline())
+                            if d is not None), default=None)
+            self.now = max(self.now, deadline) if arg < 0 and deadline else self.now + arg / 1000
+        elif verb in ("send", "recv", "shut"):
+            self.app(verb, where, arg)
+        else:
+            self.net(verb, where, arg)
+        self.pump()
+
+    def app(self, verb: str, side: str, n: int) -> None:
+        conn = self.conn(side)
+        if conn is None:
+            return
+        if verb == "recv":                 # data stays readable after the TCB is gone
+            self.got[side] += conn.recv(n)
+            return
+        if conn.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
+            return
+        if verb == "shut" and not self.shut[side]:
+            self.shut[side] = True
+            conn.shutdown(socket.SHUT_WR)
+        elif verb == "send" and not self.shut[side]:
+            pos = self.sent[side]
+            self.sent[side] += conn.send(self.streams[side][pos:pos + n])
+
+    def net(self, verb: str, d: str, k: int) -> None:
+        q = self.q[d]
+        if not q:
+            return
+        i = k % len(q)
+        dst, src_ip, dst_ip = (self.b, E_IP, P_IP) if d == "ab" else (self.a, P_IP, E_IP)
+        if verb == "deliver":
+            dst.receive(src_ip, dst_ip, q.pop(0), self.now)
+        elif verb == "flush":
+            while q:
+                dst.receive(src_ip, dst_ip, q.pop(0), self.now)
+        elif verb == "drop":
+            q.pop(i)
+        elif verb == "dup":
+            q.insert(i, q[i])
+        elif verb == "swap" and len(q) > 1:
+            j = (i + 1) % len(q)
+            q[i], q[j] = q[j], q[i]
+
+    def heal(self) -> None:
+        """Perfect network from now on: both apps send the rest, read everything, shut down."""
+        for _ in range(self.HEAL_ROUNDS):
+            for side in ("a", "b"):
+                self.app("recv", side, 1 << 20)
+                if self.sent[side] < len(self.streams[side]) // 4:
+                    self.app("send", side, 1 << 20)
+                elif not self.shut[side]:
+                    self.app("shut", side, 0)
+            if self.done():
+                return
+            delivered = False
+            for d in ("ab", "ba"):
+                while self.q[d]:
+                    self.net("deliver", d, 0)
+                    delivered = True
+            self.pump()
+            if not delivered and not self.q["ab"] and not self.q["ba"]:
+                self.act("tick", -1)
+        raise AssertionError(f"no clean finish: A {self.ca.state}, B "
+                             f"{self.cb.state if self.cb else None}, sent {self.sent}, "
+                             f"got {({k: len(v) for k, v in self.got.items()})}")
+
+    def done(self) -> bool:
+        return all(c is not None and c.eof and not c.readable_bytes
+                   for c in (self.ca, self.cb)) and all(self.shut.values())
+
+
+@FUZZ
+@given(rcvbuf=st.sampled_from([2048, 8192, 65536]), handshake=st.booleans(), script=actions)
+def test_two_engines_survive_a_hostile_network_then_finish_exactly(
+        rcvbuf: int, handshake: bool, script: list[Action]) -> None:
+    """Whatever the network did (loss, duplication, reordering, stalls) and whatever the apps
+    called, once the network heals each side reads exactly the bytes the other wrote, in order,
+    and both reach EOF.  `handshake`: the hostile part starts after a clean handshake (else the
+    handshake itself is exposed)."""
+    pair = Pair(rcvbuf)
+    pair.pump()
+    for _ in range(3 if handshake else 0):
+        pair.act("flush_ab", 0)
+        pair.act("flush_ba", 0)
+    for name, arg in script:
+        pair.act(name, arg)
+        for side, other in (("a", "b"), ("b", "a")):
+            assert pair.streams[other].startswith(bytes(pair.got[side])), "corrupted stream"
+    if pair.ca.error or (pair.cb is not None and pair.cb.error):
+        return                     # a reset (e.g. connect never completed) ends the story
+    pair.heal()
+    for side, other in (("a", "b"), ("b", "a")):
+        assert bytes(pair.got[side]) == pair.streams[other][:pair.sent[other]]

@@ -8,6 +8,7 @@ import errno
 import socket
 
 import pytest
+from scapy.layers.inet import TCP
 
 from p4mtcp.control.tcp import EventKind, State, TcpConfig, TcpStack
 from p4mtcp.control.tcp.isn import initial_seq
@@ -109,8 +110,7 @@ def test_simultaneous_open_by_scapy_peer():
     assert flags(synack) == "SA" and synack.seq == syn.seq and synack.ack == 7001
     assert conn.state is State.SYN_RECEIVED
     p.send("SA", 7000, syn.seq + 1, options=[("MSS", 1460)])   # the peer's SYN-ACK
-    assert conn.state is State.ESTABLISHED
-    assert EventKind.CONNECTED in kinds(p.stack) or conn.state is State.ESTABLISHED
+    assert EventKind.CONNECTED in kinds(p.stack)
 
 
 def test_rst_in_syn_received_returns_to_listen():
@@ -180,14 +180,11 @@ def test_isn_has_a_clock_component():
     """MUST-8, RFC 6528: the same 4-tuple 1 s later starts 250000 higher (4 us ticks)."""
     stack = TcpStack(TcpConfig(), isn_secret=b"0123456789abcdef")
     c1 = stack.connect(ENGINE_IP, 5000, PEER_IP, 80, 10.0)
-    s1 = TcpStack  # keep flake quiet about unused names in one-liners
-    from scapy.layers.inet import TCP
     isn1 = TCP(stack.poll(10.0)[0][2]).seq
     c1.close()
     stack.connect(ENGINE_IP, 5000, PEER_IP, 80, 11.0)
     isn2 = TCP(stack.poll(11.0)[0][2]).seq
     assert (isn2 - isn1) & 0xFFFFFFFF == 250_000
-    assert s1 is TcpStack
 
 
 def test_isn_is_keyed():
@@ -357,8 +354,6 @@ def test_unknown_option_in_established_segment_ignored():
 
 def test_out_of_order_reassembled_with_sack_blocks():
     """SHLD-31, RFC 2018 4, RFC 5681 4.2: queue, SACK the block, ACK the hole fill at once."""
-    p, conn, snd = established(rcvbuf=65535)
-    p.listener.close()
     p2 = Peer(rcvbuf=65535)
     conn, sa = p2.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
     snd = sa.seq + 1
@@ -435,7 +430,7 @@ def test_window_advertisement_is_unsigned_16_bit():
     p, conn, snd = established(rcvbuf=65535)
     p.send("A", 1001, snd, window=65535, payload=b"x")
     assert conn.snd_wnd == 65535
-    assert p.one(1.0).window == 65535 - 1 or p.out() == []
+    assert p.one(1.0).window == 65535 - 1                  # 65534 free octets, as unsigned
 
 
 # ---------------------------------------------------------------- sending data
@@ -458,9 +453,8 @@ def test_nodelay_disables_nagle():
     conn.set_option("nodelay", True)
     conn.send(b"a" * 100)
     conn.send(b"b" * 100)
-    got = [payload(s) for s in p.out()]
-    assert got == [b"a" * 100 + b"b" * 100] or got == [b"a" * 100, b"b" * 100]
-    conn.send(b"c" * 10)
+    assert [payload(s) for s in p.out()] == [b"a" * 100 + b"b" * 100]   # one poll, one segment
+    conn.send(b"c" * 10)                                    # 200 octets still unacknowledged
     assert payload(p.one()) == b"c" * 10
 
 
@@ -908,3 +902,46 @@ def test_segments_carry_the_connection_local_address():
     conn.send(b"addr")
     segs = p.out()
     assert segs and all(src == ENGINE_IP and dst == PEER_IP for src, dst, _ in p.raw)
+
+
+def test_unacknowledged_fin_is_retransmitted():
+    p, conn, snd = established()
+    conn.close()
+    fin = p.one()
+    again = p.run_timers(p.now + conn.rtt.rto + 0.01)
+    assert [(flags(s), s.seq) for s in again] == [("FA", fin.seq)]
+    p.send("FA", 1001, snd + 1)
+    assert p.one().ack == 1002 and p.stack.connections == 0
+
+
+def test_data_on_the_handshake_ack_is_delivered():
+    p = Peer()
+    lst = p.stack.listen(ENGINE_IP, 80, 4)
+    p.send("S", 1000, options=[("MSS", 1460)])
+    sa = p.one()
+    p.send("PA", 1001, sa.seq + 1, payload=b"GET / HTTP/1.1\r\n\r\n")
+    conn = lst.accept()
+    assert conn.state is State.ESTABLISHED and conn.recv(100) == b"GET / HTTP/1.1\r\n\r\n"
+
+
+def test_ack_not_acknowledging_our_syn_in_syn_received_gets_rst():
+    """RFC 9293 3.10.7.4 fifth check, SYN-RECEIVED: <SEQ=SEG.ACK><CTL=RST>."""
+    p = Peer()
+    p.stack.listen(ENGINE_IP, 80, 4)
+    p.send("S", 1000, options=[("MSS", 1460)])
+    sa = p.one()
+    p.send("A", 1001, sa.seq + 500)
+    r = p.one()
+    assert flags(r) == "R" and r.seq == sa.seq + 500
+
+
+def test_override_timer_sends_into_a_small_window():
+    """RFC 9293 3.8.6.2.1: data held by sender SWS avoidance goes out when the override (persist)
+    timer fires, so a lost window update cannot stall the connection."""
+    p, conn, snd = established()
+    p.send("A", 1001, snd, window=500)
+    conn.send(b"d" * 3000)
+    p.none()
+    sent = p.run_timers(p.stack.next_deadline())
+    assert [(s.seq, len(payload(s))) for s in sent] == [(snd, 500)]
+    assert conn.state is State.ESTABLISHED

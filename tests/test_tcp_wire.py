@@ -7,7 +7,6 @@ import struct
 
 import pytest
 from scapy.layers.inet import IP, TCP
-from scapy.packet import Raw
 
 from p4mtcp.control.tcp import wire
 from test_tcp_support import ENGINE_IP, ENGINE_IP_S, PEER_IP, PEER_IP_S, Peer, flags, tcp_bytes

@@ -2,7 +2,15 @@
 
     stack = TcpStack(TcpConfig(), isn_secret=os.urandom(16))
     conn = stack.connect(local_ip, local_port, remote_ip, remote_port, now)
-    stack.receive(src_ip, dst_ip, tcp_bytes, now); segments = stack.poll(now)
+    stack.receive(src_ip, dst_ip, tcp_bytes, now)     # for every segment of a batch, then
+    for src_ip, dst_ip, tcp_bytes in stack.poll(now): ...   # ACKs for the whole batch go out here
+    for ev in stack.events(): ...                     # Event(kind, sock)
+
+Events: READABLE and WRITABLE are reported once until events() is drained (edge style; read
+``readable_bytes``/``send_space`` for levels). WRITABLE follows CONNECTED and any ACK that frees
+space after a send() could not take all its data. A passive connection reports nothing until
+accept(); accept() then reports READABLE/EOF for what already arrived. CLOSED means the TCB is
+gone (after RESET/ERROR too); a connection never accepted or connected reports nothing.
 """
 
 from .config import TcpConfig

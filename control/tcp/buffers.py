@@ -164,7 +164,8 @@ class RecvBuffer:
         if n <= 0:
             return b""
         head = self._head
-        out = bytes(self._buf[head:head + n])
+        with memoryview(self._buf) as mv:
+            out = bytes(mv[head:head + n])         # one copy; the view is released at once
         if not peek:
             head += n
             if head == len(self._buf):

@@ -24,6 +24,7 @@ class TcpConfig:
     rto_max: float = 60.0             # RFC 6298 2.5
     max_retries: int = 15             # data retransmissions before ETIMEDOUT (RFC 9293 R2)
     syn_retries: int = 7              # SYN retransmissions: 255 s >= 3 min (RFC 9293 MUST-23)
+    synack_retries: int = 5           # SYN-ACK retransmissions (Linux default): frees flood slots
     keepalive: bool = False           # default for new connections (RFC 9293 3.8.4: off)
     keepalive_idle: float = 7200.0    # RFC 9293 3.8.4: >= 2 hours by default
     keepalive_interval: float = 75.0
@@ -42,7 +43,7 @@ class TcpConfig:
     def __post_init__(self) -> None:
         _positive = ("mss", "rcvbuf", "sndbuf", "rto_initial", "rto_min", "rto_max",
                      "keepalive_idle", "keepalive_interval", "keepalive_probes", "max_retries",
-                     "syn_retries", "syn_backlog", "initial_window", "fin_timeout")
+                     "syn_retries", "synack_retries", "syn_backlog", "initial_window", "fin_timeout")
         for name in _positive:
             value = getattr(self, name)
             if not value > 0:

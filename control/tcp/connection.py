@@ -24,12 +24,18 @@ if TYPE_CHECKING:
     from .listener import Listener
     from .stack import TcpStack
 
-_SYNCHRONIZED = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT,
-                           State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
-_CAN_SEND = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
-_DATA_OUT = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING,
-                       State.LAST_ACK})
-_RECEIVING = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+# Enum attribute lookups cost ~90 ns each; the hot path uses these module constants.
+CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED = State.CLOSED, State.LISTEN, State.SYN_SENT, State.SYN_RECEIVED
+ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2 = State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2
+CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT
+EV_CONNECTED, EV_READABLE, EV_WRITABLE = EventKind.CONNECTED, EventKind.READABLE, EventKind.WRITABLE
+EV_EOF, EV_RESET, EV_ERROR, EV_CLOSED = EventKind.EOF, EventKind.RESET, EventKind.ERROR, EventKind.CLOSED
+
+_CAN_SEND = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
+_DATA_OUT = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING,
+                       LAST_ACK})
+_RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+_CONTROL = SYN | FIN | RST | ACK | 0x20     # header prediction needs exactly ACK among these (+PSH)
 _OPTIONS = ("nodelay", "keepalive", "linger", "rcvbuf", "sndbuf")
 _DEFAULT_MSS = 536          # RFC 9293 3.7.1 (MUST-15): assume 536 when no MSS option arrives
 _MAX_WINDOW = 65535
@@ -67,7 +73,7 @@ class Connection:
         self.local = (local_ip, local_port)
         self.remote = (remote_ip, remote_port)
         self.key = (local_ip, local_port, remote_ip, remote_port)
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.error = 0
         self.eof = False
         self.listener: Listener | None = None
@@ -159,13 +165,13 @@ class Connection:
         if st not in _CAN_SEND or self.fin_off is not None or self._fin_pending:
             if self.error:
                 raise OSError(self.error, f"send: {errno.errorcode[self.error]}")
-            if st is State.CLOSED or st is State.LISTEN:
+            if st is CLOSED or st is LISTEN:
                 raise OSError(errno.ENOTCONN, "send: not connected")
             raise OSError(errno.EPIPE, f"send: connection shut down for writing ({st.name})")
         n = self.sndbuf.write(data)
         if n < len(data):
             self._want_write = True
-        if n and st is not State.SYN_SENT and st is not State.SYN_RECEIVED:
+        if n and st is not SYN_SENT and st is not SYN_RECEIVED:
             self._stack._mark(self)
         return n
 
@@ -187,7 +193,7 @@ class Connection:
         if how not in (socket.SHUT_RD, socket.SHUT_WR, socket.SHUT_RDWR):
             raise ValueError(f"shutdown: how must be SHUT_RD, SHUT_WR or SHUT_RDWR, got {how!r}")
         st = self.state
-        if st is State.CLOSED or st is State.LISTEN:
+        if st is CLOSED or st is LISTEN:
             raise OSError(errno.ENOTCONN, "shutdown: not connected")
         if how != socket.SHUT_WR:
             self._rd_shut = True
@@ -202,22 +208,22 @@ class Connection:
             return
         self._app_closed = True
         st = self.state
-        if st is State.SYN_SENT or st is State.CLOSED:
+        if st is SYN_SENT or st is CLOSED:
             self._free()                          # RFC 9293 3.10.4: SYN-SENT -> delete the TCB
             return
         if self.rcv.readable or self.linger == 0:
             self.abort()
             return
         self._close_write()
-        if self.state is State.FIN_WAIT_2:
+        if self.state is FIN_WAIT_2:
             self._tw_at = self._last_rx + self._cfg.fin_timeout
 
     def abort(self) -> None:
         """ABORT (RFC 9293 3.10.5): send RST in synchronized states, then delete the TCB."""
         if self._freed:
             return
-        if self.state in (State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1,
-                          State.FIN_WAIT_2, State.CLOSE_WAIT):
+        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1,
+                          FIN_WAIT_2, CLOSE_WAIT):
             self._send_reset()
         self._app_closed = True
         self._free()
@@ -228,7 +234,11 @@ class Connection:
                               (self.iss + self.nxt) & MASK, 0, RST)
 
     def set_option(self, name: str, value: object) -> None:
-        """nodelay (bool), keepalive (bool), linger (None or seconds >= 0), rcvbuf, sndbuf (int > 0)."""
+        """nodelay (bool), keepalive (bool), linger (None or seconds >= 0), rcvbuf, sndbuf (int > 0).
+
+        linger 0 makes close() abortive (RST); other values are kept but close() never blocks
+        here. rcvbuf above 65535 needs window scaling, so it only grows past that before our SYN
+        leaves (or up to the negotiated scale)."""
         if name not in _OPTIONS:
             raise OSError(errno.ENOPROTOOPT, f"set_option: unknown option {name!r} (known: {_OPTIONS})")
         if name == "nodelay" or name == "keepalive":
@@ -244,15 +254,16 @@ class Connection:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"set_option: {name} must be a positive int, got {value!r}")
         if name == "rcvbuf":
-            limit = _MAX_WINDOW << self.rcv_wscale
-            self.rcv.capacity = min(value, limit) if self.state is not State.CLOSED else value
+            if self.snd_max == 0 and not self.passive and self._cfg.window_scaling:
+                self.rcv_wscale = window_shift(value)      # our SYN has not left yet
+            self.rcv.capacity = min(value, _MAX_WINDOW << self.rcv_wscale)   # RFC 7323 2.3
         else:
             self.sndbuf.capacity = value
 
     # ------------------------------------------------------------------ opening
 
     def _open_active(self) -> None:
-        self.state = State.SYN_SENT
+        self.state = SYN_SENT
         self._visible = True
         self._send_syn = True
         self._stack._mark(self)
@@ -267,7 +278,7 @@ class Connection:
         self._negotiate(seg)
         self.snd_wnd = seg.window                  # RFC 7323 2.2: a SYN's window is never scaled
         self.max_snd_wnd = self.snd_wnd
-        self.state = State.SYN_RECEIVED
+        self.state = SYN_RECEIVED
         self._send_syn = True
         self._last_rx = now
 
@@ -284,7 +295,7 @@ class Connection:
         self.una = self.nxt = self.snd_max = 1
         self.snd_wnd = self.max_snd_wnd = seg.window
         self._wl1, self._wl2 = 1, 1
-        self.state = State.ESTABLISHED
+        self.state = ESTABLISHED
         self._last_rx = now
 
     def _negotiate(self, seg: Segment) -> None:
@@ -316,7 +327,7 @@ class Connection:
             return wire.syn_options(cfg.mss, ws, self.sack_ok,
                                     (self._ts_now(), self.ts_recent) if self.ts_ok else None)
         ts = (self._ts_now(), self.ts_recent) if cfg.timestamps else None
-        if self.state is State.SYN_RECEIVED:   # simultaneous open: answer what was negotiated
+        if self.state is SYN_RECEIVED:   # simultaneous open: answer what was negotiated
             ts = (self._ts_now(), self.ts_recent) if self.ts_ok else None
         return wire.syn_options(cfg.mss, self.rcv_wscale if cfg.window_scaling else None,
                                 cfg.sack, ts)
@@ -327,7 +338,9 @@ class Connection:
         """RFC 9293 3.10.7.3 / 3.10.7.4, in the RFC's order."""
         self._last_rx = now
         self._ka_sent = 0
-        if self.state is State.SYN_SENT:
+        if self.state is ESTABLISHED and seg.flags & _CONTROL == ACK and self._predicted(seg, now):
+            return
+        if self.state is SYN_SENT:
             self._process_syn_sent(seg, now)
             return
         flags = seg.flags
@@ -336,7 +349,7 @@ class Connection:
         seq_off = rnxt + seq_diff(seg.seq, (self.irs + rnxt) & MASK)
         payload = seg.payload
         plen = len(payload)
-        if self.state is State.SYN_RECEIVED and flags & SYN and seq_off == 0:
+        if self.state is SYN_RECEIVED and flags & SYN and seq_off == 0:
             if not flags & ACK:
                 self._send_syn = True              # duplicate SYN: repeat our SYN-ACK
                 return
@@ -360,7 +373,7 @@ class Connection:
         if not ok:
             if not flags & RST:                    # RFC 9293 3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><ACK>
                 self._ack_now = True
-                if self.state is State.TIME_WAIT and flags & FIN and self._cfg.timewait > 0:
+                if self.state is TIME_WAIT and flags & FIN and self._cfg.timewait > 0:
                     self._tw_at = now + self._cfg.timewait   # restart the 2 MSL wait
             return
         # second check: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK).
@@ -372,7 +385,7 @@ class Connection:
             return
         # fourth check: SYN in a synchronized state (RFC 5961 4.2: challenge ACK, drop).
         if flags & SYN:
-            if self.state is State.SYN_RECEIVED and self.passive:
+            if self.state is SYN_RECEIVED and self.passive:
                 self._free()                       # RFC 9293 3.10.7.4: back to LISTEN
             else:
                 self._stack._challenge(self, now)
@@ -381,7 +394,7 @@ class Connection:
         if not flags & ACK:
             return
         ack_off = self.una + seq_diff(seg.ack, (self.iss + self.una) & MASK)
-        if self.state is State.SYN_RECEIVED:
+        if self.state is SYN_RECEIVED:
             if 0 < ack_off <= self.snd_max:        # RFC 9293 3.10.7.4 SYN-RECEIVED: our SYN acked
                 self._established(seg, seq_off)
             else:                                  # <SEQ=SEG.ACK><CTL=RST>
@@ -402,14 +415,14 @@ class Connection:
         st = self.state
         fin_acked = self.fin_off is not None and self.una > self.fin_off
         if fin_acked:
-            if st is State.FIN_WAIT_1:             # RFC 9293: FIN acked -> FIN-WAIT-2
-                st = self.state = State.FIN_WAIT_2
+            if st is FIN_WAIT_1:             # RFC 9293: FIN acked -> FIN-WAIT-2
+                st = self.state = FIN_WAIT_2
                 if self._app_closed:
                     self._tw_at = now + self._cfg.fin_timeout
-            elif st is State.CLOSING:              # FIN acked -> TIME-WAIT
+            elif st is CLOSING:              # FIN acked -> TIME-WAIT
                 self._enter_time_wait(now)
                 return
-            elif st is State.LAST_ACK:             # FIN acked -> CLOSED
+            elif st is LAST_ACK:             # FIN acked -> CLOSED
                 self._free()
                 return
         # sixth check: URG is ignored (RFC 9293 3.8.5 / RFC 6093 deprecate it).
@@ -441,6 +454,33 @@ class Connection:
                 self._fin_rcv_off = fin_at          # wait for the gap to fill
                 self._ack_now = True
 
+    def _predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction: an in-order, in-window segment in ESTABLISHED that acknowledges
+        nothing old passes every RFC 9293 3.10.7.4 check as a formality, so only the ACK and text
+        steps run. Anything else returns False and takes the full path."""
+        rcv = self.rcv
+        rnxt = rcv.nxt
+        if seg.seq != (self.irs + rnxt) & MASK or rcv.has_ooo or self._app_closed or self._rd_shut:
+            return False
+        payload = seg.payload
+        plen = len(payload)
+        if plen > rcv.window:
+            return False
+        una = self.una
+        ack_off = una + seq_diff(seg.ack, (self.iss + una) & MASK)
+        if ack_off < una or ack_off > self.snd_max:
+            return False
+        tsval = seg.tsval
+        if tsval is not None and self.ts_ok:
+            if seq_lt(tsval, self.ts_recent):      # RFC 7323 5.3 (PAWS): full path
+                return False
+            if rnxt <= self._last_ack_sent:
+                self.ts_recent = tsval             # RFC 7323 4.3
+        self._on_ack(seg, rnxt, ack_off, plen, now)
+        if plen:
+            self._receive_data(rnxt, payload, False, now)
+        return True
+
     def _process_syn_sent(self, seg: Segment, now: float) -> None:
         """RFC 9293 3.10.7.3: SYN-SENT."""
         flags = seg.flags
@@ -455,7 +495,7 @@ class Connection:
             ack_ok = True
         if flags & RST:                            # second check (RFC 5961 3.2 in SYN-SENT)
             if ack_ok:
-                self._fail(errno.ECONNREFUSED, EventKind.RESET)
+                self._fail(errno.ECONNREFUSED, EV_RESET)
             return
         if not flags & SYN:                        # fifth: neither SYN nor RST -> drop
             return
@@ -467,22 +507,24 @@ class Connection:
         if ack_ok:
             self.una = 1
             self._rto_at = None
+            if self._retries:
+                self.rtt.after_syn_timeout()
             self._retries = 0
             if self._rtt_off is not None:          # Karn: only an unretransmitted SYN is timed
                 self.rtt.sample(now - self._rtt_time)
                 self._rtt_off = None
             self._wl1, self._wl2 = 0, 1
-            self.state = State.ESTABLISHED
+            self.state = ESTABLISHED
             self._send_syn = False
             self._ack_now = True
-            self._event(EventKind.CONNECTED)
-            self._event(EventKind.WRITABLE)
+            self._event(EV_CONNECTED)
+            self._event(EV_WRITABLE)
             if self._fin_pending:
                 self._close_write()
             if len(seg.payload) or flags & FIN:    # data on a SYN-ACK: continue at the text step
                 self._syn_text(seg, now)
         else:                                      # simultaneous open (RFC 9293 3.5, figure 8)
-            self.state = State.SYN_RECEIVED
+            self.state = SYN_RECEIVED
             self._send_syn = True
 
     def _syn_text(self, seg: Segment, now: float) -> None:
@@ -495,7 +537,9 @@ class Connection:
 
     def _established(self, seg: Segment, seq_off: int) -> None:
         """SYN-RECEIVED -> ESTABLISHED: set the window from this ACK (RFC 9293 3.10.7.4)."""
-        self.state = State.ESTABLISHED
+        self.state = ESTABLISHED
+        if self._retries:
+            self.rtt.after_syn_timeout()
         if self._send_syn:                         # simultaneous open: our SYN-ACK never left,
             self._send_syn = False                 # so the peer's SYN still needs an ACK
             self._ack_now = True
@@ -506,6 +550,9 @@ class Connection:
         lst = self.listener
         if lst is not None:
             lst._established(self)
+        elif not self.passive:                     # simultaneous open completes a connect()
+            self._event(EV_CONNECTED)
+            self._event(EV_WRITABLE)
         if self._fin_pending:
             self._close_write()
 
@@ -537,7 +584,9 @@ class Connection:
         if ack_off > una:
             acked = ack_off - una
             if self.ts_ok and seg.tsecr and seg.tsval is not None:      # RFC 7323 4.1 RTTM
-                self.rtt.sample(((self._ts_now() - seg.tsecr) & MASK) / 1000.0)
+                r = ((self._ts_now() - seg.tsecr) & MASK) / 1000.0
+                if r <= self._cfg.rto_max:         # an echo we never sent is no measurement
+                    self.rtt.sample(r)
             elif self._rtt_off is not None and ack_off >= self._rtt_off:   # RFC 6298 3 (Karn)
                 self.rtt.sample(now - self._rtt_time)
                 self._rtt_off = None
@@ -570,7 +619,7 @@ class Connection:
                 self._rto_at = now + self.rtt.rto
             if self._want_write and self.sndbuf.space and self.fin_off is None:
                 self._want_write = False
-                self._event(EventKind.WRITABLE)
+                self._event(EV_WRITABLE)
             self._stack._mark(self)
         elif ack_off == una and wnd == 0 and self.snd_max > una:
             self._retries = 0                      # the peer answers our zero-window probes
@@ -636,7 +685,7 @@ class Connection:
             if self._fin_rcv_off is not None and self._fin_rcv_off == rcv.nxt:
                 self._receive_fin(now)
             if self._visible:
-                self._event(EventKind.READABLE)
+                self._event(EV_READABLE)
         elif off > rcv.nxt:
             self._emit(self.nxt, 0, ACK, now)      # RFC 5681 4.2: one immediate dup ACK per
         else:                                      # out-of-order segment (not batched)
@@ -652,15 +701,15 @@ class Connection:
         self.eof = True
         self._ack_now = True
         st = self.state
-        if st is State.ESTABLISHED or st is State.SYN_RECEIVED:
-            self.state = State.CLOSE_WAIT
-        elif st is State.FIN_WAIT_1:
+        if st is ESTABLISHED or st is SYN_RECEIVED:
+            self.state = CLOSE_WAIT
+        elif st is FIN_WAIT_1:
             # our FIN not yet acked (else we would be in FIN-WAIT-2): simultaneous close
-            self.state = State.CLOSING
-        elif st is State.FIN_WAIT_2:
+            self.state = CLOSING
+        elif st is FIN_WAIT_2:
             self._enter_time_wait(now)
         if self._visible:
-            self._event(EventKind.EOF)
+            self._event(EV_EOF)
 
     def _timewait_reusable(self, seg: Segment) -> bool:
         """RFC 6191 / RFC 9293 3.6.1: a new SYN may take over a TIME-WAIT 4-tuple when its
@@ -670,7 +719,7 @@ class Connection:
         return seq_lt((self.irs + self.rcv.nxt) & MASK, seg.seq)
 
     def _enter_time_wait(self, now: float) -> None:
-        self.state = State.TIME_WAIT
+        self.state = TIME_WAIT
         self._rto_at = self._persist_at = self._dack_at = None
         self._tw_at = now + self._cfg.timewait
 
@@ -678,13 +727,13 @@ class Connection:
         """RFC 9293 3.10.7.4 second check, per state."""
         self._stack.stats.rst_in += 1
         st = self.state
-        if st is State.SYN_RECEIVED:
+        if st is SYN_RECEIVED:
             if self.passive:
                 self._free()                       # passive open: back to LISTEN, nothing to report
             else:
-                self._fail(errno.ECONNREFUSED, EventKind.RESET)
-        elif st in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT):
-            self._fail(errno.ECONNRESET, EventKind.RESET)
+                self._fail(errno.ECONNREFUSED, EV_RESET)
+        elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._fail(errno.ECONNRESET, EV_RESET)
         else:                                      # CLOSING, LAST-ACK, TIME-WAIT
             self._free()
 
@@ -694,13 +743,13 @@ class Connection:
         st = self.state
         if self.fin_off is not None:
             return
-        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
+        if st is SYN_SENT or st is SYN_RECEIVED:
             self._fin_pending = True               # RFC 9293 3.10.4: FIN once established
             return
-        if st is State.ESTABLISHED:
-            self.state = State.FIN_WAIT_1
-        elif st is State.CLOSE_WAIT:
-            self.state = State.LAST_ACK
+        if st is ESTABLISHED:
+            self.state = FIN_WAIT_1
+        elif st is CLOSE_WAIT:
+            self.state = LAST_ACK
         else:
             return
         self._fin_pending = False
@@ -715,7 +764,7 @@ class Connection:
         st = self.state
         if self._send_syn:
             self._send_syn = False
-            flags = SYN | ACK if st is State.SYN_RECEIVED else SYN
+            flags = SYN | ACK if st is SYN_RECEIVED else SYN
             self._emit(0, 0, flags, now)
             if self.snd_max == 0:
                 self.snd_max = self.nxt = 1
@@ -727,7 +776,7 @@ class Connection:
             self._send_data(now)
         if self._ack_now and not self._freed:
             self._emit(self.nxt, 0, ACK, now)
-        if st is State.TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
+        if st is TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
             self._free()
 
     def _send_data(self, now: float) -> None:
@@ -765,7 +814,7 @@ class Connection:
         """RFC 6675 5 step (C): send while cwnd - pipe >= 1 SMSS, choosing segments by NextSeg."""
         mss = self.eff_mss
         sb = self.sb
-        for _ in range(64):
+        for _ in range(self.cc.cwnd // mss + 1):  # each pass sends one segment or stops
             pipe = sb.pipe(self.una, self.snd_max, self._high_rxt, mss)
             if self.cc.cwnd - pipe < mss:
                 return
@@ -821,8 +870,10 @@ class Connection:
         return n + (1 if fin else 0)
 
     def _maybe_persist(self, now: float) -> None:
-        """RFC 9293 3.8.6.1: zero window with data waiting and nothing in flight -> persist timer."""
-        if self.snd_wnd == 0 and self.una == self.snd_max and self._persist_at is None:
+        """Data held by the peer's window with nothing in flight: arm the persist timer. It probes a
+        zero window (RFC 9293 3.8.6.1) and is the override timeout of sender SWS avoidance
+        (3.8.6.2.1), so a lost window update cannot stall the connection."""
+        if self.una == self.snd_max and self._persist_at is None:
             backoff = min(self._cfg.rto_max, self.rtt.rto * (1 << min(self._persist_n, 10)))
             self._persist_at = now + backoff
 
@@ -889,7 +940,7 @@ class Connection:
             if t is not None and (d is None or t < d):
                 d = t
         st = self.state
-        if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+        if st is ESTABLISHED or st is CLOSE_WAIT:
             cfg = self._cfg
             if self.keepalive:
                 t = self._last_rx + cfg.keepalive_idle + self._ka_sent * cfg.keepalive_interval
@@ -903,7 +954,7 @@ class Connection:
 
     def _on_timer(self, now: float) -> None:
         if self._tw_at is not None and now >= self._tw_at:
-            if self.state is State.FIN_WAIT_2:
+            if self.state is FIN_WAIT_2:
                 self._send_reset()
             self._free()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
             return
@@ -917,15 +968,15 @@ class Connection:
             self._ack_now = True
         st = self.state
         cfg = self._cfg
-        if st is State.ESTABLISHED or st is State.CLOSE_WAIT:
+        if st is ESTABLISHED or st is CLOSE_WAIT:
             if cfg.idle_timeout > 0 and now >= self._last_rx + cfg.idle_timeout:
                 self._send_reset()                 # mTCP tcp_timeout: idle connections are reset
-                self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                self._fail(errno.ETIMEDOUT, EV_ERROR)
                 return
             if self.keepalive and now >= self._last_rx + cfg.keepalive_idle \
                     + self._ka_sent * cfg.keepalive_interval:
                 if self._ka_sent >= cfg.keepalive_probes:
-                    self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                    self._fail(errno.ETIMEDOUT, EV_ERROR)
                     return
                 self._ka_sent += 1                 # RFC 9293 3.8.4: probe with SEG.SEQ = SND.NXT-1
                 self._emit(self.nxt - 1, 0, ACK, now)
@@ -937,12 +988,13 @@ class Connection:
         self._stack.stats.timeouts += 1
         self._retries += 1
         st = self.state
-        if st is State.SYN_SENT or st is State.SYN_RECEIVED:
-            if self._retries > cfg.syn_retries:    # RFC 9293 3.8.3 (R2 for SYN)
+        if st is SYN_SENT or st is SYN_RECEIVED:
+            if self._retries > (cfg.synack_retries if self.passive else cfg.syn_retries):
+                # RFC 9293 3.8.3 (R2 for SYN)
                 if self.passive:
                     self._free()
                 else:
-                    self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+                    self._fail(errno.ETIMEDOUT, EV_ERROR)
                 return
             self.rtt.backoff()
             self._rtt_off = None
@@ -951,7 +1003,7 @@ class Connection:
             self._stack.stats.retransmits += 1
             return
         if self._retries > cfg.max_retries:        # RFC 9293 3.8.3 R2: give up
-            self._fail(errno.ETIMEDOUT, EventKind.ERROR)
+            self._fail(errno.ETIMEDOUT, EV_ERROR)
             return
         if self.snd_wnd:                           # a zero-window probe timing out is not loss
             self.cc.on_timeout(self.snd_max - self.una, self.eff_mss)
@@ -966,14 +1018,17 @@ class Connection:
         self._rto_at = now + self.rtt.rto          # RFC 6298 5.6
 
     def _on_persist(self, now: float) -> None:
-        """RFC 9293 3.8.6.1 (MUST-36): probe a zero window with one octet of new data."""
+        """Probe a zero window with one octet of new data (RFC 9293 3.8.6.1, MUST-36); into a
+        small window, send what fits (the SWS override timeout, 3.8.6.2.1)."""
         self._persist_at = None
         self._persist_n += 1
-        if self.snd_wnd or self.una != self.snd_max:
+        if self.una != self.snd_max:
             return
         off = self.nxt
-        if off < self.sndbuf.end:
-            self._send_segment(off, 1, self.fin_off == off + 1, now)
+        end = self.sndbuf.end
+        if off < end:
+            n = max(1, min(self.una + self.snd_wnd - off, end - off, self.eff_mss))
+            self._send_segment(off, n, self.fin_off == off + n, now)
         elif self.fin_off is not None and off == self.fin_off:
             self._send_segment(off, 0, True, now)
 
@@ -981,7 +1036,7 @@ class Connection:
 
     def _fail(self, err: int, kind: EventKind) -> None:
         self.error = err
-        if kind is EventKind.RESET:
+        if kind is EV_RESET:
             self._stack.stats.resets += 1
         if self._visible:
             self._event(kind)
@@ -992,16 +1047,16 @@ class Connection:
         if self._freed:
             return
         self._freed = True
-        self.state = State.CLOSED
+        self.state = CLOSED
         self._rto_at = self._dack_at = self._persist_at = self._tw_at = None
         if self.listener is not None:
             self.listener._forget(self)
         self._stack._forget(self)
         if self._visible:
-            self._event(EventKind.CLOSED)
+            self._event(EV_CLOSED)
 
     def _event(self, kind: EventKind) -> None:
-        if kind is EventKind.READABLE or kind is EventKind.WRITABLE:
+        if kind is EV_READABLE or kind is EV_WRITABLE:
             bit = 1 << kind.value
             if self._evmask & bit:
                 return                             # one per kind until the caller drains events

@@ -6,8 +6,8 @@ import enum
 from typing import Any, NamedTuple
 
 
-class State(enum.Enum):
-    """The eleven RFC 9293 connection states (section 3.3.2)."""
+class State(enum.IntEnum):
+    """The eleven RFC 9293 connection states (section 3.3.2). IntEnum: cheap hashing in sets."""
 
     CLOSED = 0
     LISTEN = 1
@@ -22,7 +22,7 @@ class State(enum.Enum):
     TIME_WAIT = 10
 
 
-class EventKind(enum.Enum):
+class EventKind(enum.IntEnum):
     """What happened to a socket; ``Event.sock`` is the Connection (or Listener for ACCEPTABLE)."""
 
     ACCEPTABLE = 1   # a listener has a connection ready for accept()

@@ -74,8 +74,14 @@ class Listener:
         if flags & RST:                            # first check: ignore RST
             return
         if flags & ACK:                            # second check: ACK -> cookie or RST
-            if not flags & SYN and self._cookie_ack(seg, src_ip, dst_ip, now):
-                return
+            if not flags & SYN and stack.config.syncookies:
+                mss = self._check_cookie(seg, src_ip, dst_ip, now)
+                if mss is not None:
+                    if len(self._queue) >= self.backlog:
+                        stack.stats.listen_overflows += 1   # drop: the peer retransmits its ACK
+                        return
+                    self._cookie_open(seg, src_ip, dst_ip, mss, now)
+                    return
             stack._send_rst(dst_ip, src_ip, seg.dport, seg.sport, seg.ack, 0, RST)
             return
         if not flags & SYN:                        # fourth: anything else is dropped
@@ -98,16 +104,18 @@ class Listener:
         stack.stats.passive_opens += 1
         stack._mark(conn)
 
-    def _cookie_ack(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> bool:
+    def _check_cookie(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> int | None:
+        """The MSS a valid SYN cookie in this ACK encodes, or None (counted as rejected)."""
         stack = self._stack
-        if not stack.config.syncookies or len(self._queue) >= self.backlog:
-            return False
-        key = (dst_ip, seg.dport, src_ip, seg.sport)
-        mss = check_cookie(stack._secret, key, (seg.seq - 1) & 0xFFFFFFFF,
-                           (seg.ack - 1) & 0xFFFFFFFF, now)
+        mss = check_cookie(stack._secret, (dst_ip, seg.dport, src_ip, seg.sport),
+                           (seg.seq - 1) & 0xFFFFFFFF, (seg.ack - 1) & 0xFFFFFFFF, now)
         if mss is None:
             stack.stats.syncookies_rejected += 1
-            return False
+        return mss
+
+    def _cookie_open(self, seg: Segment, src_ip: int, dst_ip: int, mss: int, now: float) -> None:
+        """Build the connection a valid cookie implies and queue it for accept()."""
+        stack = self._stack
         stack.stats.syncookies_accepted += 1
         stack.stats.passive_opens += 1
         conn = stack._new_connection(dst_ip, seg.dport, src_ip, seg.sport, now,
@@ -118,7 +126,6 @@ class Listener:
         stack._emit_event(EventKind.ACCEPTABLE, self)
         conn._process(seg, now)                    # the ACK may carry data or a FIN
         stack._mark(conn)
-        return True
 
     def _established(self, conn: Connection) -> None:
         self._half_open.discard(conn)

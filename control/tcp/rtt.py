@@ -34,3 +34,8 @@ class RttEstimator:
     def reset_backoff(self) -> None:
         """Undo backoff once new data is acknowledged (RFC 6298 5.7 / Karn's algorithm)."""
         self.rto = self._base_rto
+
+    def after_syn_timeout(self) -> None:
+        """RFC 6298 5.7: a SYN (or SYN-ACK) timed out and no RTT is known: data starts at 3 s."""
+        if self.srtt is None:
+            self._base_rto = self.rto = min(self._max, max(3.0, self._base_rto))

@@ -64,37 +64,43 @@ class Scoreboard:
         nbytes, nranges = self.sacked_above(off)
         return nranges >= DUP_THRESH or nbytes > (DUP_THRESH - 1) * mss
 
-    def holes(self, una: int) -> list[tuple[int, int]]:
-        """Un-SACKed gaps between ``una`` and the highest SACKed byte."""
-        out = []
-        prev = una
-        for s, e in zip(self.starts, self.ends):
-            if s > prev:
-                out.append((prev, s))
-            prev = max(prev, e)
-        return out
-
     def pipe(self, una: int, high_data: int, high_rxt: int, mss: int) -> int:
-        """RFC 6675 SetPipe, computed per hole rather than per octet (IsLost is constant in a hole)."""
+        """RFC 6675 SetPipe, per hole rather than per octet: IsLost is constant inside a hole,
+        so one pass from the top keeps the SACKed bytes/ranges above each hole."""
+        starts, ends = self.starts, self.ends
+        n = len(starts)
         pipe = 0
-        for s, e in self.holes(una):
-            if not self.is_lost(s, mss):
-                pipe += e - s
-            if high_rxt > s:
-                pipe += min(e, high_rxt) - s
-        top = max(self.high, una)
+        top = max(ends[-1] if n else 0, una)
         if high_data > top:
             pipe += high_data - top
             if high_rxt > top:
                 pipe += min(high_data, high_rxt) - top
+        limit = (DUP_THRESH - 1) * mss
+        above = 0
+        for k in range(n - 1, -1, -1):
+            above += ends[k] - starts[k]
+            lo = max(ends[k - 1] if k else una, una)
+            hi = starts[k]
+            if hi > lo:
+                if n - k < DUP_THRESH and above <= limit:    # not IsLost: still in flight
+                    pipe += hi - lo
+                if high_rxt > lo:                           # retransmitted: counted again
+                    pipe += min(hi, high_rxt) - lo
         return pipe
 
     def next_seg(self, una: int, high_rxt: int, mss: int, lost_only: bool) -> tuple[int, int] | None:
-        """RFC 6675 NextSeg rules 1 and 3: the first un-SACKed range above HighRxt to resend."""
-        for s, e in self.holes(una):
-            if e <= high_rxt:
-                continue
-            s = max(s, high_rxt)
-            if not lost_only or self.is_lost(s, mss):
-                return s, min(e, s + mss)
+        """RFC 6675 NextSeg rules 1 (``lost_only``) and 3: the first un-SACKed range above
+        HighRxt and below the highest SACK, one SMSS at most."""
+        starts, ends = self.starts, self.ends
+        n = len(starts)
+        limit = (DUP_THRESH - 1) * mss
+        above = sum(ends[k] - starts[k] for k in range(n))
+        prev = una
+        for k in range(n):
+            lo = max(prev, high_rxt)
+            hi = starts[k]
+            if hi > lo and (not lost_only or n - k >= DUP_THRESH or above > limit):
+                return lo, min(hi, lo + mss)
+            above -= ends[k] - starts[k]
+            prev = max(prev, ends[k])
         return None

@@ -18,11 +18,3 @@ def seq_diff(a: int, b: int) -> int:
 
 def seq_lt(a: int, b: int) -> bool:
     return ((a - b) & MASK) >= HALF
-
-
-def seq_le(a: int, b: int) -> bool:
-    return a == b or ((a - b) & MASK) >= HALF
-
-
-def seq_add(a: int, n: int) -> int:
-    return (a + n) & MASK

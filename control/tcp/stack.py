@@ -17,6 +17,7 @@ from .seq import MASK
 from .wire import ACK, FIN, RST, SYN, Segment
 
 Key = tuple[int, int, int, int]
+_TIME_WAIT = State.TIME_WAIT
 
 
 @dataclass(slots=True)
@@ -39,7 +40,8 @@ class TcpStats:
     challenge_acks_suppressed: int = 0
     active_opens: int = 0
     passive_opens: int = 0
-    syn_dropped: int = 0
+    syn_dropped: int = 0         # SYNs dropped: accept queue full (or backlog full, no cookies)
+    listen_overflows: int = 0    # valid cookie ACKs dropped: accept queue full
     syncookies_sent: int = 0
     syncookies_accepted: int = 0
     syncookies_rejected: int = 0
@@ -51,7 +53,9 @@ class TcpStats:
 class TcpStack:
     """The engine for one core: every connection and listener, fed segments and time."""
 
-    def __init__(self, config: TcpConfig | None = None, isn_secret: bytes = b"") -> None:
+    def __init__(self, config: TcpConfig | None, isn_secret: bytes) -> None:
+        """``isn_secret``: at least 16 random bytes keying ISNs and SYN cookies (RFC 6528); the
+        caller supplies them so that the engine itself stays deterministic."""
         if len(isn_secret) < 16:
             raise ValueError(f"isn_secret must be at least 16 bytes (RFC 6528), got {len(isn_secret)}")
         self.config = config or TcpConfig()
@@ -108,14 +112,14 @@ class TcpStack:
         stats.segs_in += 1
         seg = wire.parse(tcp_bytes, src_ip, dst_ip, not self.config.offload_checksum)
         if seg.__class__ is str:
-            if seg == "bad TCP checksum":
+            if seg is wire.BAD_CHECKSUM:
                 stats.bad_checksums += 1
             else:
                 stats.bad_segments += 1
             self.last_error = f"{seg} (from {_fmt(src_ip, 0)} to {_fmt(dst_ip, 0)})"
             return
         conn = self._conns.get((dst_ip, seg.dport, src_ip, seg.sport))
-        if conn is not None and conn.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
+        if conn is not None and conn.state is _TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
                 and conn._timewait_reusable(seg):
             conn._free()                           # RFC 6191 / RFC 9293 3.6.1: reuse TIME-WAIT
             conn = None
@@ -136,7 +140,9 @@ class TcpStack:
         self._now = now
         self._flush(now)
         timers = self._timers
-        while timers and timers[0][0] <= now:
+        budget = len(timers) + 16                  # a timer re-armed in the past waits a poll
+        while timers and timers[0][0] <= now and budget:
+            budget -= 1
             t, _, conn = heapq.heappop(timers)
             if conn._sched != t or conn._freed:
                 continue                           # superseded entry
@@ -215,7 +221,18 @@ class TcpStack:
         s = conn._sched
         if s is None or d < s:
             conn._sched = d
-            heapq.heappush(self._timers, (d, next(self._tick), conn))
+            timers = self._timers
+            heapq.heappush(timers, (d, next(self._tick), conn))
+            if len(timers) > 1024 and len(timers) > 4 * len(self._conns):
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop superseded entries (and freed connections) so the heap stays O(connections)."""
+        tick = self._tick
+        timers = self._timers                      # in place: poll() may be iterating it
+        timers[:] = [(c._sched, next(tick), c) for c in self._conns.values()
+                     if c._sched is not None and c._sched >= 0]
+        heapq.heapify(timers)
 
     def _emit_event(self, kind: EventKind, sock: object) -> None:
         self._events.append(Event(kind, sock))

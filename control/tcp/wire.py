@@ -14,6 +14,7 @@ _U32X2 = struct.Struct("!II")
 _TS_FAST = struct.Struct("!HBBII")   # NOP NOP kind=8 len=10 val ecr
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+BAD_CHECKSUM = "bad TCP checksum"
 OPT_EOL, OPT_NOP, OPT_MSS, OPT_WS, OPT_SACK_OK, OPT_SACK, OPT_TS = 0, 1, 2, 3, 4, 5, 8
 _OPT_LEN = {OPT_MSS: 4, OPT_WS: 3, OPT_SACK_OK: 2, OPT_TS: 10}
 
@@ -31,12 +32,6 @@ class Segment:
         self.sack: list[tuple[int, int]] | None = None
         self.tsval: int | None = None
         self.tsecr = 0
-
-    @property
-    def seg_len(self) -> int:
-        """SEG.LEN: payload plus one for each of SYN and FIN (RFC 9293 3.4)."""
-        f = self.flags
-        return len(self.payload) + (f & SYN and 1) + (f & FIN and 1)
 
 
 def pseudo_sum(src_ip: int, dst_ip: int, tcp_len: int) -> int:
@@ -56,7 +51,7 @@ def parse(data: bytes | bytearray | memoryview, src_ip: int, dst_ip: int,
     if hlen < 20 or hlen > n:
         return f"data offset {hlen} outside 20..{n}"
     if verify_checksum and ones_sum(mv, pseudo_sum(src_ip, dst_ip, n)) != 0xFFFF:
-        return "bad TCP checksum"
+        return BAD_CHECKSUM
     seg = Segment()
     seg.sport = sport
     seg.dport = dport
