@@ -47,7 +47,7 @@ def int_to_ip(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
-def ones_complement(data: bytes, initial: int = 0) -> int:
+def ones_complement(data: bytes) -> int:
     """RFC 1071 sum of data (padded to even length), folded, in network byte order."""
     if len(data) & 1:
         data += b"\0"
@@ -56,9 +56,6 @@ def ones_complement(data: bytes, initial: int = 0) -> int:
         total = (total & 0xFFFF) + (total >> 16)
     if sys.byteorder == "little":               # the folded sum is byte-order symmetric
         total = (total & 0xFF) << 8 | total >> 8
-    total += initial
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
     return total
 
 

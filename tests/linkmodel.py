@@ -219,10 +219,6 @@ def tcp_seq(seg: bytes) -> int:
     return _SEQ.unpack_from(seg, 4)[0]
 
 
-def tcp_flags(seg: bytes) -> int:
-    return seg[13]
-
-
 def tcp_payload_len(seg: bytes) -> int:
     return len(seg) - (seg[12] >> 4) * 4
 

@@ -278,7 +278,7 @@ def netns_unavailable_reason() -> str | None:
 
 
 @pytest.fixture
-def veth_pair(request: pytest.FixtureRequest) -> Iterator[VethNetns]:
+def veth_pair() -> Iterator[VethNetns]:
     """A fresh VethNetns for one test; skips with the reason when namespaces are unavailable.
 
     One subnet serves every test: names are random and the root end has no address or route, so
