@@ -5,11 +5,12 @@ A host here is what a machine with a P4 NIC is: an mtcp.conf (+ arp.conf, route.
 between the NIC and that core's process, and a network port — a UNIX link to another host's NIC
 (no root needed) or a Linux interface such as a veth (AF_PACKET, root). The fabric's parent
 process runs each host's agent (P4Runtime primary: it pushes the pipeline, programs the tables,
-and reads the counters the statistics show); the applications' core processes are started by the
-caller with `launch.CoreWorkers` on `host.conf`.
+and reads the counters the statistics show) and, beside it, the steering server through which the
+host's core processes ask for flow_steer entries (`steer_socket` in mtcp.conf); the applications'
+core processes are started by the caller with `launch.CoreWorkers` on `host.conf`.
 
-Everything started here is stopped by `Fabric.stop()` (also from `with`), agents first, then NICs
-in reverse start order, each bounded in time.
+Everything started here is stopped by `Fabric.stop()` (also from `with`), steering servers and
+agents first, then NICs in reverse start order, each bounded in time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from p4mtcp.apps import launch
 from p4mtcp.control.agent import NicAgent
 from p4mtcp.control.config import load_host
 from p4mtcp.control.rss import round_robin_reta
+from p4mtcp.control.steering import serve_for
 from p4mtcp.hashing import rss_bucket
 
 NETWORK_PORT = 1
@@ -54,6 +56,7 @@ class Host:
     route_conf: str = ""
     nic: launch.Service | None = None
     agent: Any = None
+    steering: Any = None          # the agent's flow_steer server for the host's core processes
     core_specs: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +123,7 @@ class Fabric:
             f"host_mac = {host.mac}",
             f"network_links = {host.network_spec}",
             f"core_links = {' '.join(host.core_specs)}",
+            f"steer_socket = {host.dir / 'steer.sock'}",
         ]
         conf = host.dir / "mtcp.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -146,6 +150,7 @@ class Fabric:
             for host in self.hosts:
                 cfg = load_host(host.conf, host.arp_conf, host.route_conf)
                 host.agent = NicAgent(cfg).start(timeout)
+                host.steering = serve_for(host.agent, cfg.mtcp)
         except BaseException:
             self.stop()
             raise
@@ -159,6 +164,9 @@ class Fabric:
 
     def stop(self) -> None:
         for host in reversed(self.hosts):
+            if host.steering is not None:
+                host.steering.stop()
+                host.steering = None
             if host.agent is not None:
                 host.agent.stop()
                 host.agent = None

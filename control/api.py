@@ -24,6 +24,7 @@ from p4mtcp.control.config import MtcpConf, MtcpConfig, load_host
 from p4mtcp.control.context import Context, Pipe, Socket, SockType, apply_option, fail
 from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.control.rss import PortSelector, round_robin_reta
+from p4mtcp.control.steering import SteeringClient
 from p4mtcp.control.tcp import State
 
 # ------------------------------------------------------------------------------- constants
@@ -83,6 +84,7 @@ class _Process:
         self.config: MtcpConfig | None = None
         self.routes: list[tuple[int, int]] = []  # (network, netmask) a connect may reach
         self.contexts: dict[int, Context] = {}
+        self.steering: dict[int, SteeringClient] = {}  # core -> its line to the agent's process
         self.handlers: dict[int, Callable[[int], Any]] = {}
 
 
@@ -211,14 +213,20 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
         except OSError as exc:
             fail(exc.errno or errno.ECONNREFUSED, call, f"core link {spec}: {exc.strerror}")
     selector = PortSelector(round_robin_reta(cfg.core_ports), cfg.core_port(cpu))
+    # connect's flow_steer fallback: requests to the agent's process (connected on first use)
+    steering = SteeringClient(cfg.steer_socket) if cfg.steer_socket else None
     try:
         ctx = Context(cpu, cfg.conf(), port, [int(a.ip) for a in cfg.local_ip],
                       offload_checksum=offload_checksum, selector=selector,
+                      steer_flow=steering.steer if steering else None,
+                      unsteer_flow=steering.unsteer if steering else None,
                       routes=_proc.routes, reopen=reopen)
     except ValueError as exc:  # e.g. buffer sizes the engine cannot honour
         port.close()
         fail(errno.EINVAL, call, str(exc))
     _proc.contexts[cpu] = ctx
+    if steering is not None:
+        _proc.steering[cpu] = steering
     return ctx
 
 
@@ -228,6 +236,9 @@ def mtcp_destroy_context(mctx: Context) -> None:
     ctx.destroy()
     if _proc.contexts.get(ctx.core) is ctx:
         del _proc.contexts[ctx.core]
+        steering = _proc.steering.pop(ctx.core, None)
+        if steering is not None:
+            steering.close()  # the agent's process drops the entries of flows still closing
 
 
 def mtcp_register_signal(signum: int, handler: Callable[[int], Any] | None

@@ -32,6 +32,9 @@ local_ip           ``addr/prefix`` of each ``port`` name      (required)
 host_mac           MAC of each ``port`` name                  02:00 + the four bytes of local_ip
 network_links      NIC-side port spec of each ``port`` name   (none: chosen by the launcher)
 core_links         NIC-side port spec of each core            (none: chosen by the launcher)
+steer_socket       UNIX socket of the agent's steering        (none: connect gives EAGAIN when
+                   server (`control.steering`): connect's     no source port hashes to its
+                   flow_steer fallback; at most 107 bytes     core)
 =================  =========================================  ==================================
 
 Per-interface lists (network_ports, local_ip, host_mac, network_links) hold one item per name in
@@ -204,6 +207,7 @@ class MtcpConfig:
     host_mac: tuple[str, ...] = ()
     network_links: tuple[str, ...] = ()
     core_links: tuple[str, ...] = ()
+    steer_socket: str | None = None
 
     def __post_init__(self) -> None:
         # Derived defaults (one per interface) are filled in so every instance is complete.
@@ -272,6 +276,7 @@ _KEYS: dict[str, Callable[[str], Any]] = {
     "host_mac": _list(parse_mac),
     "network_links": _list(_port_spec),
     "core_links": _list(_port_spec),
+    "steer_socket": _path,
 }
 
 _MTCP_ONLY = {
@@ -282,7 +287,8 @@ _MTCP_ONLY = {
 """mTCP keys that mean nothing here: refused with the reason rather than silently ignored."""
 
 _PER_INTERFACE = ("network_ports", "local_ip", "host_mac", "network_links")
-_PATH_KEYS = ("p4info", "p4_device_config")
+_PATH_KEYS = ("p4info", "p4_device_config", "steer_socket")
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 def _consistency(cfg: MtcpConfig) -> tuple[str, str] | None:
@@ -312,6 +318,9 @@ def _consistency(cfg: MtcpConfig) -> tuple[str, str] | None:
         return "network_ports", f"port {min(clash)} is both a network port and a core port"
     if len({a.ip for a in cfg.local_ip}) != len(cfg.local_ip):
         return "local_ip", "local_ip lists an address twice"
+    if cfg.steer_socket and len(os.fsencode(cfg.steer_socket)) > UNIX_PATH_MAX:
+        return "steer_socket", (f"steer_socket {cfg.steer_socket!r} is longer than a UNIX "
+                                f"socket path may be ({UNIX_PATH_MAX} bytes)")
     return None
 
 

@@ -60,6 +60,7 @@ class Port(Protocol):
     """A frame pipe to the NIC (dataplane/ports.py)."""
 
     def send(self, frame: bytes) -> bool | None: ...  # False: dropped (peer buffer full)
+    # Optional: ``send_batch(frames) -> n`` (frames[:n] sent, the rest dropped), used when present.
     def recv_batch(self) -> list[bytes]: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
@@ -68,6 +69,8 @@ class Port(Protocol):
 SteerFlow = Callable[[int, int, int, int, int], bool]
 """``(core, local_ip, local_port, remote_ip, remote_port) -> installed``: the agent's flow_steer
 fallback for a flow the RSS hash cannot place on this core."""
+UnsteerFlow = Callable[[int, int, int, int, int], None]
+"""Same arguments: the steered connection's TCB is freed, its flow_steer entry may go."""
 
 
 class SockType(IntEnum):
@@ -158,7 +161,7 @@ class Context:
 
     def __init__(self, core: int, conf: Any, port: Port, local_ips: Sequence[int], *,
                  offload_checksum: bool = True, selector: PortSelector | None = None,
-                 steer_flow: SteerFlow | None = None,
+                 steer_flow: SteerFlow | None = None, unsteer_flow: UnsteerFlow | None = None,
                  clock: Callable[[], float] = time.monotonic, isn_secret: bytes | None = None,
                  tcp_config: TcpConfig | None = None,
                  routes: Sequence[tuple[int, int]] | None = None,
@@ -176,6 +179,8 @@ class Context:
         self.netif = NetIf(offload_checksum=offload_checksum)
         self.selector = selector  # RSS-aware source ports; None: any free port (no NIC hash)
         self.steer_flow = steer_flow
+        self.unsteer_flow = unsteer_flow
+        self._steered: set[tuple[int, int, int, int]] = set()  # flows with a flow_steer entry
         self.clock = clock
         cfg = tcp_config or TcpConfig(rcvbuf=self.rcvbuf_size, sndbuf=self.sndbuf_size,
                                       timewait=float(conf.tcp_timewait),
@@ -438,21 +443,27 @@ class Context:
         out = self.stack.poll(now)
         if out:
             frames = self.netif.encode_batch(out)
-            send = self.port.send
             st = self.stats
-            lost = []
             try:
-                for f in frames:
-                    if send(f) is False:  # full NIC ring: lost like on a wire; TCP recovers
-                        lost.append(f)
+                lost = self._send(frames)  # full NIC ring: lost like on a wire; TCP recovers
             except OSError:
                 # The NIC end is gone (restarting or shut down): what did not leave is lost on
                 # the wire, and TCP's retransmissions cover it if the NIC comes back.
                 st.tx_errors += 1
-            st.tx_dropped += len(lost)
-            st.tx_packets += len(frames) - len(lost)
-            st.tx_bytes += sum(map(len, frames)) - sum(map(len, lost))
+            else:
+                st.tx_dropped += len(lost)
+                st.tx_packets += len(frames) - len(lost)
+                st.tx_bytes += sum(map(len, frames)) - sum(map(len, lost))
         self._dispatch()
+
+    def _send(self, frames: list[bytes]) -> list[bytes]:
+        """Hand a loop step's frames to the port, as one batch when it takes batches (one
+        syscall on a UNIX link); the frames it refused."""
+        send_batch = getattr(self.port, "send_batch", None)
+        if send_batch is not None:
+            return frames[send_batch(frames):]  # a batch port refuses a tail
+        send = self.port.send
+        return [f for f in frames if send(f) is False]
 
     def _dispatch(self) -> None:
         by_tcb = self._by_tcb
@@ -471,6 +482,8 @@ class Context:
         s.tcb_freed = True
         self.stats.flows_freed += 1
         self._by_tcb.pop(id(s.conn), None)
+        if self._steered:
+            self._unsteer(s.conn.local + s.conn.remote)  # type: ignore[union-attr]
         port = s.conn.local[1]  # type: ignore[union-attr]
         self._port_users[port] -= 1
         if not self._port_users[port]:
@@ -562,19 +575,23 @@ class Context:
         bound_ip, bound_port = s.bound or (0, 0)
         if bound_port:
             lip, lport = bound_ip or self._source_ips(rip, rport)[0], bound_port
-            # mTCP: a bound tuple whose replies the NIC steers to another core is EINVAL
-            sel = self.selector
-            if sel is not None and not sel.steers_here(lip, lport, rip, rport):
-                fail(errno.EINVAL, call, f"bound port {lport}: replies would be steered to NIC "
-                                         f"port {sel.core_port_of(lip, lport, rip, rport)}")
             if stack.in_use(lip, lport, rip, rport):
                 fail(errno.EADDRINUSE, call, "4-tuple already in use")
+            # A bound tuple whose replies the NIC hashes to another core gets a flow_steer
+            # entry; without one (no steering hook, or it failed) it is EINVAL, as in mTCP.
+            sel = self.selector
+            if (sel is not None and not sel.steers_here(lip, lport, rip, rport)
+                    and not self._steer(lip, lport, rip, rport)):
+                fail(errno.EINVAL, call, f"bound port {lport}: replies would be steered to NIC "
+                                         f"port {sel.core_port_of(lip, lport, rip, rport)}"
+                                         + self._steer_note())
         else:
             lip, lport = self._choose_source([bound_ip] if bound_ip else
                                              self._source_ips(rip, rport), rip, rport, call)
         try:
             conn = stack.connect(lip, lport, rip, rport, self.clock())
         except OSError as exc:
+            self._unsteer((lip, lport, rip, rport))
             fail(exc.errno or errno.EADDRINUSE, call, str(exc))
         s.bound = (lip, lport)
         self.attach(s, conn)
@@ -591,6 +608,7 @@ class Context:
                        ) -> tuple[int, int]:
         in_use = self.stack.in_use
         sel = self.selector
+        note = ""
         for lip in ips:
             def taken(p: int, lip: int = lip) -> bool:
                 return p in self._listening or in_use(lip, p, rip, rport)
@@ -602,11 +620,31 @@ class Context:
                 if port is None and self.steer_flow is not None:
                     # RSS cannot place this flow on our core: an exact flow_steer entry can.
                     port = sel.pick_any(lip, rip, rport, taken)
-                    if port is not None and not self.steer_flow(self.core, lip, port, rip, rport):
-                        port = None
+                    if port is not None and not self._steer(lip, port, rip, rport):
+                        port, note = None, self._steer_note()
             if port is not None:
                 return lip, port
-        fail(errno.EAGAIN, call, "no free source port steers to this core")
+        fail(errno.EAGAIN, call, "no free source port steers to this core" + note)
+
+    def _steer(self, lip: int, lport: int, rip: int, rport: int) -> bool:
+        """Ask for a flow_steer entry sending the flow's replies to this core."""
+        if self.steer_flow is None or not self.steer_flow(self.core, lip, lport, rip, rport):
+            return False
+        self._steered.add((lip, lport, rip, rport))
+        return True
+
+    def _unsteer(self, flow: tuple[int, int, int, int]) -> None:
+        if flow in self._steered:
+            self._steered.discard(flow)
+            if self.unsteer_flow is not None:
+                self.unsteer_flow(self.core, *flow)
+
+    def _steer_note(self) -> str:
+        """Why the flow_steer fallback did not help (the hook's ``last_error`` if it keeps one)."""
+        if self.steer_flow is None:
+            return " (no flow_steer fallback: mtcp.conf has no steer_socket)"
+        why = getattr(getattr(self.steer_flow, "__self__", None), "last_error", None)
+        return f" (flow_steer fallback failed: {why or 'refused'})"
 
     def _sequential_port(self, taken: Callable[[int], bool]) -> int | None:
         for _ in range(EPHEMERAL[1] - EPHEMERAL[0]):

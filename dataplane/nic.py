@@ -164,12 +164,12 @@ class Nic:
             sel.close()
 
     def forward(self, in_port: int, frames: list[bytes]) -> None:
-        """Run frames from in_port through the device and send what comes out."""
+        """Run frames from in_port through the device, then send what came out grouped per
+        egress port: one `send_batch` per port and batch (one syscall on a UNIX link)."""
         process = self.device.process
-        ports = self.ports
-        cpu_port = self.cpu_port
         stats = self.stats
         stats.frames_in += len(frames)
+        by_port: dict[int, list[bytes]] = {}
         for frame in frames:
             try:
                 out = process(in_port, frame)
@@ -178,14 +178,20 @@ class Nic:
                 log.exception("pipeline raised on a %d-byte frame from port %d", len(frame), in_port)
                 continue
             for port_num, data in out:
-                port = ports.get(port_num)
-                if port is not None:
-                    if port.send(data):
-                        stats.frames_out += 1
-                elif port_num == cpu_port:
-                    stats.no_packet_in += 1
+                group = by_port.get(port_num)
+                if group is None:
+                    by_port[port_num] = [data]
                 else:
-                    stats.no_such_port += 1
+                    group.append(data)
+        ports = self.ports
+        for port_num, group in by_port.items():
+            port = ports.get(port_num)
+            if port is not None:
+                stats.frames_out += port.send_batch(group)
+            elif port_num == self.cpu_port:
+                stats.no_packet_in += len(group)
+            else:
+                stats.no_such_port += len(group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,20 @@ Spec strings (`p4mtcp nic -i NUM@SPEC`, docs/ARCHITECTURE.md "Ports"):
 
 UNIX links are SOCK_SEQPACKET, not SOCK_DGRAM: a datagram socket that is not connected back to
 its sender queues at most net.unix.max_dgram_qlen (default 10) frames, so a burst of 11 from a
-core would fail; a sequenced-packet connection keeps frame boundaries and is limited only by the
-sender's buffer (set large here). Every socket is non-blocking: a full peer costs a dropped frame
+core would fail; a sequenced-packet connection keeps message boundaries and is limited only by the
+sender's buffer (set large here). Every socket is non-blocking: a full peer costs dropped frames
 (counted in `stats.tx_dropped`, like a NIC's full ring), never a stalled NIC.
+
+One message on a UNIX link carries a batch of frames, so that a core's loop step or a NIC's
+forwarded batch costs one `send` syscall, not one per frame (both ends are this module, so the
+format is private to it; native byte order, the link never leaves the host):
+
+    u32 count | count x u32 frame length | the frames back to back
+
+A message holds at most MSG_FRAMES frames and, unless it is a single frame, at most MSG_BYTES
+bytes; `send_batch` splits longer batches. A message that breaks the format (count 0 or above
+MSG_FRAMES, lengths that do not add up to its size) is dropped whole and counted in
+`stats.rx_malformed`; nothing of it reaches the pipeline.
 
 AF_PACKET ports read PACKET_AUXDATA: a frame sent by a local kernel peer on a veth can carry a
 TCP checksum the kernel left unfinished (CHECKSUM_PARTIAL, TP_STATUS_CSUMNOTREADY); it is
@@ -25,13 +36,19 @@ import socket
 import stat
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Protocol
 
 from p4mtcp.hashing import ones_sum
 
 BATCH = 256          # frames one recv_batch() returns at most (fairness between ports)
 MAX_FRAME = 65536 + 64
+MSG_FRAMES = 64      # frames one UNIX-link message carries at most
+MSG_BYTES = 65536    # size cap of a multi-frame message (a single frame may be up to MAX_FRAME)
+_HEADS = [struct.Struct(f"={n + 1}I") for n in range(MSG_FRAMES + 1)]  # count + n lengths
+MAX_MESSAGE = _HEADS[1].size + MAX_FRAME  # the largest message a receiver must take whole
 SOCKET_BUFFER = 8 << 20
 _SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -41,7 +58,8 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 class PortStats:
     rx_frames: int = 0
     tx_frames: int = 0
-    tx_dropped: int = 0      # peer absent or its buffer full
+    tx_dropped: int = 0      # peer absent or its buffer full, or a frame above MAX_FRAME
+    rx_malformed: int = 0    # UNIX-link messages that broke the batch format, dropped whole
     csum_finished: int = 0   # AF_PACKET frames whose checksum the kernel left to us
     rx_truncated: int = 0    # AF_PACKET frames longer than MAX_FRAME (GRO off?), dropped
 
@@ -50,6 +68,7 @@ class Port(Protocol):
     stats: PortStats
 
     def send(self, frame: bytes) -> bool: ...
+    def send_batch(self, frames: Sequence[bytes]) -> int: ...
     def recv_batch(self) -> list[bytes]: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
@@ -93,19 +112,88 @@ def _big_buffers(s: socket.socket) -> None:
             s.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
 
 
-def _drain(conn: socket.socket, out: list[bytes]) -> bool:
-    """Append the frames waiting on conn (up to BATCH in all); False when the peer hung up."""
+def _messages(frames: Sequence[bytes]) -> list[tuple[int, int]]:
+    """(start, end) index ranges splitting frames into messages within MSG_FRAMES / MSG_BYTES.
+    A frame above MAX_FRAME ends the list: it and the frames after it cannot be sent."""
+    lens = list(map(len, frames))
+    n = len(lens)
+    if not n:
+        return []
+    if n <= MSG_FRAMES and sum(lens) + 4 * n + 4 <= MSG_BYTES:
+        return [(0, n)]  # the common case: one message, no per-frame walk
+    ranges = []
+    start, size = 0, 4
+    for i, length in enumerate(lens):
+        if length > MAX_FRAME:
+            break
+        if i > start and (i - start == MSG_FRAMES or size + 4 + length > MSG_BYTES):
+            ranges.append((start, i))
+            start, size = i, 4
+        size += 4 + length
+    else:
+        i = n
+    if i > start:
+        ranges.append((start, i))
+    return ranges
+
+
+def _send_batch(sock: socket.socket, frames: Sequence[bytes], stats: PortStats
+                ) -> tuple[int, OSError | None]:
+    """Send frames in as few messages as the limits allow: (n, error). frames[:n] were sent,
+    frames[n:] dropped and counted (the first refusal ends the batch, so what is lost is always
+    the tail). error: the OSError that ended it, None when it was only a full peer."""
+    sent = 0
+    error = None
+    sendmsg = sock.sendmsg
+    try:
+        for start, end in _messages(frames):
+            part = frames[start:end]
+            sendmsg([_HEADS[end - start].pack(end - start, *map(len, part)), *part])
+            sent = end
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError as e:
+        error = e
+    stats.tx_frames += sent
+    stats.tx_dropped += len(frames) - sent
+    return sent, error
+
+
+def _unpack(msg: bytes, out: list[bytes]) -> bool:
+    """Append the frames of one batch message; False (nothing appended) if it is malformed."""
+    size = len(msg)
+    if size < 8:
+        return False
+    count = _HEADS[0].unpack_from(msg)[0]
+    if count == 1:
+        if _HEADS[1].unpack_from(msg)[1] != size - 8:
+            return False
+        out.append(msg[8:])
+        return True
+    if not 1 < count <= MSG_FRAMES or 4 + 4 * count > size:
+        return False
+    ends = list(accumulate(_HEADS[count].unpack_from(msg)[1:], initial=4 + 4 * count))
+    if ends[-1] != size:
+        return False
+    out += [msg[a:b] for a, b in pairwise(ends)]
+    return True
+
+
+def _drain(conn: socket.socket, out: list[bytes], stats: PortStats) -> bool:
+    """Append the frames waiting on conn (up to BATCH in all); False when the peer hung up.
+    Messages are read while one more, whatever its count, still fits within BATCH."""
     recv = conn.recv
-    while len(out) < BATCH:
+    while len(out) <= BATCH - MSG_FRAMES:
         try:
-            data = recv(MAX_FRAME)
+            msg = recv(MAX_MESSAGE)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:
             return False
-        if not data:
+        if not msg:
             return False  # SOCK_SEQPACKET: a zero-length read is the peer's close
-        out.append(data)
+        if not _unpack(msg, out):
+            stats.rx_malformed += 1
     return True
 
 
@@ -158,27 +246,27 @@ class UnixNicPort:
     def recv_batch(self) -> list[bytes]:
         self._accept()
         out: list[bytes] = []
-        if self._conn is not None and not _drain(self._conn, out):
+        if self._conn is not None and not _drain(self._conn, out, self.stats):
             self._drop_conn()
         self.stats.rx_frames += len(out)
         return out
 
     def send(self, frame: bytes) -> bool:
+        return self.send_batch((frame,)) == 1
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        """Frames in order, in as few messages as the limits allow; n: frames[:n] were sent."""
         conn = self._conn
         if conn is None:
             self._accept()
             conn = self._conn
-        if conn is not None:
-            try:
-                conn.send(frame)
-                self.stats.tx_frames += 1
-                return True
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self._drop_conn()
-        self.stats.tx_dropped += 1
-        return False
+        if conn is None:
+            self.stats.tx_dropped += len(frames)
+            return 0
+        sent, error = _send_batch(conn, frames, self.stats)
+        if error is not None:
+            self._drop_conn()  # the core went away; a reconnecting one is accepted later
+        return sent
 
     def close(self) -> None:
         self._drop_conn()
@@ -217,25 +305,23 @@ class UnixHostPort:
 
     def recv_batch(self) -> list[bytes]:
         out: list[bytes] = []
-        if not self.closed_by_peer and not _drain(self._sock, out):
+        if not self.closed_by_peer and not _drain(self._sock, out, self.stats):
             self.closed_by_peer = True
         self.stats.rx_frames += len(out)
         return out
 
     def send(self, frame: bytes) -> bool:
-        try:
-            self._sock.send(frame)
-            self.stats.tx_frames += 1
-            return True
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as e:
-            if e.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.closed_by_peer = True
-            else:
-                raise
-        self.stats.tx_dropped += 1
-        return False
+        return self.send_batch((frame,)) == 1
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        """Frames in order, in as few messages as the limits allow; n: frames[:n] were sent.
+        OSError when the link fails other than by the NIC hanging up."""
+        sent, error = _send_batch(self._sock, frames, self.stats)
+        if error is not None:
+            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise error
+            self.closed_by_peer = True
+        return sent
 
     def close(self) -> None:
         self._sock.close()
@@ -328,6 +414,16 @@ class PacketPort:
                 raise
             self.stats.tx_dropped += 1
             return False
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        """One `send` per frame (AF_PACKET has no batch); n: frames[:n] were sent, the first
+        refusal drops the rest (counted), as on UNIX links."""
+        send = self.send
+        for i, frame in enumerate(frames):
+            if not send(frame):
+                self.stats.tx_dropped += len(frames) - i - 1
+                return i
+        return len(frames)
 
     def close(self) -> None:
         self._sock.close()

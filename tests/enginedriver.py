@@ -160,7 +160,9 @@ class EngineDriver:
         self._held: list[tuple[float, int, str, bytes]] = []   # (release, order, dir, data)
         self._held_order = 0
         self.syn_segments: list[tuple[str, bytes]] = []       # ("in"/"out", tcp bytes)
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        # Protocol 0 until bound: a socket opened with ETH_P_ALL would queue frames from every
+        # interface (other tests' veths included) until bind() narrows it to ours.
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)

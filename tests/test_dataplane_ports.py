@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -76,8 +78,13 @@ def test_recv_batch_never_blocks_and_is_bounded(dp_link):
     assert nic.recv_batch() == [] and host.recv_batch() == []
     for _ in range(ports.BATCH + 10):
         host.send(b"f" * 64)
-    assert len(drain(nic, 1)) == ports.BATCH
-    assert len(nic.recv_batch()) == 10
+    first = drain(nic, 1)
+    # whole messages are read while one more still fits: a batch ends within MSG_FRAMES of BATCH
+    assert ports.BATCH - ports.MSG_FRAMES < len(first) <= ports.BATCH
+    assert len(first) + len(nic.recv_batch()) == ports.BATCH + 10
+    assert host.send_batch([b"g" * 64] * (2 * ports.BATCH)) == 2 * ports.BATCH
+    sizes = [len(nic.recv_batch()) for _ in range(3)]
+    assert all(s <= ports.BATCH for s in sizes) and sum(sizes) == 2 * ports.BATCH
     assert time.monotonic() - t < 1.0
 
 
@@ -204,3 +211,99 @@ def test_af_packet_finishes_checksums_the_kernel_left_partial():
 def test_af_packet_on_a_missing_interface_says_so():
     with pytest.raises(OSError, match="dpnosuch0"):
         PacketPort("dpnosuch0")
+
+
+# --- batches on UNIX links ---------------------------------------------------------------------
+
+def raw_peer(path) -> socket.socket:
+    """A peer that writes raw SOCK_SEQPACKET messages, bypassing the batch framing."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(str(path))
+    return s
+
+
+def test_a_batch_round_trips_in_order_both_ways(dp_link):
+    nic, host = dp_link
+    frames = [bytes([i]) * n for i, n in enumerate([60, 1, 1514, 9000, 64, 0x10000 + 64, 60])]
+    assert host.send_batch(frames) == len(frames)
+    assert drain(nic, len(frames)) == frames
+    assert nic.send_batch(frames[::-1]) == len(frames)
+    assert drain(host, len(frames)) == frames[::-1]
+    assert host.send_batch([]) == 0 and nic.recv_batch() == []
+    assert nic.stats.rx_frames == host.stats.tx_frames == len(frames)
+    assert host.stats.rx_frames == nic.stats.tx_frames == len(frames)
+    assert nic.stats.rx_malformed == host.stats.rx_malformed == 0
+
+
+def test_a_batch_is_split_at_the_message_limits(tmp_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(tmp_path / "raw"))
+    listener.listen(1)
+    host = open_port(f"unix-host:{tmp_path}/raw")
+    conn, _ = listener.accept()
+    try:
+        big = [i.to_bytes(2, "big") * 757 for i in range(100)]  # 1514-byte frames
+        small = [i.to_bytes(2, "big") * 30 for i in range(150)]  # 60-byte frames
+        huge = [b"h" * ports.MAX_FRAME]
+        assert host.send_batch(big + huge + small) == 251
+        conn.settimeout(2)
+        messages = [conn.recv(2 * ports.MAX_MESSAGE) for _ in range(7)]
+        conn.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            conn.recv(10)
+        counts = [struct.unpack_from("=I", m)[0] for m in messages]
+        assert counts == [43, 43, 14, 1, 64, 64, 22]  # 43 x 1514 fill 64 KiB; <= 64 frames each
+        assert all(len(m) <= ports.MSG_BYTES for m in messages if len(m) != ports.MAX_MESSAGE)
+        assert len(messages[3]) == ports.MAX_MESSAGE  # the jumbo frame travelled alone
+        got: list[bytes] = []
+        for m in messages:
+            assert ports._unpack(m, got)
+        assert got == big + huge + small
+    finally:
+        conn.close()
+        host.close()
+        listener.close()
+
+
+def test_a_frame_above_max_frame_drops_itself_and_the_rest_of_the_batch(dp_link):
+    nic, host = dp_link
+    frames = [b"a" * 60, b"b" * (ports.MAX_FRAME + 1), b"c" * 60]
+    assert host.send_batch(frames) == 1
+    assert host.stats.tx_frames == 1 and host.stats.tx_dropped == 2
+    assert drain(nic, 2, timeout=0.2) == [b"a" * 60]
+
+
+@pytest.mark.parametrize("message", [
+    b"", b"\x01\x00\x00", struct.pack("=I", 0) + b"x" * 10,                 # short, count 0
+    struct.pack("=II", 1, 10) + b"x" * 9,                                    # length too long
+    struct.pack("=II", 1, 10) + b"x" * 11,                                   # bytes left over
+    struct.pack("=III", 2, 3, 3) + b"x" * 5,                                 # lengths overrun
+    struct.pack("=I", 2) + b"x" * 4,                                         # table cut short
+    struct.pack("=I", ports.MSG_FRAMES + 1) + b"\0" * 4 * (ports.MSG_FRAMES + 1),  # too many
+    struct.pack("=II", 1, ports.MAX_FRAME + 60) + b"x" * (ports.MAX_FRAME + 60),   # truncated
+])
+def test_a_malformed_message_is_dropped_and_counted(tmp_path, message):
+    nic = open_port(f"unix:{tmp_path}/m")
+    peer = raw_peer(tmp_path / "m")
+    try:
+        if message:  # an empty SEQPACKET message would read as the peer's close
+            peer.send(message)
+        peer.send(struct.pack("=III", 2, 2, 3) + b"okyes")  # a good batch after it
+        assert drain(nic, 2) == [b"ok", b"yes"]
+        assert nic.stats.rx_malformed == (1 if message else 0)
+        assert nic.stats.rx_frames == 2 and nic.connected
+    finally:
+        peer.close()
+        nic.close()
+
+
+def test_a_full_peer_drops_whole_batches_counted_and_never_blocks(dp_link):
+    nic, host = dp_link
+    t = time.monotonic()
+    batch = [bytes(1500)] * 40
+    sent = sum(nic.send_batch(batch) for _ in range(2000))  # the host never reads
+    assert time.monotonic() - t < 5.0
+    assert 0 < sent < 80000
+    assert nic.stats.tx_frames == sent and nic.stats.tx_dropped == 80000 - sent
+    assert len(drain(host, sent, timeout=5)) == sent
+    assert host.stats.rx_frames == sent

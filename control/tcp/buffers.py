@@ -101,6 +101,13 @@ class RecvBuffer:
                     break
         return blocks
 
+    def covered(self, start: int, end: int) -> bool:
+        """Whether [start, end) is held already (in order or out of order): a duplicate."""
+        if end <= self.nxt:
+            return True
+        i = bisect.bisect_right(self._ooo_starts, start) - 1
+        return i >= 0 and self._ooo_starts[i] + len(self._ooo[i]) >= end
+
     def add(self, offset: int, data: memoryview) -> int:
         """Store ``data`` at stream ``offset`` (already trimmed to the window); return in-order
         bytes newly readable."""

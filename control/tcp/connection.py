@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import wire
 from .buffers import RecvBuffer, SendBuffer
 from .congestion import NewReno
+from .reorder import DUP_THRESH, Reordering
 from .events import EventKind, State
 from .rtt import RttEstimator
 from .sack import Scoreboard
@@ -62,7 +63,8 @@ class Connection:
         "sack_ok", "ts_ok", "ts_recent", "_ts_offset", "rtt", "cc", "_dupacks", "_recovery",
         "_recover", "_high_rxt", "sb", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
         "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
-        "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask",
+        "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask", "reo", "_rescue",
+        "_dsack",
     )
 
     def __init__(self, stack: TcpStack, local_ip: int, local_port: int, remote_ip: int,
@@ -121,7 +123,10 @@ class Connection:
         self._recovery: int | None = None     # RFC 6582 "recover" point while in recovery
         self._recover = 0                     # highest offset sent when the last RTO fired
         self._high_rxt = 0
+        self._rescue: int | None = None       # RFC 6675 RescueRxt
         self.sb = Scoreboard()
+        self.reo = Reordering()
+        self._dsack: tuple[int, int] | None = None   # duplicate to report next (RFC 2883)
         self._rtt_off: int | None = None
         self._rtt_time = 0.0
         self._retries = 0
@@ -373,6 +378,8 @@ class Connection:
         if not ok:
             if not flags & RST:                    # RFC 9293 3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><ACK>
                 self._ack_now = True
+                if plen and seq_off + plen <= rnxt:
+                    self._note_duplicate(seq_off, seq_off + plen)
                 if self.state is TIME_WAIT and flags & FIN and self._cfg.timewait > 0:
                     self._tw_at = now + self._cfg.timewait   # restart the 2 MSL wait
             return
@@ -430,6 +437,8 @@ class Connection:
         fin = bool(flags & FIN)
         if seq_off < rnxt:                         # trim what was already received
             cut = rnxt - seq_off
+            if plen:
+                self._note_duplicate(seq_off, min(rnxt, seq_off + plen))
             payload = payload[cut:] if cut < plen else payload[:0]
             seq_off = rnxt
             plen = len(payload)
@@ -673,6 +682,7 @@ class Connection:
         plen = len(payload)
         if plen > self._rcv_mss:
             self._rcv_mss = plen
+        dup = had_ooo and self.sack_ok and rcv.covered(off, off + plen)
         new = rcv.add(off, payload)
         self._stack.stats.bytes_in += new
         if new:
@@ -687,9 +697,17 @@ class Connection:
             if self._visible:
                 self._event(EV_READABLE)
         elif off > rcv.nxt:
+            if dup:
+                self._note_duplicate(off, off + plen)
             self._emit(self.nxt, 0, ACK, now)      # RFC 5681 4.2: one immediate dup ACK per
         else:                                      # out-of-order segment (not batched)
             self._ack_now = True                   # a duplicate: re-ACK
+
+    def _note_duplicate(self, lo: int, hi: int) -> None:
+        """RFC 2883 4: report a duplicate segment in the first SACK block of the next ACK."""
+        lo = max(lo, 1)
+        if self.sack_ok and hi > lo:
+            self._dsack = (lo, hi)
 
     def _receive_fin(self, now: float) -> None:
         """RFC 9293 3.10.7.4 eighth check."""
@@ -888,7 +906,7 @@ class Connection:
             self._rcv_adv = rcv.nxt + wnd
         else:
             wnd = self._advertise()
-            if self.ts_ok or (self.sack_ok and rcv.has_ooo):
+            if self.ts_ok or (self.sack_ok and (rcv.has_ooo or self._dsack)):
                 opts = wire.data_options((self._ts_now(), self.ts_recent) if self.ts_ok else None,
                                          self._sack_blocks() if self.sack_ok else None)
         ack = 0
@@ -921,13 +939,24 @@ class Connection:
         return field
 
     def _sack_blocks(self) -> list[tuple[int, int]] | None:
-        """RFC 2018 4: up to 3 blocks (with timestamps) or 4, most recent first."""
+        """RFC 2018 4: up to 3 blocks (with timestamps) or 4, most recent first; a D-SACK first,
+        reported once (RFC 2883 4)."""
         rcv = self.rcv
-        if not rcv.has_ooo:
+        dsack = self._dsack
+        if not rcv.has_ooo and dsack is None:
             return None
+        blocks = rcv.ooo_blocks() if rcv.has_ooo else []
+        if dsack is not None:
+            self._dsack = None
+            self._stack.stats.dsacks_out += 1
+            lo, hi = dsack
+            for i, (s, e) in enumerate(blocks):
+                if s <= lo and hi <= e:            # RFC 2883 4: then the block holding it
+                    blocks.insert(0, blocks.pop(i))
+                    break
+            blocks.insert(0, dsack)
         base = self.irs
-        blocks = rcv.ooo_blocks()[:3 if self.ts_ok else 4]
-        return [((base + s) & MASK, (base + e) & MASK) for s, e in blocks]
+        return [((base + s) & MASK, (base + e) & MASK) for s, e in blocks[:3 if self.ts_ok else 4]]
 
     def _ts_now(self) -> int:
         return (int(self._stack._now * 1000) + self._ts_offset) & MASK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 
-DUP_THRESH = 3   # RFC 6675 section 2 / RFC 5681 3.2
+from .reorder import DUP_THRESH
 
 
 class Scoreboard:
@@ -59,12 +59,13 @@ class Scoreboard:
         nbytes = sum(self.ends[k] - self.starts[k] for k in range(i, len(self.starts)))
         return nbytes, len(self.starts) - i
 
-    def is_lost(self, off: int, mss: int) -> bool:
+    def is_lost(self, off: int, mss: int, dupthresh: int = DUP_THRESH) -> bool:
         """RFC 6675 IsLost: DupThresh ranges or more than (DupThresh-1)*SMSS bytes SACKed above."""
         nbytes, nranges = self.sacked_above(off)
-        return nranges >= DUP_THRESH or nbytes > (DUP_THRESH - 1) * mss
+        return nranges >= dupthresh or nbytes > (dupthresh - 1) * mss
 
-    def pipe(self, una: int, high_data: int, high_rxt: int, mss: int) -> int:
+    def pipe(self, una: int, high_data: int, high_rxt: int, mss: int,
+             dupthresh: int = DUP_THRESH) -> int:
         """RFC 6675 SetPipe, per hole rather than per octet: IsLost is constant inside a hole,
         so one pass from the top keeps the SACKed bytes/ranges above each hole."""
         starts, ends = self.starts, self.ends
@@ -75,32 +76,46 @@ class Scoreboard:
             pipe += high_data - top
             if high_rxt > top:
                 pipe += min(high_data, high_rxt) - top
-        limit = (DUP_THRESH - 1) * mss
+        limit = (dupthresh - 1) * mss
         above = 0
         for k in range(n - 1, -1, -1):
             above += ends[k] - starts[k]
             lo = max(ends[k - 1] if k else una, una)
             hi = starts[k]
             if hi > lo:
-                if n - k < DUP_THRESH and above <= limit:    # not IsLost: still in flight
+                if n - k < dupthresh and above <= limit:    # not IsLost: still in flight
                     pipe += hi - lo
                 if high_rxt > lo:                           # retransmitted: counted again
                     pipe += min(hi, high_rxt) - lo
         return pipe
 
-    def next_seg(self, una: int, high_rxt: int, mss: int, lost_only: bool) -> tuple[int, int] | None:
+    def next_seg(self, una: int, high_rxt: int, mss: int, lost_only: bool,
+                 dupthresh: int = DUP_THRESH) -> tuple[int, int] | None:
         """RFC 6675 NextSeg rules 1 (``lost_only``) and 3: the first un-SACKed range above
         HighRxt and below the highest SACK, one SMSS at most."""
         starts, ends = self.starts, self.ends
         n = len(starts)
-        limit = (DUP_THRESH - 1) * mss
+        limit = (dupthresh - 1) * mss
         above = sum(ends[k] - starts[k] for k in range(n))
         prev = una
         for k in range(n):
             lo = max(prev, high_rxt)
             hi = starts[k]
-            if hi > lo and (not lost_only or n - k >= DUP_THRESH or above > limit):
+            if hi > lo and (not lost_only or n - k >= dupthresh or above > limit):
                 return lo, min(hi, lo + mss)
             above -= ends[k] - starts[k]
             prev = max(prev, ends[k])
         return None
+
+    def rescue_seg(self, una: int, high_data: int, mss: int) -> tuple[int, int] | None:
+        """RFC 6675 4 NextSeg rule 4: up to one SMSS ending at the highest outstanding
+        un-SACKed octet (above the highest SACK, else the top of the last hole)."""
+        starts, ends = self.starts, self.ends
+        top = ends[-1] if ends else una
+        if high_data > top:
+            return max(top, una, high_data - mss), high_data
+        if not starts:
+            return None
+        lo = max(ends[-2] if len(ends) > 1 else una, una)
+        hi = starts[-1]
+        return (max(lo, hi - mss), hi) if hi > lo else None

@@ -30,6 +30,9 @@ class TcpStats:
     bytes_out: int = 0           # payload sent, retransmissions included
     retransmits: int = 0
     fast_retransmits: int = 0
+    spurious_recoveries: int = 0  # fast recoveries undone: found spurious (RFC 3522 / RFC 3708)
+    dsacks_in: int = 0           # D-SACK blocks received (RFC 2883)
+    dsacks_out: int = 0          # D-SACK blocks sent for duplicate segments (RFC 2883)
     timeouts: int = 0
     bad_segments: int = 0        # malformed header/options
     bad_checksums: int = 0
