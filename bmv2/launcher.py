@@ -136,6 +136,18 @@ def embedded_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
             "--device-id", str(device_id), *_port_args(ports, cpu_port)]
 
 
+def terminate(proc: subprocess.Popen, grace: float, sig: int = signal.SIGTERM) -> int:
+    """Ask a child to end with `sig`, SIGKILL it after `grace` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    return proc.returncode
+
+
 class SwitchProcess:
     """One switch process: started, ready when its gRPC port accepts, stopped within a bound."""
 
@@ -172,16 +184,7 @@ class SwitchProcess:
 
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace` seconds; the exit code (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(grace)
-        return self.proc.returncode
+        return None if self.proc is None else terminate(self.proc, grace)
 
     def log_tail(self, nbytes: int = 3000) -> str:
         try:

@@ -10,7 +10,8 @@ Kernel host hJ sits on NIC port J in subnet 10.0.J.0/24; the p4mtcp host m1 owns
 each of them (the NIC answers ARP for it and steers its TCP to the cores). m1's interfaces carry
 the cores' frames; its configuration (mtcp.conf, arp.conf, route.conf) is written into the work
 directory and its agent (the P4Runtime primary) runs in this process, programming the NIC from
-those files, so `p4mtcp epserver -f DIR/mtcp.conf ...` run on m1 just opens its core ports.
+those files and serving the core processes' flow_steer requests (`steer_socket`), so
+`p4mtcp epserver -f DIR/mtcp.conf ...` run on m1 just opens its core ports.
 
 m1 stays in the root namespace (see `P4mtcpHost`); `core_links` in its mtcp.conf name m1's own
 ends of the core links, which is what each core process opens.
@@ -19,6 +20,7 @@ ends of the core links, which is what each core process opens.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import signal
 import sys
@@ -88,6 +90,7 @@ class Testbed:
     device_config: str | None = None
     conf_path: Path = field(init=False)
     agent: Any = field(default=None, init=False)
+    steering: Any = field(default=None, init=False)  # flow_steer requests of m1's core processes
     _stopped: bool = field(default=False, init=False)
 
     @property
@@ -109,6 +112,7 @@ class Testbed:
         the pipeline and programs the NIC; it keeps running, learning neighbours, until stop)."""
         from p4mtcp.control.agent import NicAgent
         from p4mtcp.control.config import load_host
+        from p4mtcp.control.steering import serve_for
 
         self._stopped = False
         try:
@@ -117,6 +121,7 @@ class Testbed:
             host = load_host(self.conf_path, self.workdir / "arp.conf",
                              self.workdir / "route.conf")
             self.agent = NicAgent(host).start(agent_timeout)
+            self.steering = serve_for(self.agent, host.mtcp)
         except BaseException:
             self.stop()       # a half-started network still has namespaces, links, a switch
             raise
@@ -127,6 +132,9 @@ class Testbed:
         if self._stopped:
             return
         self._stopped = True
+        if self.steering is not None:
+            self.steering.stop()
+            self.steering = None
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
@@ -137,6 +145,7 @@ class Testbed:
         s1 = self.switch
         cfg = self.plan.mtcp_config(s1.grpc, s1.device_id, self.core_ifaces(),
                                     self.device_config, self.kind)
+        cfg = dataclasses.replace(cfg, steer_socket=str(self.workdir / "steer.sock"))
         (self.workdir / "mtcp.conf").write_text(format_mtcp_conf(cfg))
         (self.workdir / "arp.conf").write_text(format_arp_conf(self.plan.arp_entries()))
         (self.workdir / "route.conf").write_text(format_route_conf([]))

@@ -1,4 +1,4 @@
-"""The P4Runtime client that programs the NIC: pipeline, tables, ARP, counters, restarts.
+"""The NIC agent: keeps the NIC programmed (pipeline, tables, ARP, counters) across restarts.
 
 The agent keeps what it wants the NIC to hold as data — a dict of table entries built from the
 host's configuration plus what it learned (ARP) or was asked for (flow_steer) — and makes the
@@ -9,7 +9,7 @@ pipeline if the NIC lacks it and re-applies the whole state.
 
 P4Runtime never sits on a per-packet path: the NIC answers ARP for local addresses and steers TCP
 by itself; the agent only sees ARP it must learn from and frames whose next hop is unresolved.
-Objects are addressed by name through `P4Schema`; ids appear nowhere in this module.
+Objects are addressed by name; the P4Runtime messages and the connection are `control.p4rt`'s.
 """
 
 from __future__ import annotations
@@ -17,23 +17,22 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import queue
 import struct
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import grpc
-from google.rpc import status_pb2
 from p4.v1 import p4runtime_pb2 as p4r
-from p4.v1 import p4runtime_pb2_grpc
 
 from p4mtcp.control.config import HostConfig, Route, check_host, mac_to_int
+from p4mtcp.control.p4rt import (
+    Client, Entry, Match, P4RuntimeError, encode_entry, entry, packet_in_metadata)
 from p4mtcp.control.rss import round_robin_reta
-from p4mtcp.p4info import P4Schema, decode_int, encode_int
+from p4mtcp.p4info import P4Schema
 
 log = logging.getLogger(__name__)
 
@@ -51,141 +50,14 @@ OWNED_TABLES = (PORT_ROLE, PORT_MAC, LOCAL_IPV4, ARP_RESPONDER, IPV4_LPM, NEIGHB
 RX_PORT, TX_PORT, DROPS = "NicIngress.rx_port", "NicEgress.tx_port", "NicIngress.drops"
 PACKET_IN_ARP, PACKET_IN_NEIGHBOR_MISS = 1, 2
 
-_CODE_NAMES = {sc.value[0]: sc.name for sc in grpc.StatusCode}
-_UPDATE_TYPES = {v: k for k, v in p4r.Update.Type.items()}
-_MSG_LIMIT = 256 << 20
-_CHANNEL_OPTIONS = [("grpc.max_send_message_length", _MSG_LIMIT),
-                    ("grpc.max_receive_message_length", _MSG_LIMIT)]
+AgentError = P4RuntimeError
+"""What the agent raises: a refused or failed P4Runtime call (`control.p4rt`)."""
 
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IPV4_DST = struct.Struct("!I")
 ETHERTYPE_ARP, ETHERTYPE_IPV4 = 0x0806, 0x0800
 BROADCAST = b"\xff" * 6
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UpdateError:
-    """One failed update of a Write: which one, on which table, and the NIC's canonical code."""
-    index: int
-    update: str      # INSERT | MODIFY | DELETE
-    table: str
-    code: str        # grpc canonical code name, e.g. ALREADY_EXISTS
-    message: str
-
-    def __str__(self) -> str:
-        return f"update {self.index} ({self.update} {self.table}): {self.code}: {self.message}"
-
-
-class AgentError(Exception):
-    """A P4Runtime call the NIC refused, with the per-update errors when it sent them."""
-
-    def __init__(self, call: str, code: str, message: str, updates: tuple[UpdateError, ...] = ()):
-        super().__init__(call, code, message, updates)
-        self.call, self.code, self.message, self.updates = call, code, message, updates
-
-    def __str__(self) -> str:
-        text = f"{self.call}: {self.code}: {self.message}"
-        return "; ".join([text, *map(str, self.updates)])
-
-    @classmethod
-    def from_rpc(cls, call: str, err: grpc.RpcError, updates: list[p4r.Update] | None = None,
-                 schema: P4Schema | None = None) -> "AgentError":
-        """Decode grpc-status-details-bin: P4Runtime 12.3 puts one p4.v1.Error per update there."""
-        code = err.code().name if err.code() else "UNKNOWN"
-        details: list[UpdateError] = []
-        for key, value in (err.trailing_metadata() or ()):
-            if key != "grpc-status-details-bin" or updates is None:
-                continue
-            status = status_pb2.Status.FromString(value)
-            for i, any_ in enumerate(status.details[:len(updates)]):
-                e = p4r.Error()
-                if not any_.Unpack(e) or e.canonical_code == 0:
-                    continue
-                kind = _UPDATE_TYPES.get(updates[i].type, "?")
-                obj = schema.by_id(updates[i].entity.table_entry.table_id) if schema else None
-                table = obj.name if obj is not None else "?"
-                details.append(UpdateError(i, kind, table,
-                                           _CODE_NAMES.get(e.canonical_code, str(e.canonical_code)),
-                                           e.message))
-        return cls(call, code, err.details() or "", tuple(details))
-
-
-# --- table entries as values ------------------------------------------------------------------
-
-Match = tuple[tuple[str, "int | tuple[int, int]"], ...]
-"""(field name, value) per key field; an LPM value is (address, prefix length)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One table entry by name: what the agent wants and what it reads back."""
-    table: str
-    match: Match
-    action: str
-    params: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def key(self) -> tuple[str, Match]:
-        return self.table, self.match
-
-
-def entry(table: str, match: dict, action: str, **params: int) -> Entry:
-    return Entry(table, tuple(match.items()), action, tuple(params.items()))
-
-
-def encode_entry(schema: P4Schema, e: Entry, with_action: bool = True) -> p4r.TableEntry:
-    """The P4Runtime TableEntry for `e`; ValueError naming the table and field that do not fit."""
-    t = schema.table(e.table)
-    msg = p4r.TableEntry(table_id=t.id)
-    for name, value in e.match:
-        f = t.field(name)
-        try:
-            if f.match_type == "lpm":
-                addr, plen = value
-                mask = ((1 << f.bitwidth) - 1) ^ ((1 << (f.bitwidth - plen)) - 1)
-                msg.match.add(field_id=f.id, lpm=p4r.FieldMatch.LPM(
-                    value=encode_int(addr & mask, f.bitwidth), prefix_len=plen))
-            else:
-                msg.match.add(field_id=f.id, exact=p4r.FieldMatch.Exact(
-                    value=encode_int(value, f.bitwidth)))
-        except ValueError as err:
-            raise ValueError(f"{e.table} key {name}: {err}") from None
-    if with_action:
-        a = schema.action(e.action)
-        msg.action.action.action_id = a.id
-        for name, value in e.params:
-            p = a.param(name)
-            try:
-                msg.action.action.params.add(param_id=p.id, value=encode_int(value, p.bitwidth))
-            except ValueError as err:
-                raise ValueError(f"{e.table} action {a.name} param {name}: {err}") from None
-    return msg
-
-
-def decode_match(schema: P4Schema, msg: p4r.TableEntry) -> Match:
-    t = schema.by_id(msg.table_id)
-    fields = {m.field_id: m for m in msg.match}
-    match = []
-    for f in t.match_fields:
-        m = fields.get(f.id)
-        if m is None:          # an LPM field may be omitted for /0 (P4Runtime 9.1.1)
-            match.append((f.name, (0, 0)))
-        elif m.HasField("lpm"):
-            match.append((f.name, (decode_int(m.lpm.value, f.bitwidth), m.lpm.prefix_len)))
-        else:
-            match.append((f.name, decode_int(m.exact.value, f.bitwidth)))
-    return tuple(match)
-
-
-def decode_entry(schema: P4Schema, msg: p4r.TableEntry) -> Entry:
-    a = schema.by_id(msg.action.action.action_id)
-    values = {p.param_id: p.value for p in msg.action.action.params}
-    params = tuple((p.name, decode_int(values[p.id], p.bitwidth)) for p in a.params
-                   if p.id in values)
-    return Entry(schema.by_id(msg.table_id).name, decode_match(schema, msg), a.name, params)
 
 
 # --- frames the agent reads and writes --------------------------------------------------------
@@ -289,75 +161,6 @@ class AgentStats:
     connects: int = 0
 
 
-# --- one connection to the NIC ------------------------------------------------------------------
-
-class _Session:
-    """A channel, its StreamChannel and the thread reading it; closed when the stream ends."""
-
-    def __init__(self, agent: "NicAgent"):
-        self.agent = agent
-        self.channel = grpc.insecure_channel(agent.address, options=_CHANNEL_OPTIONS)
-        self.stub = p4runtime_pb2_grpc.P4RuntimeStub(self.channel)
-        self.requests: queue.Queue = queue.Queue()
-        self.arbitration: queue.Queue = queue.Queue()
-        self.closed = threading.Event()
-        self.error: BaseException | None = None
-        self._reader = threading.Thread(target=self._read, name="p4rt-stream", daemon=True)
-
-    def _outgoing(self) -> Iterator[p4r.StreamMessageRequest]:
-        while True:
-            msg = self.requests.get()
-            if msg is None:
-                return
-            yield msg
-
-    def _read(self) -> None:
-        try:
-            for msg in self.stub.StreamChannel(self._outgoing()):
-                kind = msg.WhichOneof("update")
-                if kind == "arbitration":
-                    self.arbitration.put(msg.arbitration)
-                elif kind == "packet":
-                    self.agent._on_packet_in(self, msg.packet)
-                elif kind == "error":
-                    log.warning("NIC stream error: %s", msg.error)
-        except grpc.RpcError as e:
-            self.error = e
-        finally:
-            self.closed.set()
-            self.arbitration.put(None)
-
-    def open(self, timeout: float) -> None:
-        """Start the stream and become primary (P4Runtime 5: highest election id wins)."""
-        a = self.agent
-        self._reader.start()
-        self.requests.put(p4r.StreamMessageRequest(arbitration=p4r.MasterArbitrationUpdate(
-            device_id=a.device_id, election_id=a.election)))
-        try:
-            reply = self.arbitration.get(timeout=timeout)
-        except queue.Empty:
-            raise AgentError("StreamChannel", "DEADLINE_EXCEEDED",
-                             f"no arbitration reply from {a.address} in {timeout} s") from None
-        if reply is None:
-            err = self.error
-            code = err.code().name if isinstance(err, grpc.RpcError) else "UNAVAILABLE"
-            text = err.details() if isinstance(err, grpc.RpcError) else "stream closed"
-            raise AgentError("StreamChannel", code, f"{a.address}: {text}")
-        if reply.status.code != 0:
-            raise AgentError("StreamChannel", _CODE_NAMES.get(reply.status.code, "?"),
-                             f"not primary for device {a.device_id}: {reply.status.message}")
-
-    def send_packet(self, port: int, frame: bytes) -> None:
-        self.requests.put(p4r.StreamMessageRequest(packet=self.agent._packet_out(port, frame)))
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.channel.close()
-        self.closed.set()
-        if self._reader.is_alive() and threading.current_thread() is not self._reader:
-            self._reader.join(2.0)
-
-
 # --- the agent ----------------------------------------------------------------------------------
 
 class NicAgent:
@@ -388,8 +191,7 @@ class NicAgent:
         self.device_config = device_config
         self.address = cfg.p4runtime
         self.device_id = cfg.device_id
-        self.election = p4r.Uint128(high=cfg.election_id >> 64,
-                                    low=cfg.election_id & ((1 << 64) - 1))
+        self.election_id = cfg.election_id
         self.cookie = int.from_bytes(hashlib.blake2b(
             self.schema.p4info.SerializeToString(deterministic=True) + device_config,
             digest_size=8).digest(), "big")
@@ -409,7 +211,7 @@ class NicAgent:
                           for p, m in zip(cfg.network_ports, cfg.host_mac)}
         self._state = threading.RLock()      # desired state and the session pointer
         self._synced = threading.Condition(self._state)
-        self._session: _Session | None = None
+        self._session: Client | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -465,9 +267,9 @@ class NicAgent:
     def _supervise(self) -> None:
         delay = self.backoff[0]
         while not self._stop.is_set():
-            session = _Session(self)
+            session = Client(self.address, self.schema, self.device_id, self.election_id)
             try:
-                session.open(self.connect_timeout)
+                session.open(self.connect_timeout, partial(self._on_packet_in, session))
                 self.stats.connects += 1
                 if self._stop.is_set():
                     break
@@ -489,7 +291,8 @@ class NicAgent:
                     log.warning("NIC stream ended: %s", session.error)
             except (AgentError, grpc.RpcError, ValueError) as e:
                 self.last_error = e
-                log.warning("NIC at %s: %s", self.address, e)
+                if not self._stop.is_set():   # a requested stop cancels calls in flight
+                    log.warning("NIC at %s: %s", self.address, e)
             except Exception as e:  # a bug must not end the supervisor: report it and retry
                 self.last_error = e
                 log.exception("NIC agent")
@@ -503,7 +306,7 @@ class NicAgent:
 
     # -- pipeline and state sync --
 
-    def _runs_our_pipeline(self, session: _Session) -> bool:
+    def _runs_our_pipeline(self, session: Client) -> bool:
         try:
             got = session.stub.GetForwardingPipelineConfig(p4r.GetForwardingPipelineConfigRequest(
                 device_id=self.device_id,
@@ -516,52 +319,29 @@ class NicAgent:
         return (got.config.cookie.cookie == self.cookie
                 or (got.config.cookie.cookie == 0 and got.config.p4info == self.schema.p4info))
 
-    def _check_pipeline(self, session: _Session) -> None:
+    def _check_pipeline(self, session: Client) -> None:
         """A NIC that lost or replaced our pipeline with the stream still up: start over."""
         if not self._runs_our_pipeline(session):
             raise AgentError("GetForwardingPipelineConfig", "FAILED_PRECONDITION",
                              f"NIC at {self.address} no longer runs our pipeline")
 
-    def _ensure_pipeline(self, session: _Session) -> None:
+    def _ensure_pipeline(self, session: Client) -> None:
         """Push P4Info + device config unless the NIC already runs exactly this pipeline."""
-        if self._runs_our_pipeline(session):
-            return
-        req = p4r.SetForwardingPipelineConfigRequest(
-            device_id=self.device_id, election_id=self.election,
-            action=p4r.SetForwardingPipelineConfigRequest.VERIFY_AND_COMMIT)
-        req.config.p4info.CopyFrom(self.schema.p4info)
-        req.config.p4_device_config = self.device_config
-        req.config.cookie.cookie = self.cookie
-        try:
-            session.stub.SetForwardingPipelineConfig(req)
-        except grpc.RpcError as e:
-            raise AgentError.from_rpc("SetForwardingPipelineConfig", e) from None
+        if not self._runs_our_pipeline(session):
+            session.set_pipeline(self.device_config, self.cookie)
 
-    def _sync(self, session: _Session) -> None:
+    def _sync(self, session: Client) -> None:
         """Make the NIC's owned tables equal the desired entries (delete, modify, insert)."""
         have: dict[tuple[str, Match], Entry] = {}
         for table in OWNED_TABLES:
-            for e in self._read_entries(session, table):
+            for e in session.read_table(table):
                 have[e.key] = e
         deletes = [e for k, e in have.items() if k not in self._entries]
         modifies = [e for k, e in self._entries.items() if k in have and have[k] != e]
         inserts = [e for k, e in self._entries.items() if k not in have]
-        self._write(session, [(p4r.Update.DELETE, e) for e in deletes]
-                    + [(p4r.Update.MODIFY, e) for e in modifies]
-                    + [(p4r.Update.INSERT, e) for e in inserts])
-
-    def _write(self, session: _Session, ops: list[tuple[int, Entry]]) -> None:
-        if not ops:
-            return
-        req = p4r.WriteRequest(device_id=self.device_id, election_id=self.election,
-                               atomicity=p4r.WriteRequest.CONTINUE_ON_ERROR)
-        for kind, e in ops:
-            u = req.updates.add(type=kind)
-            u.entity.table_entry.CopyFrom(encode_entry(self.schema, e, kind != p4r.Update.DELETE))
-        try:
-            session.stub.Write(req)
-        except grpc.RpcError as err:
-            raise AgentError.from_rpc("Write", err, list(req.updates), self.schema) from None
+        session.write([(p4r.Update.DELETE, e) for e in deletes]
+                      + [(p4r.Update.MODIFY, e) for e in modifies]
+                      + [(p4r.Update.INSERT, e) for e in inserts])
 
     def _apply(self, ops: list[tuple[int, Entry]]) -> None:
         """Record `ops` in the desired state and write them now if connected (else at reconnect)."""
@@ -578,7 +358,7 @@ class NicAgent:
             if session is None or session.closed.is_set():
                 return
             try:
-                self._write(session, ops)
+                session.write(ops)
             except AgentError as err:
                 # What the NIC refused is not wanted either, or every resync would fail on it.
                 failed = {u.index for u in err.updates} or set(range(len(ops)))
@@ -621,55 +401,28 @@ class NicAgent:
 
     def send_packet(self, port: int, frame: bytes) -> None:
         """PacketOut: `frame` leaves the NIC unchanged out of `port`."""
-        session = self._require_session()
-        session.send_packet(port, frame)
+        self._require_session().send_packet(frame, egress_port=port)
 
     # -- reading the NIC --
 
-    def _require_session(self) -> _Session:
+    def _require_session(self) -> Client:
         with self._state:
             session = self._session
         if session is None or session.closed.is_set():
             raise AgentError("connect", "UNAVAILABLE", f"NIC at {self.address} is not connected")
         return session
 
-    def _read(self, session: _Session, entity: p4r.Entity, what: str) -> Iterator[p4r.Entity]:
-        req = p4r.ReadRequest(device_id=self.device_id, entities=[entity])
-        try:
-            for resp in session.stub.Read(req):
-                yield from resp.entities
-        except grpc.RpcError as e:
-            raise AgentError.from_rpc(f"Read {what}", e) from None
-
-    def _read_entries(self, session: _Session, table: str) -> list[Entry]:
-        ent = p4r.Entity(table_entry=p4r.TableEntry(table_id=self.schema.table(table).id))
-        return [decode_entry(self.schema, e.table_entry) for e in self._read(session, ent, table)
-                if not e.table_entry.is_default_action]
-
     def read_table(self, table: str) -> list[Entry]:
         """Every (non-default) entry of `table` as the NIC holds it."""
-        return self._read_entries(self._require_session(), table)
+        return self._require_session().read_table(table)
 
     def read_counter(self, name: str) -> dict[int, tuple[int, int]]:
         """Indexed counter `name`: index -> (packets, bytes), cells still at zero left out."""
-        ent = p4r.Entity(counter_entry=p4r.CounterEntry(counter_id=self.schema.counter(name).id))
-        out = {}
-        for e in self._read(self._require_session(), ent, name):
-            c = e.counter_entry
-            if c.data.packet_count or c.data.byte_count:
-                out[c.index.index] = (c.data.packet_count, c.data.byte_count)
-        return out
+        return {i: c for i, c in self._require_session().read_counter(name).items() if any(c)}
 
     def read_direct_counter(self, table: str) -> dict[Match, tuple[int, int]]:
         """The direct counter of `table`: entry match -> (packets, bytes)."""
-        ent = p4r.Entity(direct_counter_entry=p4r.DirectCounterEntry(
-            table_entry=p4r.TableEntry(table_id=self.schema.table(table).id)))
-        out = {}
-        for e in self._read(self._require_session(), ent, f"{table} direct counter"):
-            d = e.direct_counter_entry
-            out[decode_match(self.schema, d.table_entry)] = (d.data.packet_count,
-                                                                   d.data.byte_count)
-        return out
+        return self._require_session().read_direct_counter(table)
 
     def nic_counters(self) -> dict[str, dict]:
         """Statistics in plain dicts: rx_port/tx_port (port -> (pkts, bytes)), drops (reason ->
@@ -680,23 +433,14 @@ class NicAgent:
 
     # -- packet-in: ARP learning and next-hop resolution --
 
-    def _packet_out(self, port: int, frame: bytes) -> p4r.PacketOut:
-        header = self.schema.controller_header("packet_out")
-        msg = p4r.PacketOut(payload=frame)
-        for f in header.fields:
-            msg.metadata.add(metadata_id=f.id,
-                             value=encode_int(port if f.name == "egress_port" else 0, f.bitwidth))
-        return msg
-
-    def _on_packet_in(self, session: _Session, pkt: p4r.PacketIn) -> None:
+    def _on_packet_in(self, session: Client, pkt: p4r.PacketIn) -> None:
         self.stats.packet_ins += 1
-        header = self.schema.controller_header("packet_in")
-        names = {f.id: f for f in header.fields}
-        meta = {}
-        for m in pkt.metadata:
-            f = names.get(m.metadata_id)
-            if f is not None:
-                meta[f.name] = decode_int(m.value, f.bitwidth)
+        try:
+            meta = packet_in_metadata(self.schema, pkt)
+        except ValueError as e:           # a field wider than the P4Info says: not ours to parse
+            self.stats.ignored += 1
+            log.warning("packet-in metadata: %s", e)
+            return
         reason = meta.get("reason")
         try:
             if reason == PACKET_IN_ARP:
@@ -709,7 +453,7 @@ class NicAgent:
             self.last_error = e
             log.warning("packet-in handling: %s", e)
 
-    def _on_arp(self, session: _Session, port: int, frame: bytes) -> None:
+    def _on_arp(self, session: Client, port: int, frame: bytes) -> None:
         arp = parse_arp(frame)
         iface = self._iface_of_port.get(port)
         with self._state:
@@ -730,9 +474,9 @@ class NicAgent:
         for f in (pending.frames if pending is not None else ()):
             self._release(session, port, arp.sha, f)
 
-    def _release(self, session: _Session, port: int, dst_mac: bytes, frame: bytes) -> None:
+    def _release(self, session: Client, port: int, dst_mac: bytes, frame: bytes) -> None:
         """Send a held frame (zero MACs, checksums done by the NIC) out of `port` with MACs."""
-        session.send_packet(port, dst_mac + self._port_mac[port] + bytes(frame[12:]))
+        session.send_packet(dst_mac + self._port_mac[port] + bytes(frame[12:]), egress_port=port)
         self.stats.frames_released += 1
 
     def _learn(self, ip: int, mac: bytes, port: int) -> None:
@@ -749,7 +493,7 @@ class NicAgent:
     def _on_link(self, iface: int, ip: int) -> bool:
         return ipaddress.IPv4Address(ip) in self.host.mtcp.local_ip[iface].network
 
-    def _on_neighbor_miss(self, session: _Session, frame: bytes) -> None:
+    def _on_neighbor_miss(self, session: Client, frame: bytes) -> None:
         """Hold the frame, ask for the next hop's MAC (RFC 826), release it when the reply comes."""
         dst = _ipv4_dst(frame)
         route = None if dst is None else self.host.route_for(ipaddress.IPv4Address(dst))
@@ -777,7 +521,8 @@ class NicAgent:
             p.frames.append(bytes(frame))
             if now - p.last >= self.ARP_RETRY:
                 p.last = now
-                session.send_packet(p.port, arp_request(self._port_mac[p.port], p.src_ip, dst))
+                session.send_packet(arp_request(self._port_mac[p.port], p.src_ip, dst),
+                                    egress_port=p.port)
                 self.stats.arp_requests += 1
 
     def _expire_pending(self) -> None:

@@ -67,6 +67,13 @@ class Agent(Protocol):
                      ) -> None: ...
 
 
+def _errno_of(exc: Exception) -> int:
+    """The errno a core sees for the agent's exception (AgentError carries a canonical code)."""
+    if isinstance(exc, ValueError):  # an entry the schema cannot encode
+        return errno.EINVAL
+    return _AGENT_CODES.get(getattr(exc, "code", ""), errno.EIO)
+
+
 def _flow_text(flow: Flow) -> str:
     lip, lport, rip, rport = flow
     ntoa = socket.inet_ntoa
@@ -251,10 +258,8 @@ class SteeringServer:
         try:
             self.agent.steer_flow(rip, lip, rport, lport, core)
         except Exception as exc:  # the agent's refusal goes back as an errno, never kills us
-            code = getattr(exc, "code", "")
             log.warning("flow_steer %s to core %d refused: %s", _flow_text(flow), core, exc)
-            return errno.EINVAL if isinstance(exc, ValueError) else _AGENT_CODES.get(code,
-                                                                                       errno.EIO)
+            return _errno_of(exc)
         self._owner[flow] = (conn, core)
         return 0
 
@@ -311,8 +316,8 @@ class SteeringClient:
         try:
             self._send_request(UNSTEER, core, flow)
         except OSError as exc:
-            # The server dropped our connection, and with it this entry; the reconnect above
-            # re-sent what we still hold. Only a failed reconnect lands here.
+            # No server to tell (a failed reconnect) or a send timeout: the server removes the
+            # entry anyway once this process's connection closes.
             self.failures += 1
             self.last_error = exc
             log.warning("flow_steer %s: removal not sent: %s", _flow_text(flow), exc)

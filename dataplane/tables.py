@@ -266,16 +266,21 @@ class TableState:
 
     def lookup(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
         """Matching entry's (action full name, params in P4Info order) or the default action's.
-        Counts the hit in the table's direct counter if it has one. (Bound per table kind.)"""
+        Counts a hit in the table's direct counter if it has one; a miss is not counted, as on
+        BMv2, which updates direct counters only `if (hit)`. (Bound per table kind.)"""
         raise NotImplementedError  # replaced in __init__
 
-    def _lookup_exact(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
-        e = self._exact.get(key) or self._default
+    @staticmethod
+    def _hit(e: Entry, nbytes: int) -> tuple[str, Params]:
         c = e.counts
         if c is not None:
             c[0] += 1
             c[1] += nbytes
         return e.result
+
+    def _lookup_exact(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
+        e = self._exact.get(key)
+        return self._default.result if e is None else self._hit(e, nbytes)
 
     def _lookup_lpm(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
         i = self._lpm_pos
@@ -285,12 +290,8 @@ class TableState:
             if e is not None:
                 break
         else:
-            e = self._default
-        c = e.counts
-        if c is not None:
-            c[0] += 1
-            c[1] += nbytes
-        return e.result
+            return self._default.result
+        return self._hit(e, nbytes)
 
     def _lookup_scan(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
         packed = 0
@@ -300,12 +301,8 @@ class TableState:
             if packed & mask == value and all(lo <= key[j] <= hi for j, lo, hi in ranges):
                 break
         else:
-            e = self._default
-        c = e.counts
-        if c is not None:
-            c[0] += 1
-            c[1] += nbytes
-        return e.result
+            return self._default.result
+        return self._hit(e, nbytes)
 
     # -- control plane (callers hold the device's write lock) ------------------------------
 

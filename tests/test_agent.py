@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 import socket
 import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from p4.v1 import p4runtime_pb2 as p4r
 from scapy.layers.inet import IP, TCP
@@ -18,9 +20,11 @@ from p4mtcp.control.agent import (
     FLOW_STEER, AgentError, Entry, NicAgent, arp_request, entry, parse_arp)
 from p4mtcp.control.config import (
     HostConfig, parse_arp_conf, parse_mtcp_conf, parse_route_conf)
+from p4mtcp.control.p4rt import Client
 from p4mtcp.control.rss import PortSelector
 from p4mtcp.dataplane.device import Device
 from p4mtcp.dataplane.server import serve
+from p4mtcp.p4info import P4Schema
 
 P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
 MAC0, MAC1 = "02:00:00:00:01:01", "02:00:00:00:02:01"
@@ -315,6 +319,38 @@ def test_nic_restart_with_a_fresh_device_reinstalls_everything(nic, agent):
     assert [p for p, _ in nic.device.process(CORE0, core_frame("10.0.0.9"))] == [NET0]
 
 
+def test_requested_stop_is_quiet_but_a_lost_nic_is_reported(nic, caplog):
+    caplog.set_level(logging.WARNING, logger="p4mtcp.control")
+    first = NicAgent(host_config(nic.address), backoff=(0.05, 0.3)).start(timeout=10)
+    first.stop()
+    assert not first.connected
+    assert [r.getMessage() for r in caplog.records] == []
+    second = NicAgent(host_config(nic.address), backoff=(0.05, 0.3)).start(timeout=10)
+    try:
+        nic.stop()
+        wait_for(lambda: not second.connected, what="agent to notice the lost NIC")
+        wait_for(lambda: any("NIC stream ended" in r.getMessage() and r.levelno == logging.WARNING
+                             for r in caplog.records), what="the loss logged as a warning")
+    finally:
+        second.stop()
+
+
+def test_stream_error_is_kept_only_when_the_device_ends_it(nic):
+    schema = P4Schema.from_file(P4INFO)
+    ours = Client(nic.address, schema, device_id=1, election_id=7)
+    ours.open(5.0)
+    ours.close()
+    assert ours.closed.is_set() and ours.error is None      # we cancelled it: not a failure
+    lost = Client(nic.address, schema, device_id=1, election_id=8)
+    lost.open(5.0)
+    try:
+        nic.stop()
+        assert lost.closed.wait(5.0)
+        assert lost.error is not None and lost.error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        lost.close()
+
+
 def test_reconnect_to_a_surviving_device_reconciles_without_repushing(nic, agent):
     agent.steer_flow(ip("10.0.0.2"), ip("10.0.0.1"), 443, 51000, core=1)
     agent.steer_flow(ip("10.0.0.2"), ip("10.0.0.1"), 443, 51001, core=0)
@@ -361,9 +397,9 @@ def test_write_errors_name_the_update_table_and_code(nic, agent):
                                "hdr.tcp.src_port": 3, "hdr.tcp.dst_port": 4},
                   "NicIngress.steer_to_core", port=16)
     with pytest.raises(AgentError) as info:
-        agent._write(agent._require_session(), [(p4r.Update.INSERT, fresh),
-                                                (p4r.Update.INSERT, reta0),
-                                                (p4r.Update.DELETE, ghost)])
+        agent._require_session().write([(p4r.Update.INSERT, fresh),
+                                         (p4r.Update.INSERT, reta0),
+                                         (p4r.Update.DELETE, ghost)])
     err = info.value
     assert (err.call, err.code) == ("Write", "UNKNOWN")
     assert [(u.index, u.update, u.table, u.code) for u in err.updates] == [

@@ -499,7 +499,7 @@ def test_default_entry_change_reaches_the_data_plane(primary, target):
     changed.action.action.params.add(param_id=1, value=b"\x06")
     primary.write(update(MODIFY, table_entry=changed))
     assert target.device.process(1, b"\x00\x00\x00\x01data") == [(6, b"\x00\x00\x00\x01data")]
-    assert t.default.counts == [2, 16]
+    assert t.default.counts == [0, 0]  # as on BMv2: the default action's runs are not counted
 
 
 # --- counters ---------------------------------------------------------------------------------
@@ -534,8 +534,9 @@ def test_counters_and_direct_counters(primary, target):
     assert len(wild) == 1
     (d,) = primary.read(pb.Entity(direct_counter_entry=pb.DirectCounterEntry(
         table_entry=pb.TableEntry(table_id=T_EXACT, is_default_action=True))))
+    # the miss ran the default action; as on BMv2 (counters move only on a hit) it is not counted
     assert (d.direct_counter_entry.data.packet_count, d.direct_counter_entry.data.byte_count) \
-        == (1, 14)
+        == (0, 0)
     asked = pb.TableEntry(table_id=T_EXACT)
     asked.counter_data.SetInParent()
     (te,) = primary.read(pb.Entity(table_entry=asked))

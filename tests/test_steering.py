@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -161,12 +160,20 @@ def test_bad_requests_get_einval_and_the_server_keeps_serving(server, agent):
     client.close()
 
 
-def test_a_vanished_core_leaves_no_entries(server, agent):
-    client = SteeringClient(server.path)
-    assert client.steer(0, LIP, 40000, RIP, 80) and client.steer(0, LIP, 40002, RIP, 80)
-    assert len(agent.entries) == 2
-    client._sock.close()  # what a crashed core process's exit does to the connection
-    wait_for(lambda: not agent.entries)
+def steer_and_crash(path: str) -> None:
+    """A core process that steers two flows and dies without closing anything."""
+    client = SteeringClient(path)
+    ok = client.steer(0, LIP, 40000, RIP, 80) and client.steer(0, LIP, 40002, RIP, 80)
+    os._exit(0 if ok else 3)
+
+
+def test_a_crashed_core_leaves_no_entries(server, agent):
+    proc = mp.get_context("spawn").Process(target=steer_and_crash, args=(server.path,))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 0  # both installed before it died
+    wait_for(lambda: not agent.entries)  # removed when the server saw the process's socket close
+    assert [c[0] for c in agent.calls] == ["steer", "steer", "unsteer", "unsteer"]
     assert server.owned() == {}
 
 

@@ -36,9 +36,10 @@ class WireAudit:
     A retransmission is *spurious* when every byte it carries was already in a transmission the
     link delivers.  Two kinds are allowed and counted apart: go-back-N resends below the highest
     byte sent when an RTO fired (RFC 2018 section 8: ignore SACK information after a timeout),
-    and, in a new recovery episode, a resend of a segment already retransmitted in an earlier
+    in a new recovery episode, a resend of a segment already retransmitted in an earlier
     episode whose retransmission is still in flight (RFC 6675 resets HighRxt to HighACK on
-    entry, 5 (4.3), and keeps no memory of the previous episode's resends).  Every other
+    entry, 5 (4.3), and keeps no memory of the previous episode's resends), and one "rescue"
+    retransmission per episode, ending at HighData (RFC 6675 4, NextSeg (4)).  Every other
     spurious retransmission is an error — in particular, resending within one episode.
     """
 
@@ -51,6 +52,8 @@ class WireAudit:
         self.payload_segments = self.payload_bytes = self.lost_payload_segments = 0
         self.retransmissions = self.lost_retransmissions = 0
         self.spurious = self.spurious_after_rto = self.spurious_across_episodes = 0
+        self.rescues = 0                        # retransmissions ending at HighData
+        self._rescued_in = -1                   # episode of the last rescue
         self._timeouts = 0
         self._rto_mark = 0
         self._high = 0
@@ -76,8 +79,14 @@ class WireAudit:
         if not new_bytes:
             self.retransmissions += 1
             self.lost_retransmissions += not delivered
+            rescue = end == self._high and self._rescued_in != episode
+            if rescue:
+                self.rescues += 1
+                self._rescued_in = episode
             if self.arrives.find(0, start, end) == -1:
-                if start < self._rto_mark:
+                if rescue:
+                    pass                            # RFC 6675 NextSeg (4): allowed once
+                elif start < self._rto_mark:
                     self.spurious_after_rto += 1
                 elif (self.first_ok.find(1, start, end) == -1
                       and self._resent_in.get(start, episode) < episode):
@@ -385,8 +394,8 @@ def test_lost_retransmission_costs_one_timeout_and_a_one_segment_window() -> Non
     assert_exact(t, SMALL)
     st = t.sender.stats
     assert drop.dropped == 2
-    assert (st.fast_retransmits, st.timeouts, st.retransmits) == (1, 1, 2)
-    assert t.audit.spurious == 0
+    assert (st.fast_retransmits, st.timeouts) == (1, 1)
+    assert st.retransmits - t.audit.rescues == 2 and t.audit.spurious == 0
     smss = MSS - 12
     assert any(cwnd == smss for _, cwnd, _, _ in t.trace), "no loss window of 1 SMSS after RTO"
 

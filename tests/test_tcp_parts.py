@@ -9,6 +9,7 @@ from p4mtcp.control.tcp.buffers import RecvBuffer, SendBuffer
 from p4mtcp.control.tcp.congestion import NewReno
 from p4mtcp.control.tcp.config import TcpConfig
 from p4mtcp.control.tcp.rtt import RttEstimator
+from p4mtcp.control.tcp.reorder import Reordering
 from p4mtcp.control.tcp.sack import Scoreboard
 from p4mtcp.control.tcp.seq import seq_diff, seq_lt
 from p4mtcp.control.tcp.syncookies import MSS_TABLE, check_cookie, make_cookie
@@ -134,3 +135,44 @@ def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError) as e:
         TcpConfig(**bad)
     assert "TcpConfig" in str(e.value)
+
+
+def test_scoreboard_add_reports_the_lowest_new_offset():
+    sb = Scoreboard()
+    assert sb.add(200, 300) == 200
+    assert sb.add(250, 400) == 300                   # [250, 300) was known already
+    assert sb.add(100, 450) == 100
+    assert sb.add(150, 400) == 0
+
+
+def test_scoreboard_dupthresh_and_rescue_segment():
+    sb = Scoreboard()
+    sb.add(200, 500)
+    assert sb.is_lost(100, 100) and not sb.is_lost(100, 100, dupthresh=5)   # RFC 4653 larger
+    assert sb.next_seg(100, 0, 100, True, 5) is None
+    assert sb.pipe(100, 600, 100, 100, 5) == 200     # the hole is not lost yet: in flight
+    # RFC 6675 rule 4: the highest outstanding un-SACKed octet, at most one SMSS
+    assert sb.rescue_seg(100, 800, 100) == (700, 800)
+    assert sb.rescue_seg(100, 500, 100) == (100, 200)
+    assert Scoreboard().rescue_seg(100, 100, 100) is None
+
+
+def test_reordering_dupthresh_learns_and_stays_within_the_flight():
+    r = Reordering()
+    assert r.dupthresh(100 * 1000, 1000) == 3
+    r.filled(5000, 20_000, 1000)                     # late by 15 segments, never resent
+    assert r.degree == 16
+    assert r.dupthresh(100 * 1000, 1000) == 16
+    assert r.dupthresh(9 * 1000, 1000) == 6          # RFC 4653: at most 2/3 of the flight
+    assert r.dupthresh(3 * 1000, 1000) == 3
+    r.retransmitted(30_000, 31_000)
+    r.filled(30_000, 90_000, 1000)                   # resent data says nothing about reordering
+    assert r.degree == 16
+
+
+def test_receive_buffer_knows_duplicates():
+    r = RecvBuffer(1000)
+    r.add(1, memoryview(b"a" * 10))
+    r.add(21, memoryview(b"b" * 10))
+    assert r.covered(1, 11) and r.covered(23, 28)
+    assert not r.covered(11, 21) and not r.covered(25, 35)

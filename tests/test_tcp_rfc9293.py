@@ -945,3 +945,142 @@ def test_override_timer_sends_into_a_small_window():
     sent = p.run_timers(p.stack.next_deadline())
     assert [(s.seq, len(payload(s))) for s in sent] == [(snd, 500)]
     assert conn.state is State.ESTABLISHED
+
+
+# ---------------------------------------------------------------- RFC 2883 D-SACK, spurious recovery
+
+NOP = ("NOP", None)
+
+
+def test_dsack_reports_a_duplicate_below_the_cumulative_ack_once():
+    """RFC 2883 4: the first SACK block of the next ACK names the duplicate; only once."""
+    p = Peer(rcvbuf=65535)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
+    snd = sa.seq + 1
+    p.send("PA", 1001, snd, payload=b"a" * 100)
+    p.out(1.0)                                             # the delayed ACK of 1101
+    p.send("PA", 1001, snd, payload=b"a" * 100)           # a needless retransmission
+    ack = p.one()
+    assert ack.ack == 1101 and opts(ack)["SAck"] == (1001, 1101)
+    assert p.stack.stats.dsacks_out == 1
+    p.send("PA", 1101, snd, payload=b"b" * 100)
+    later = p.out(1.0)
+    assert later and all("SAck" not in opts(s) for s in later)
+    assert conn.recv(1000) == b"a" * 100 + b"b" * 100     # the duplicate was not delivered twice
+
+
+def test_dsack_of_out_of_order_data_is_followed_by_its_block():
+    """RFC 2883 4: a duplicate above RCV.NXT: D-SACK first, then the block holding it."""
+    p = Peer(rcvbuf=65535)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
+    snd = sa.seq + 1
+    p.send("PA", 1101, snd, payload=b"b" * 100)
+    p.out()
+    p.send("PA", 1201, snd, payload=b"c" * 100)
+    p.out()
+    p.send("PA", 1401, snd, payload=b"e" * 100)           # a newer, separate block
+    p.out()
+    p.send("PA", 1201, snd, payload=b"c" * 100)           # duplicate inside [1101, 1301)
+    ack = p.one()
+    assert ack.ack == 1001
+    assert opts(ack)["SAck"] == (1201, 1301, 1101, 1301, 1401, 1501)
+
+
+def test_no_dsack_without_sack_permitted():
+    p = Peer(rcvbuf=65535)
+    conn, sa = p.accept(syn_options=[("MSS", 1460)])
+    snd = sa.seq + 1
+    p.send("PA", 1001, snd, payload=b"a" * 100)
+    p.out(1.0)
+    p.send("PA", 1001, snd, payload=b"a" * 100)
+    ack = p.one()
+    assert ack.ack == 1101 and "SAck" not in opts(ack) and p.stack.stats.dsacks_out == 0
+
+
+def _fast_retransmit(p: Peer, conn, snd: int, ts: tuple[int, int] | None = None):
+    """Ten segments out, the first reported missing by three SACKs: one fast retransmit.
+    Returns (the first flight, the retransmission)."""
+    conn.send(b"q" * 14600)
+    first = p.out()
+    m = 1460 - (12 if ts else 0)
+    p.now += 0.05                                          # the SACKs come an RTT later
+    for k in range(3):
+        o = [NOP, NOP, ("SAck", (snd + m, snd + (2 + k) * m))]
+        p.send("A", 1001, snd, options=o + ([("Timestamp", ts)] if ts else []))
+    rtx = [s for s in p.out() if s.seq == snd]
+    assert len(rtx) == 1 and p.stack.stats.fast_retransmits == 1
+    return first, rtx[0]
+
+
+def test_dsack_of_the_retransmission_undoes_the_cwnd_reduction():
+    """RFC 3708 3: every retransmission D-SACKed -> spurious; RFC 4015: restore cwnd/ssthresh;
+    the reordering it reveals raises DupThresh."""
+    p = Peer(sndbuf=100_000)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
+    snd = sa.seq + 1
+    cwnd0, ss0 = conn.cc.cwnd, conn.cc.ssthresh
+    _fast_retransmit(p, conn, snd)
+    assert conn.cc.cwnd < cwnd0 and conn.cc.ssthresh < ss0
+    p.send("A", 1001, snd + 14600)                        # the late original filled the hole
+    p.send("A", 1001, snd + 14600, options=[NOP, NOP, ("SAck", (snd, snd + 1460))])
+    assert p.stack.stats.dsacks_in == 1 and p.stack.stats.spurious_recoveries == 1
+    assert conn.cc.cwnd >= cwnd0 and conn.cc.ssthresh == ss0
+    assert conn.reo.degree > 3
+
+
+def test_dsack_of_unretransmitted_data_undoes_nothing():
+    """RFC 3708 3: only D-SACKs for retransmitted data count (a network duplicate does not)."""
+    p = Peer(sndbuf=100_000)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
+    snd = sa.seq + 1
+    _fast_retransmit(p, conn, snd)
+    reduced = conn.cc.ssthresh
+    p.send("A", 1001, snd + 14600)
+    p.send("A", 1001, snd + 14600, options=[NOP, NOP, ("SAck", (snd + 5 * 1460, snd + 6 * 1460))])
+    assert p.stack.stats.dsacks_in == 1 and p.stack.stats.spurious_recoveries == 0
+    assert conn.cc.ssthresh == reduced
+
+
+def test_timestamp_echo_older_than_the_retransmission_undoes_it():
+    """RFC 3522 3.2 (Eifel): the ACK for the retransmitted segment echoes the original's TSval,
+    so the original arrived; RFC 4015: the cwnd reduction is undone at once."""
+    p = Peer(sndbuf=100_000)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (100, 0))])
+    snd = sa.seq + 1
+    cwnd0 = conn.cc.cwnd
+    first, rtx = _fast_retransmit(p, conn, snd, ts=(101, opts(sa)["Timestamp"][0]))
+    t_orig = opts(first[0])["Timestamp"][0]
+    assert opts(rtx)["Timestamp"][0] > t_orig
+    assert conn.cc.cwnd < cwnd0
+    p.send("A", 1001, snd + 14600 - 120, options=[("Timestamp", (102, t_orig))])
+    assert p.stack.stats.spurious_recoveries == 1 and conn.cc.cwnd >= cwnd0
+
+
+def test_timestamp_echo_of_the_retransmission_keeps_the_reduction():
+    """RFC 3522 3.2: echoing the retransmission's TSval means the original was lost."""
+    p = Peer(sndbuf=100_000)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (100, 0))])
+    snd = sa.seq + 1
+    _, rtx = _fast_retransmit(p, conn, snd, ts=(101, opts(sa)["Timestamp"][0]))
+    reduced = conn.cc.ssthresh
+    p.send("A", 1001, snd + 14600 - 120, options=[("Timestamp", (102, opts(rtx)["Timestamp"][0]))])
+    assert p.stack.stats.spurious_recoveries == 0 and conn.cc.ssthresh == reduced
+
+
+def test_rescue_retransmission_of_a_lost_tail():
+    """RFC 6675 4 NextSeg rule 4: with nothing new to send, one segment holding the highest
+    un-SACKed octet is resent within the recovery (no RTO for a lost tail)."""
+    p = Peer(sndbuf=100_000)
+    conn, sa = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b"")])
+    snd = sa.seq + 1
+    conn.send(b"q" * 14600)                               # 10 segments: the 1st and 10th lost
+    p.out()
+    m = 1460
+    for k in range(3, 9):
+        p.send("A", 1001, snd, options=[NOP, NOP, ("SAck", (snd + m, snd + k * m))])
+    segs = p.out()
+    assert sorted(s.seq for s in segs) == [snd, snd + 9 * m]
+    assert p.stack.stats.timeouts == 0 and p.stack.stats.retransmits == 2
+    p.send("A", 1001, snd + 9 * m, options=[NOP, NOP])    # partial ACK: no second rescue
+    assert [s for s in p.out() if s.seq == snd + 9 * m] == []
+

@@ -18,6 +18,7 @@ import pytest
 
 from p4mtcp.hashing import rss_bucket
 from p4mtcp.p4src import P4INFO
+from p4mtcp.testbed.launcher import terminate
 from p4mtcp.testbed.preflight import missing
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -47,11 +48,8 @@ def testbed(request, tmp_path):
 
 def _reta(ctrl) -> dict[int, int]:
     """bucket -> core port, as the agent programmed it (read back over P4Runtime)."""
-    out = {}
-    for e in ctrl.read_table("NicIngress.reta"):
-        bucket = int.from_bytes(e.match[0].exact.value, "big")
-        out[bucket] = int.from_bytes(e.action.action.params[0].value, "big")
-    return out
+    return {dict(e.match)["meta.rss_bucket"]: dict(e.params)["port"]
+            for e in ctrl.read_table("NicIngress.reta")}
 
 
 def _source_ports(reta: dict[int, int], client: str, server: str, core_port: int, n: int
@@ -118,12 +116,7 @@ def test_kernel_host_fetches_file_from_epserver_over_every_core(testbed, tmp_pat
         finally:
             observer.close()
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        terminate(server, 15, signal.SIGINT)
         log.close()
 
     seen = f"fetches per core port {fetched}, counters before {before}, after {after}"

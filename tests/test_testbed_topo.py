@@ -14,6 +14,7 @@ import pytest
 
 from p4mtcp.control.config import load_host
 from p4mtcp.testbed import topo
+from p4mtcp.testbed.launcher import terminate
 from p4mtcp.testbed.preflight import missing
 
 ROOT_REASON = missing("embedded")
@@ -97,13 +98,7 @@ def test_sigterm_stops_the_testbed_cleanly(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 143, "SIGTERM: expected exit status 143 after cleanup"
     finally:
-        if proc.poll() is None:           # a failed assertion above: still stop it cleanly
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, 60)               # a failed assertion above: still stop it cleanly
     assert not _leftovers()
 
 

@@ -583,13 +583,8 @@ class Connection:
                 self._persist_n = 0
                 self._stack._mark(self)
         sack_new = False
-        if self.sack_ok and seg.sack:              # RFC 2018 / RFC 6675: record SACKed ranges
-            base = (self.iss + una) & MASK
-            for left, right in seg.sack:
-                lo = una + seq_diff(left, base)
-                hi = una + seq_diff(right, base)
-                if una < lo < hi <= self.snd_max and self.sb.add(lo, hi):
-                    sack_new = True
+        if self.sack_ok and seg.sack:
+            sack_new = self._on_sack(seg.sack, una, ack_off)
         if ack_off > una:
             acked = ack_off - una
             if self.ts_ok and seg.tsecr and seg.tsval is not None:      # RFC 7323 4.1 RTTM
@@ -606,12 +601,16 @@ class Connection:
             self._retries = 0
             self.rtt.reset_backoff()
             if self.sb:
+                self.reo.filled(una, self.sb.high, mss)   # the hole at SND.UNA came in late?
                 self.sb.prune(ack_off)
             if self._recovery is not None:
+                if self.reo.first_ack_spurious(seg.tsecr if self.ts_ok else None):
+                    self._undo()                   # RFC 3522 3.2 + RFC 4015 3.2
                 if ack_off >= self._recovery:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
                     self._recovery = None
                     self._dupacks = 0
-                    self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
+                    if not self.reo.undone:        # RFC 4015 3.2: an undone cwnd stays restored
+                        self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
                 elif not self.sack_ok:             # RFC 6582 3.2 step 5: partial ACK
                     self.cc.on_partial_ack(acked, mss)
                     self._retransmit_first(now)
@@ -639,17 +638,60 @@ class Connection:
             # so re-ACKs of duplicate segments (e.g. after go-back-N) do not start recovery.
             self._dupacks += 1
             if self._recovery is None:
-                if self._dupacks >= 3 or (self.sack_ok and self.sb.is_lost(una, mss)):
+                dt = self.reo.dupthresh(self.snd_max - una, mss) if self.sack_ok else DUP_THRESH
+                if self._dupacks >= dt or (self.sack_ok and self.sb.is_lost(una, mss, dt)):
                     self._enter_recovery(now)
-                elif self._dupacks <= 2:
-                    self._stack._mark(self)        # RFC 3042 limited transmit
+                else:
+                    self._stack._mark(self)        # RFC 3042 / RFC 4653 limited transmit
             else:
                 if not self.sack_ok:
                     self.cc.on_dupack_in_recovery(mss)   # RFC 6582 3.2 step 4
                 self._stack._mark(self)
-        if sack_new and self._recovery is None and self.sb.is_lost(una, mss) \
-                and self.una < self.snd_max:
+        if sack_new and self._recovery is None and self.una < self.snd_max and self.sb.is_lost(
+                self.una, mss, self.reo.dupthresh(self.snd_max - self.una, mss)):
             self._enter_recovery(now)              # RFC 6675 5 (IsLost on the first hole)
+
+    def _on_sack(self, blocks: list[tuple[int, int]], una: int, ack_off: int) -> bool:
+        """Record SACKed ranges (RFC 2018, RFC 6675); return True when one covered new data.
+
+        A first block below the cumulative ACK or inside the second block is a D-SACK (RFC 2883
+        4). The first other block holds the segment that just arrived (RFC 2018 4): when it
+        lands below the highest SACK, its distance measures reordering (module ``reorder``);
+        later blocks may be old news the option had no room for before."""
+        base = (self.iss + una) & MASK
+        sb = self.sb
+        reo = self.reo
+        fack = sb.high
+        snd_max = self.snd_max
+        mss = self.eff_mss
+        new = False
+        newest = True
+        for i, (left, right) in enumerate(blocks):
+            lo = una + seq_diff(left, base)
+            hi = una + seq_diff(right, base)
+            if i == 0 and lo < hi and (hi <= ack_off or len(blocks) > 1 and (
+                    una + seq_diff(blocks[1][0], base) <= lo
+                    and hi <= una + seq_diff(blocks[1][1], base))):
+                self._stack.stats.dsacks_in += 1
+                if reo.dsack(lo, hi):
+                    self._undo()                   # RFC 3708 3: every retransmission was needless
+                continue
+            if una < lo < hi <= snd_max:
+                low = sb.add(lo, hi)
+                if low:
+                    if newest and low < fack:
+                        reo.filled(low, fack, mss)
+                    new = True
+            newest = False
+        return new
+
+    def _undo(self) -> None:
+        """The last fast recovery was spurious: restore the congestion state (RFC 4015 3.2). An
+        episode still open runs on to its recovery point, so HighRxt keeps what was resent and
+        the other holes are judged at the larger DupThresh."""
+        self.reo.undo(self.cc, self.eff_mss)
+        self._stack.stats.spurious_recoveries += 1
+        self._stack._mark(self)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582 3.2, RFC 6675 5)."""
@@ -658,6 +700,8 @@ class Connection:
         mss = self.eff_mss
         flight = self.snd_max - self.una
         self._recovery = self.snd_max
+        self._rescue = None                        # RFC 6675 5 step 3: RescueRxt undefined
+        self.reo.start(self.cc, self.una, self.sb.high, self._ts_now() if self.ts_ok else None)
         self.cc.on_enter_recovery(flight, mss)
         if self.sack_ok:
             self.cc.cwnd = self.cc.ssthresh        # RFC 6675 5 step 3: cwnd = ssthresh, no inflation
@@ -806,8 +850,11 @@ class Connection:
             self._sack_recovery(now, end)
             return
         limit = cc.cwnd
-        if self._recovery is None and 0 < self._dupacks < 3:
-            limit += self._dupacks * mss            # RFC 3042 limited transmit
+        if self._recovery is None and self._dupacks:
+            # RFC 3042 limited transmit, for as long as DupThresh waits (RFC 4653 3)
+            dt = self.reo.dupthresh(self.snd_max - self.una, mss) if self.sack_ok else DUP_THRESH
+            if self._dupacks < dt:
+                limit += self._dupacks * mss
         wnd_end = self.una + self.snd_wnd
         while True:
             off = self.nxt
@@ -832,11 +879,12 @@ class Connection:
         """RFC 6675 5 step (C): send while cwnd - pipe >= 1 SMSS, choosing segments by NextSeg."""
         mss = self.eff_mss
         sb = self.sb
+        dt = self.reo.dupthresh(self.snd_max - self.una, mss)
         for _ in range(self.cc.cwnd // mss + 1):  # each pass sends one segment or stops
-            pipe = sb.pipe(self.una, self.snd_max, self._high_rxt, mss)
+            pipe = sb.pipe(self.una, self.snd_max, self._high_rxt, mss, dt)
             if self.cc.cwnd - pipe < mss:
                 return
-            nxt = sb.next_seg(self.una, self._high_rxt, mss, lost_only=True)    # rule 1
+            nxt = sb.next_seg(self.una, self._high_rxt, mss, True, dt)          # rule 1
             if nxt is None and self.nxt < end and self.nxt < self.una + self.snd_wnd:   # rule 2
                 off = self.nxt
                 n = min(mss, end - off, self.una + self.snd_wnd - off)
@@ -844,11 +892,22 @@ class Connection:
                 self._send_segment(off, n, fin, now)
                 continue
             if nxt is None:
-                nxt = sb.next_seg(self.una, self._high_rxt, mss, lost_only=False)  # rule 3
+                nxt = sb.next_seg(self.una, self._high_rxt, mss, False, dt)     # rule 3
+            rescue = False
             if nxt is None:
                 if self.fin_off is not None and self.nxt == self.fin_off:
                     self._send_segment(self.nxt, 0, True, now)
-                return
+                    return
+                if self.nxt < end or self._rescue is not None and self.una <= self._rescue:
+                    return
+                # RFC 6675 4 rule 4: one rescue retransmission per recovery, holding the highest
+                # outstanding un-SACKed octet, so a lost tail is not left to the RTO. Only at the
+                # tail (nothing unsent): while the window merely blocks new data, more ACKs come.
+                nxt = sb.rescue_seg(self.una, min(self.snd_max, end), mss)
+                if nxt is None:
+                    return
+                self._rescue = self._recovery      # RescueRxt = RecoveryPoint
+                rescue = True
             s, e = nxt
             e = min(e, end)
             fin = self.fin_off is not None and e == self.fin_off
@@ -856,8 +915,10 @@ class Connection:
                 return
             self._emit(s, e - s, ACK | (FIN if fin else 0), now)
             self._stack.stats.retransmits += 1
+            self.reo.retransmitted(s, e)
             self._rtt_off = None
-            self._high_rxt = e + (1 if fin else 0)
+            if not rescue:                         # RFC 6675 4 rule 4: HighRxt is not updated
+                self._high_rxt = e + (1 if fin else 0)
 
     def _send_segment(self, off: int, n: int, fin: bool, now: float) -> None:
         """Send [off, off+n) (+FIN) from SND.NXT and advance it; arm RTO, time RTT."""
@@ -884,6 +945,7 @@ class Connection:
             return 0
         self._emit(una, n, ACK | (PSH if n else 0) | (FIN if fin else 0), now)
         self._stack.stats.retransmits += 1
+        self.reo.retransmitted(una, una + n)
         self._rtt_off = None
         return n + (1 if fin else 0)
 
@@ -1040,6 +1102,7 @@ class Connection:
         self._recovery = None
         self._dupacks = 0
         self._recover = self.snd_max               # RFC 6582 3.2 step 1 (after a timeout)
+        self.reo.timeout(self.snd_max)
         self.sb.clear()                            # RFC 2018 8: the receiver may renege
         # RFC 6298 5.4; against a zero window this is the persist probe: one octet (MUST-36)
         sent = self._retransmit_first(now, 0 if self.snd_wnd else 1)

@@ -20,7 +20,7 @@ class Reordering:
     """Per-connection reordering degree and the undo record of the last fast recovery."""
 
     __slots__ = ("degree", "rxt_top", "_cwnd", "_ssthresh", "_ts", "_lo", "_hi", "_bytes",
-                 "_fack", "_first_ack")
+                 "_fack", "_first_ack", "_fresh", "undone")
 
     def __init__(self) -> None:
         self.degree = DUP_THRESH
@@ -32,6 +32,8 @@ class Reordering:
         self._bytes = -1               # retransmitted bytes not yet D-SACKed; -1: no episode
         self._fack = 0
         self._first_ack = False
+        self._fresh = False            # SND.UNA was first retransmitted by this episode
+        self.undone = False            # the last episode was found spurious and undone
 
     def dupthresh(self, flight: int, mss: int) -> int:
         """RFC 6675 2 DupThresh raised to the reordering seen, but (RFC 4653 3, "careful" limited
@@ -61,6 +63,8 @@ class Reordering:
         self._bytes = 0
         self._fack = fack
         self._first_ack = True
+        self._fresh = una >= self.rxt_top
+        self.undone = False
 
     def retransmitted(self, lo: int, hi: int) -> None:
         """Count one retransmission of [lo, hi) into the episode (RFC 3708 3: retransmits sent)."""
@@ -75,6 +79,7 @@ class Reordering:
         """After an RTO everything outstanding may be resent (go-back-N): no undo, no inference."""
         self.rxt_top = max(self.rxt_top, snd_max)
         self._bytes = -1
+        self.undone = False
 
     def first_ack_spurious(self, tsecr: int | None) -> bool:
         """RFC 3522 3.2 (Eifel detection): the first ACK for the retransmitted SND.UNA echoes a
@@ -96,9 +101,12 @@ class Reordering:
 
     def undo(self, cc: CongestionControl, mss: int) -> None:
         """RFC 4015 3.2: restore cwnd and ssthresh from before the spurious fast retransmit, and
-        learn the reordering that fooled it (distance from SND.UNA to the highest SACK then)."""
+        learn the reordering that fooled it (distance from SND.UNA to the highest SACK then),
+        unless SND.UNA had been resent before: then a stale scoreboard fooled it, not reordering."""
         cc.cwnd = max(cc.cwnd, self._cwnd)
         cc.ssthresh = max(cc.ssthresh, self._ssthresh)
-        self._raise(self._fack - self._lo, mss)
+        if self._fresh:
+            self._raise(self._fack - self._lo, mss)
         self._bytes = -1
         self._first_ack = False
+        self.undone = True

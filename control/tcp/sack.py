@@ -28,8 +28,9 @@ class Scoreboard:
         """One past the highest SACKed offset (RFC 6675 HighSACK + 1), or 0 when empty."""
         return self.ends[-1] if self.ends else 0
 
-    def add(self, start: int, end: int) -> bool:
-        """Record one SACK block; return True if it covered anything new."""
+    def add(self, start: int, end: int) -> int:
+        """Record one SACK block; return the lowest offset it newly covered, 0 if none (offsets
+        above SND.UNA are positive)."""
         starts, ends = self.starts, self.ends
         i = bisect.bisect_left(ends, start)          # first range that ends at/after start
         j = i
@@ -39,10 +40,11 @@ class Scoreboard:
             new_e = max(new_e, ends[j])
             j += 1
         if j == i + 1 and starts[i] <= start and end <= ends[i]:
-            return False
+            return 0
+        low = ends[i] if j > i and starts[i] <= start else start
         starts[i:j] = [new_s]
         ends[i:j] = [new_e]
-        return True
+        return low
 
     def prune(self, una: int) -> None:
         """Drop everything below the cumulative ACK."""
