@@ -14,13 +14,13 @@ request gets a 4xx answer instead of a silent hang.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 import time
 from dataclasses import dataclass
 
 from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
+from p4mtcp.apps.corepoll import CorePoll
 from p4mtcp.apps.webfiles import FileCache, Session
 
 MAX_EVENTS = 30000     # mTCP: MAX_FLOW_NUM * 3
@@ -38,32 +38,21 @@ class ServerArgs:
     stat_interval: float = 1.0
 
 
-class CoreServer:
+class CoreServer(CorePoll):
     """One core's listener, epoll and sessions, driven by `mtcp_epoll_wait`."""
 
     def __init__(self, mtcp, mctx, cache: FileCache, port: int, backlog: int):
-        self.m = mtcp
-        self.mctx = mctx
+        super().__init__(mtcp, mctx, MAX_EVENTS)
         self.cache = cache
-        self.ep = mtcp.mtcp_epoll_create(mctx, MAX_EVENTS)
-        self.listener = mtcp.mtcp_socket(mctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
-        mtcp.mtcp_setsock_nonblock(mctx, self.listener)
         # Responses are written whole as soon as they are ready; Nagle would only hold the tail
-        # of one for a delayed ACK. Accepted sockets inherit the option.
-        mtcp.mtcp_setsockopt(mctx, self.listener, mtcp.IPPROTO_TCP, mtcp.TCP_NODELAY, 1)
-        mtcp.mtcp_bind(mctx, self.listener, ("0.0.0.0", port))
-        mtcp.mtcp_listen(mctx, self.listener, backlog)
-        self._ctl(mtcp.MTCP_EPOLL_CTL_ADD, self.listener, mtcp.MTCP_EPOLLIN)
+        # of one for a delayed ACK.
+        self.listener = self._listen(port, backlog, nodelay=True)
         self.sessions: dict[int, Session] = {}
         self.accepted = 0
         self.requests = 0
         self.errors = 0
         self.bytes_out = 0
         self.peers: list[tuple[str, int]] = []    # remote (ip, port) of every accepted flow
-
-    def _ctl(self, op: int, sockid: int, events: int) -> None:
-        self.m.mtcp_epoll_ctl(self.mctx, self.ep, op, sockid,
-                              self.m.MtcpEpollEvent(events, sockid))
 
     def step(self, timeout_ms: int) -> None:
         m = self.m
@@ -86,16 +75,7 @@ class CoreServer:
 
     def _accept_all(self) -> None:
         m = self.m
-        while True:
-            try:
-                c = m.mtcp_accept(self.mctx, self.listener)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                # ENFILE: the pool is full; the connection waits in the backlog until a close.
-                if exc.errno == errno.ENFILE:
-                    return
-                raise
+        for c in self._accept_ready(self.listener, wait_when_full=True):
             self.accepted += 1
             self.sessions[c] = Session(self.cache)
             self.peers.append(m.mtcp_getpeername(self.mctx, c))
@@ -150,9 +130,7 @@ class CoreServer:
     def _close(self, sockid: int) -> None:
         if self.sessions.pop(sockid, None) is None:
             return
-        m = self.m
-        m.mtcp_epoll_ctl(self.mctx, self.ep, m.MTCP_EPOLL_CTL_DEL, sockid, None)
-        m.mtcp_close(self.mctx, sockid)
+        self._drop(sockid)
 
     def close(self) -> None:
         for sockid in list(self.sessions):
@@ -173,15 +151,13 @@ def serve_core(core: int, args: ServerArgs, reporter: launch.Reporter, stop) -> 
     try:
         server = CoreServer(mtcp, mctx, cache, args.port, args.backlog)
         reporter.send("ready", files=len(cache.files))
-        end = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-        next_stat = time.monotonic()
-        while not stop.is_set() and time.monotonic() < end:
-            server.step(50)
-            if time.monotonic() >= next_stat:
-                next_stat += args.stat_interval
-                reporter.send("stats", **stats.context_sample(mctx),
-                              app=server.app_counters())
-        reporter.send("stats", **stats.context_sample(mctx), app=server.app_counters())
+
+        def sample() -> None:
+            reporter.send("stats", **stats.context_sample(mctx), app=server.app_counters())
+
+        launch.step_until(server.step, stop, launch.deadline(args.duration),
+                          args.stat_interval, sample, first_stat=time.monotonic())
+        sample()
         reporter.send("peers", peers=server.peers)
         server.close()
     finally:
@@ -230,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             view.show(stack.lines())
 
     workers = launch.CoreWorkers(serve_core, cores, sargs, name="epserver")
-    try:
-        with workers:
-            workers.pump(on_message, on_tick)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        view.close()
-    return workers.exit_code()
+    return launch.run_cores(workers, on_message, on_tick, view).exit_code()
 
 
 if __name__ == "__main__":

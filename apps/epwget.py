@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
+from p4mtcp.apps.corepoll import CorePoll
 from p4mtcp.apps.http import HttpError, ResponseReader, build_request, split_url
 
 READ_SIZE = 64 * 1024
@@ -87,17 +88,15 @@ class Flow:
     out: BinaryIO | None = None
 
 
-class CoreClient:
+class CoreClient(CorePoll):
     """One core's connections, driven by `mtcp_epoll_wait` (mTCP's RunWgetMain loop)."""
 
     def __init__(self, mtcp, mctx, core: int, args: WgetArgs, target: int):
-        self.m = mtcp
-        self.mctx = mctx
+        super().__init__(mtcp, mctx, args.concurrency * 3)
         self.core = core
         self.args = args
         self.target = target
         self.request = padded_request(args.host, args.path, args.request_size)
-        self.ep = mtcp.mtcp_epoll_create(mctx, args.concurrency * 3)
         self.flows: dict[int, Flow] = {}
         self.started = self.done = self.errors = self.incompletes = 0
         self.bytes_body = 0
@@ -138,10 +137,6 @@ class CoreClient:
         self.flows[s] = Flow()
         self._ctl(m.MTCP_EPOLL_CTL_ADD, s, m.MTCP_EPOLLOUT)
         return True
-
-    def _ctl(self, op: int, sockid: int, events: int) -> None:
-        self.m.mtcp_epoll_ctl(self.mctx, self.ep, op, sockid,
-                              self.m.MtcpEpollEvent(events, sockid))
 
     def step(self, timeout_ms: int) -> None:
         m = self.m
@@ -215,10 +210,8 @@ class CoreClient:
                 return
 
     def _finish(self, sockid: int, ok: bool) -> None:
-        m = self.m
         flow = self.flows.pop(sockid)
-        m.mtcp_epoll_ctl(self.mctx, self.ep, m.MTCP_EPOLL_CTL_DEL, sockid, None)
-        m.mtcp_close(self.mctx, sockid)
+        self._drop(sockid)
         if flow.out is not None:
             flow.out.close()
         self.done += 1
@@ -257,19 +250,20 @@ def wget_core(core: int, args: WgetArgs, reporter: launch.Reporter, stop) -> int
     try:
         client = CoreClient(mtcp, mctx, core, args, target)
         reporter.send("ready", target=target)
-        end = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
-        next_stat = time.monotonic() + args.stat_interval
+        end = launch.deadline(args.timeout)
+        first_stat = time.monotonic() + args.stat_interval
         t_start = time.monotonic()
         client.fill()
-        while not client.finished and not stop.is_set() and time.monotonic() < end:
-            client.step(50)
-            if time.monotonic() >= next_stat:
-                next_stat += args.stat_interval
-                reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
+
+        def sample() -> None:
+            reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
+
+        launch.step_until(client.step, stop, end, args.stat_interval, sample,
+                          done=lambda: client.finished, first_stat=first_stat)
         t_end = time.monotonic()
         timed_out = not client.finished and not stop.is_set()
         client.close()
-        reporter.send("stats", **stats.context_sample(mctx), app=client.stat.take())
+        sample()
         reporter.send("done", **client.summary(), timed_out=timed_out, t_start=t_start,
                       t_end=t_end)
     finally:
@@ -386,14 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             view.show([report.line()], progress=report.progress(), unit="requests")
 
-    workers = launch.CoreWorkers(wget_core, cores, wargs, name="epwget")
-    try:
-        with workers:
-            workers.pump(on_message, on_tick)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        view.close()
+    workers = launch.run_cores(launch.CoreWorkers(wget_core, cores, wargs, name="epwget"),
+                               on_message, on_tick, view)
     for line in report.summary():
         print(line)
     return 0 if report.ok() and workers.exit_code() == 0 else 1

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from p4mtcp.apps import launch
-from p4mtcp.control.agent import NicAgent
+from p4mtcp.control.agent import NicAgent, stop_control
 from p4mtcp.control.config import load_host
 from p4mtcp.control.rss import round_robin_reta
 from p4mtcp.control.steering import serve_for
@@ -164,12 +164,8 @@ class Fabric:
 
     def stop(self) -> None:
         for host in reversed(self.hosts):
-            if host.steering is not None:
-                host.steering.stop()
-                host.steering = None
-            if host.agent is not None:
-                host.agent.stop()
-                host.agent = None
+            stop_control(host.steering, host.agent)
+            host.steering = host.agent = None
         for host in reversed(self.hosts):
             if host.nic is not None:
                 host.nic.stop()

@@ -35,11 +35,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
-        """RFC 9112 9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`."""
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if self.version == "HTTP/1.1":
-            return "close" not in tokens
-        return "keep-alive" in tokens
+        return _persists(self.version, self.headers)
 
 
 @dataclass(frozen=True)
@@ -56,10 +52,17 @@ class ResponseHead:
 
     @property
     def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if self.version == "HTTP/1.1":
-            return "close" not in tokens
-        return "keep-alive" in tokens
+        return _persists(self.version, self.headers)
+
+
+def _persists(version: str, headers: dict[str, str]) -> bool:
+    """Whether a message keeps its connection open for the next one.
+
+    RFC 9112 9.3: HTTP/1.1 persists unless `close`; HTTP/1.0 only with `keep-alive`."""
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    if version == "HTTP/1.1":
+        return "close" not in tokens
+    return "keep-alive" in tokens
 
 
 def _split_head(buf: bytes | bytearray, limit: int) -> int:

@@ -24,6 +24,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# stdlib-only module (plus p4src's file paths): the one bounded SIGTERM-then-SIGKILL stop.
+from p4mtcp.testbed.launcher import terminate
+
 Message = dict[str, Any]
 WorkerFn = Callable[[int, Any, "Reporter", Any], int]
 """target(core, args, reporter, stop_event) -> exit code; runs in the core's own process."""
@@ -92,6 +95,25 @@ def destroy_context(mtcp: Any, mctx: Any, linger: float = 2.0) -> None:
             mtcp.mtcp_epoll_wait(mctx, ep, 1, 20)
         mtcp.mtcp_close(mctx, ep)
     mtcp.mtcp_destroy_context(mctx)
+
+
+def step_until(step: Callable[[int], None], stop: Any, end: float, interval: float,
+               on_stat: Callable[[], None], done: Callable[[], bool] = lambda: False,
+               first_stat: float | None = None) -> None:
+    """A core process's main loop: `step(50)` (ms) until `done()`, `stop` is set or the
+    monotonic deadline `end`; `on_stat()` every `interval` s, first at `first_stat` (monotonic;
+    default one interval from now), so the parent sees progress while the core is busy."""
+    next_stat = time.monotonic() + interval if first_stat is None else first_stat
+    while not done() and not stop.is_set() and time.monotonic() < end:
+        step(50)
+        if time.monotonic() >= next_stat:
+            next_stat += interval
+            on_stat()
+
+
+def deadline(seconds: float) -> float:
+    """The monotonic time `seconds` from now; no deadline (inf) when `seconds` <= 0."""
+    return time.monotonic() + seconds if seconds > 0 else float("inf")
 
 
 class CoreWorkers:
@@ -204,6 +226,20 @@ class CoreWorkers:
         self.stop()
 
 
+def run_cores(workers: CoreWorkers, on_message: Callable[[Message], None],
+              on_tick: Callable[[], None], view: Any) -> CoreWorkers:
+    """Run `workers` until every core ends or Ctrl-C, then stop them and close `view` (the
+    live display `on_tick` draws on), whichever way the run ended."""
+    try:
+        with workers:
+            workers.pump(on_message, on_tick)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        view.close()
+    return workers
+
+
 class Service:
     """A helper command (e.g. `p4mtcp nic ...`) run as a child process with bounded start/stop."""
 
@@ -238,16 +274,10 @@ class Service:
     def stop(self, grace: float = 3.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(grace)
+        rc = terminate(self.proc, grace)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
-        return self.proc.returncode
+        return rc
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the running process has used so far (from /proc)."""

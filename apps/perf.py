@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
+from p4mtcp.apps.corepoll import CorePoll
 
 PORT = 5001
 CHUNK = 64 * 1024
@@ -79,26 +80,17 @@ class PerfArgs:
     stat_interval: float = 1.0
 
 
-class Receiver:
+class Receiver(CorePoll):
     """Server core: accept everything, read each connection to its end."""
 
     def __init__(self, mtcp, mctx, core: int, args: PerfArgs):
-        m = self.m = mtcp
-        self.mctx, self.core, self.args = mctx, core, args
-        self.ep = m.mtcp_epoll_create(mctx, 1024)
-        self.listener = m.mtcp_socket(mctx, m.AF_INET, m.SOCK_STREAM, 0)
-        m.mtcp_setsock_nonblock(mctx, self.listener)
-        m.mtcp_bind(mctx, self.listener, ("0.0.0.0", args.port))
-        m.mtcp_listen(mctx, self.listener, 128)
-        self._ctl(m.MTCP_EPOLL_CTL_ADD, self.listener, m.MTCP_EPOLLIN)
+        super().__init__(mtcp, mctx, 1024)
+        self.core, self.args = core, args
+        self.listener = self._listen(args.port, 128)
         self.conns: dict[int, dict[str, Any]] = {}
         self.finished: list[dict[str, Any]] = []
         self.bytes = 0
         self.n_out = 0
-
-    def _ctl(self, op: int, sockid: int, events: int) -> None:
-        self.m.mtcp_epoll_ctl(self.mctx, self.ep, op, sockid,
-                              self.m.MtcpEpollEvent(events, sockid))
 
     def step(self, timeout_ms: int) -> None:
         m = self.m
@@ -110,11 +102,7 @@ class Receiver:
 
     def _accept(self) -> None:
         m = self.m
-        while True:
-            try:
-                c = m.mtcp_accept(self.mctx, self.listener)
-            except BlockingIOError:
-                return
+        for c in self._accept_ready(self.listener):
             out: BinaryIO | None = None
             if self.args.out:
                 out = open(f"{self.args.out}.{self.core}.{self.n_out}", "wb")
@@ -148,9 +136,7 @@ class Receiver:
                 st["out"].write(data)
 
     def _end(self, sockid: int, st: dict[str, Any], error: str) -> None:
-        m = self.m
-        m.mtcp_epoll_ctl(self.mctx, self.ep, m.MTCP_EPOLL_CTL_DEL, sockid, None)
-        m.mtcp_close(self.mctx, sockid)
+        self._drop(sockid)
         del self.conns[sockid]
         if st["out"] is not None:
             st["out"].close()
@@ -294,20 +280,19 @@ def perf_core(core: int, args: PerfArgs, reporter: launch.Reporter, stop) -> int
                 else Sender(mtcp, mctx, args))
         reporter.send("ready")
         if args.mode == "server":
-            limit = args.seconds if args.seconds > 0 else float("inf")
+            end = launch.deadline(args.seconds)
         else:   # the time to send, plus a grace period to drain and close
-            limit = (args.seconds if args.seconds > 0 else 600) + 30
-        end = time.monotonic() + limit
-        next_stat = time.monotonic() + args.stat_interval
+            end = launch.deadline((args.seconds if args.seconds > 0 else 600) + 30)
         last = 0
-        while not node.done and not stop.is_set() and time.monotonic() < end:
-            node.step(50)
-            if time.monotonic() >= next_stat:
-                next_stat += args.stat_interval
-                reporter.send("stats", **stats.context_sample(mctx),
-                              app={"bytes": node.moved - last})
-                last = node.moved
-        reporter.send("stats", **stats.context_sample(mctx), app={"bytes": node.moved - last})
+
+        def sample() -> None:   # bytes moved since the previous sample
+            nonlocal last
+            reporter.send("stats", **stats.context_sample(mctx), app={"bytes": node.moved - last})
+            last = node.moved
+
+        launch.step_until(node.step, stop, end, args.stat_interval, sample,
+                          done=lambda: node.done)
+        sample()
         results = node.finish("stopped" if stop.is_set() else "timed out")
         reporter.send("result", connections=results)
         ok = node.ok()
@@ -403,14 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             goal = pargs.nbytes * len(cores) if pargs.nbytes else None
             view.show(lines, progress=(total[0] / 1e6, goal / 1e6) if goal else None, unit="MB")
 
-    workers = launch.CoreWorkers(perf_core, cores, pargs, name=f"perf-{args.mode}")
-    try:
-        with workers:
-            workers.pump(on_message, on_tick)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        view.close()
+    workers = launch.run_cores(
+        launch.CoreWorkers(perf_core, cores, pargs, name=f"perf-{args.mode}"),
+        on_message, on_tick, view)
     for core, conns in sorted(results.items()):
         for c in conns:
             err = f" error: {c['error']}" if c["error"] else ""

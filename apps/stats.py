@@ -17,14 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TextIO
 
+from p4mtcp.p4src import DROP_REASONS
+
 ETHER_OVERHEAD = 24
 """Preamble, start delimiter, FCS and inter-frame gap per frame: what a wire carries beyond the
 frame bytes (mTCP counts it too when it prints Gbit/s)."""
-
-DROP_REASONS = ("parser error", "bad IPv4 checksum", "bad TCP checksum", "bad length",
-                "unknown port", "not local", "unhandled protocol", "no core", "no route",
-                "IPv4 options")
-"""`NicIngress.drops` index -> reason (docs/ARCHITECTURE.md)."""
 
 
 @dataclass

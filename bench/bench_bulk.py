@@ -26,7 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kernel_peers  # noqa: E402
-from harness import RESULTS, cpu_split, machine, nic_cpu, wait_ready  # noqa: E402
+from harness import (  # noqa: E402
+    RESULTS, cpu_split, machine, profile_path, serve_and_run, write_profile)
 
 from p4mtcp.apps import launch, perf  # noqa: E402
 from p4mtcp.apps.fabric import Fabric, two_hosts  # noqa: E402
@@ -41,22 +42,14 @@ def p4mtcp_run(cores: int, nbytes: int, buf: int, profile_dir: Path | None = Non
         fab.start(timeout=60, rcvbuf=buf, sndbuf=buf)
         sargs = perf.PerfArgs("server", server.conf, cores, "0.0.0.0", perf.PORT, None, 600.0,
                               None, None, 0, False)
-        prof = str(profile_dir / "receiver_core%d.txt") if profile_dir else None
-        srv_msgs: list[dict] = []
-        with launch.CoreWorkers(perf.perf_core, range(cores), sargs, "perf-server",
-                                prof) as servers:
-            wait_ready(servers, srv_msgs)
-            cargs = perf.PerfArgs("client", client.conf, cores, SERVER_IP, perf.PORT, nbytes,
-                                  0.0, None, None, 0, False)
-            prof = str(profile_dir / "sender_core%d.txt") if profile_dir else None
-            msgs: list[dict] = []
-            nic_before = nic_cpu((server, client))
-            with launch.CoreWorkers(perf.perf_core, range(cores), cargs, "perf-client",
-                                    prof) as w:
-                if not w.pump(msgs.append, lambda: None, timeout=600):
-                    raise RuntimeError("perf clients did not finish in 600 s")
-            nic_after = nic_cpu((server, client))
-            servers.finish(srv_msgs.append)
+        cargs = perf.PerfArgs("client", client.conf, cores, SERVER_IP, perf.PORT, nbytes,
+                              0.0, None, None, 0, False)
+        srv_msgs, msgs, nic_before, nic_after = serve_and_run(
+            launch.CoreWorkers(perf.perf_core, range(cores), sargs, "perf-server",
+                               profile_path(profile_dir, "receiver")),
+            lambda: launch.CoreWorkers(perf.perf_core, range(cores), cargs, "perf-client",
+                                       profile_path(profile_dir, "sender")),
+            (server, client), 600, "perf clients")
     sent = [c for m in msgs if m["kind"] == "result" for c in m["connections"]]
     got = [c for m in srv_msgs if m["kind"] == "result" for c in m["connections"]]
     errors = [c["error"] for c in sent + got if c["error"]]
@@ -98,15 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (RESULTS / "bulk.json").write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_profile:
-        pdir = RESULTS / "bulk_prof"
-        pdir.mkdir(exist_ok=True)
-        p4mtcp_run(1, min(nbytes, 20 * 1000 * 1000), args.buf, pdir)
-        text = ["# cProfile of a 1-core perf transfer over the embedded NIC", ""]
-        for name in ("sender_core0.txt", "receiver_core0.txt"):
-            text += [f"## {name[:-4]}", (pdir / name).read_text(), ""]
-            (pdir / name).unlink()
-        pdir.rmdir()
-        (RESULTS / "bulk_profile.txt").write_text("\n".join(text))
+        write_profile("bulk", "cProfile of a 1-core perf transfer over the embedded NIC",
+                      lambda pdir: p4mtcp_run(1, min(nbytes, 20 * 1000 * 1000), args.buf, pdir),
+                      ("sender_core0.txt", "receiver_core0.txt"))
     print(f"wrote {RESULTS / 'bulk.json'}")
     return 0
 

@@ -27,7 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kernel_peers  # noqa: E402
-from harness import RESULTS, cpu_split, machine, nic_cpu, wait_ready  # noqa: E402
+from harness import (  # noqa: E402
+    RESULTS, cpu_split, machine, profile_path, serve_and_run, write_profile)
 
 from p4mtcp.apps import epserver, epwget, launch  # noqa: E402
 from p4mtcp.apps.fabric import Fabric, two_hosts  # noqa: E402
@@ -48,22 +49,15 @@ def p4mtcp_run(cores: int, requests: int, concurrency: int, profile_dir: Path | 
         www.mkdir()
         (www / "64").write_bytes(BODY)
         sargs = epserver.ServerArgs(str(www), server.conf, cores, 4096, 80, 0.0)
-        prof = str(profile_dir / "server_core%d.txt") if profile_dir else None
-        servers = launch.CoreWorkers(epserver.serve_core, range(cores), sargs, "epserver", prof)
-        srv_msgs: list[dict] = []
-        with servers:
-            wait_ready(servers, srv_msgs)
-            wargs = epwget.WgetArgs(SERVER_IP, 80, "/64", requests, cores,
-                                    max(1, concurrency // cores), client.conf, None, 300.0,
-                                    REQUEST_SIZE)
-            prof = str(profile_dir / "client_core%d.txt") if profile_dir else None
-            msgs: list[dict] = []
-            nic_before = nic_cpu((server, client))
-            with launch.CoreWorkers(epwget.wget_core, range(cores), wargs, "epwget", prof) as w:
-                if not w.pump(msgs.append, lambda: None, timeout=360):
-                    raise RuntimeError("epwget did not finish in 360 s")
-            nic_after = nic_cpu((server, client))
-            servers.finish(srv_msgs.append)
+        wargs = epwget.WgetArgs(SERVER_IP, 80, "/64", requests, cores,
+                                max(1, concurrency // cores), client.conf, None, 300.0,
+                                REQUEST_SIZE)
+        srv_msgs, msgs, nic_before, nic_after = serve_and_run(
+            launch.CoreWorkers(epserver.serve_core, range(cores), sargs, "epserver",
+                               profile_path(profile_dir, "server")),
+            lambda: launch.CoreWorkers(epwget.wget_core, range(cores), wargs, "epwget",
+                                       profile_path(profile_dir, "client")),
+            (server, client), 360, "epwget")
     done = [m for m in msgs if m["kind"] == "done"]
     if len(done) != cores:
         raise RuntimeError(f"epwget cores failed: {[m for m in msgs if m['kind'] == 'exit']}")
@@ -105,15 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     (RESULTS / "short_conn.json").write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_profile:
-        pdir = RESULTS / "short_conn_prof"
-        pdir.mkdir(exist_ok=True)
-        p4mtcp_run(1, min(args.requests, 2000), args.concurrency, pdir)
-        text = ["# cProfile of a 1-core epserver/epwget run over the embedded NIC", ""]
-        for name in ("server_core0.txt", "client_core0.txt"):
-            text += [f"## {name[:-4]}", (pdir / name).read_text(), ""]
-            (pdir / name).unlink()
-        pdir.rmdir()
-        (RESULTS / "short_conn_profile.txt").write_text("\n".join(text))
+        write_profile("short_conn",
+                      "cProfile of a 1-core epserver/epwget run over the embedded NIC",
+                      lambda pdir: p4mtcp_run(1, min(args.requests, 2000), args.concurrency, pdir),
+                      ("server_core0.txt", "client_core0.txt"))
     print(f"wrote {RESULTS / 'short_conn.json'}")
     return 0
 

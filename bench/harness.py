@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,31 @@ def wait_ready(workers: launch.CoreWorkers, msgs: list[dict], timeout: float = 6
             raise RuntimeError(f"cores {sorted(set(workers.cores) - ready)} not ready")
 
 
+def serve_and_run(servers: launch.CoreWorkers, clients: Callable[[], launch.CoreWorkers],
+                  hosts: tuple[Host, ...], timeout: float, what: str
+                  ) -> tuple[list[dict], list[dict], dict[str, float], dict[str, float]]:
+    """Start `servers`, wait until every core is ready, then create and run `clients()` to the
+    end (RuntimeError naming `what` after `timeout` s) and stop the servers. Returns the
+    servers' and the clients' messages and the NIC processes' CPU seconds (`nic_cpu`) before
+    and after the client run: what `cpu_split` measures."""
+    srv_msgs: list[dict] = []
+    with servers:
+        wait_ready(servers, srv_msgs)
+        msgs: list[dict] = []
+        nic_before = nic_cpu(hosts)
+        with clients() as w:
+            if not w.pump(msgs.append, lambda: None, timeout=timeout):
+                raise RuntimeError(f"{what} did not finish in {timeout:.0f} s")
+        nic_after = nic_cpu(hosts)
+        servers.finish(srv_msgs.append)
+    return srv_msgs, msgs, nic_before, nic_after
+
+
+def profile_path(profile_dir: Path | None, role: str) -> str | None:
+    """CoreWorkers' `profile` argument: `<role>_core<N>.txt` in `profile_dir`, if profiling."""
+    return str(profile_dir / f"{role}_core%d.txt") if profile_dir else None
+
+
 def busy(msgs: list[dict]) -> float:
     """CPU seconds a group's cores spent between their 'ready' message and their last one."""
     first: dict[int, float] = {}
@@ -51,6 +77,20 @@ def cpu_split(nic_before: dict[str, float], nic_after: dict[str, float],
     out = {k: nic_after[k] - nic_before[k] for k in nic_after}
     out.update({f"{name}_cores": busy(msgs) for name, msgs in groups.items()})
     return {k: round(v, 3) for k, v in out.items()}
+
+
+def write_profile(name: str, title: str, run: Callable[[Path], Any], parts: Sequence[str]) -> None:
+    """`run(pdir)` writes per-core cProfile texts `parts` into a fresh folder `pdir`; they are
+    joined under `title` into RESULTS/<name>_profile.txt and the folder is removed."""
+    pdir = RESULTS / f"{name}_prof"
+    pdir.mkdir(exist_ok=True)
+    run(pdir)
+    text = [f"# {title}", ""]
+    for part in parts:
+        text += [f"## {part[:-4]}", (pdir / part).read_text(), ""]
+        (pdir / part).unlink()
+    pdir.rmdir()
+    (RESULTS / f"{name}_profile.txt").write_text("\n".join(text))
 
 
 def machine() -> dict[str, Any]:

@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from p4mtcp.p4src import PROGRAM
+from p4mtcp.p4src import CPU_PORT, PROGRAM
 
-CPU_PORT = 255
 SIMPLE_SWITCH_GRPC = "simple_switch_grpc"
 P4C_BM2_SS = "p4c-bm2-ss"
 

@@ -132,12 +132,10 @@ class Testbed:
         if self._stopped:
             return
         self._stopped = True
-        if self.steering is not None:
-            self.steering.stop()
-            self.steering = None
-        if self.agent is not None:
-            self.agent.stop()
-            self.agent = None
+        if self.agent is not None:      # else the control modules were never loaded
+            from p4mtcp.control.agent import stop_control
+            stop_control(self.steering, self.agent)
+        self.steering = self.agent = None
         self.net.stop()
 
     def write_configs(self) -> Path:

@@ -24,6 +24,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from p4.v1 import p4runtime_pb2 as p4r
@@ -33,22 +34,18 @@ from p4mtcp.control.p4rt import (
     Client, Entry, Match, P4RuntimeError, encode_entry, entry, packet_in_metadata)
 from p4mtcp.control.rss import round_robin_reta
 from p4mtcp.p4info import P4Schema
+from p4mtcp.p4src import (
+    ARP_REPLY, ARP_RESPONDER, DROPS, FLOW_STEER, IPV4_LPM, LOCAL_IPV4, NEIGHBOR, PACKET_IN_ARP,
+    PACKET_IN_NEIGHBOR_MISS, PORT_MAC, PORT_ROLE, RETA, RX_PORT, SET_CORE_PORT, SET_DST_MAC,
+    SET_LOCAL, SET_NETWORK_PORT, SET_NEXT_HOP, SET_SRC_MAC, STEER_TO_CORE, TX_PORT)
+
+if TYPE_CHECKING:
+    from p4mtcp.control.steering import SteeringServer
 
 log = logging.getLogger(__name__)
 
-# The P4 program's names (docs/ARCHITECTURE.md): the contract with p4src/.
-PORT_ROLE = "NicIngress.port_role"
-ARP_RESPONDER = "NicIngress.arp_responder"
-LOCAL_IPV4 = "NicIngress.local_ipv4"
-FLOW_STEER = "NicIngress.flow_steer"
-RETA = "NicIngress.reta"
-IPV4_LPM = "NicIngress.ipv4_lpm"
-NEIGHBOR = "NicIngress.neighbor"
-PORT_MAC = "NicIngress.port_mac"
 OWNED_TABLES = (PORT_ROLE, PORT_MAC, LOCAL_IPV4, ARP_RESPONDER, IPV4_LPM, NEIGHBOR, RETA,
                 FLOW_STEER)
-RX_PORT, TX_PORT, DROPS = "NicIngress.rx_port", "NicEgress.tx_port", "NicIngress.drops"
-PACKET_IN_ARP, PACKET_IN_NEIGHBOR_MISS = 1, 2
 
 AgentError = P4RuntimeError
 """What the agent raises: a refused or failed P4Runtime call (`control.p4rt`)."""
@@ -105,16 +102,16 @@ def host_entries(host: HostConfig) -> list[Entry]:
     `neighbor`, reaches the agent, and gets its own /32 route and neighbour once ARP answers.
     """
     cfg = host.mtcp
-    out = [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, "NicIngress.set_network_port")
+    out = [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, SET_NETWORK_PORT)
            for p in cfg.network_ports]
-    out += [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, "NicIngress.set_core_port",
+    out += [entry(PORT_ROLE, {"standard_metadata.ingress_port": p}, SET_CORE_PORT,
                   core=i) for i, p in enumerate(cfg.core_ports)]
-    out += [entry(PORT_MAC, {"standard_metadata.egress_spec": p}, "NicIngress.set_src_mac",
+    out += [entry(PORT_MAC, {"standard_metadata.egress_spec": p}, SET_SRC_MAC,
                   mac=mac_to_int(m)) for p, m in zip(cfg.network_ports, cfg.host_mac)]
     for addr, mac in zip(cfg.local_ip, cfg.host_mac):
         ip = int(addr.ip)
-        out.append(entry(LOCAL_IPV4, {"hdr.ipv4.dst_addr": ip}, "NicIngress.set_local"))
-        out.append(entry(ARP_RESPONDER, {"hdr.arp.tpa": ip}, "NicIngress.arp_reply",
+        out.append(entry(LOCAL_IPV4, {"hdr.ipv4.dst_addr": ip}, SET_LOCAL))
+        out.append(entry(ARP_RESPONDER, {"hdr.arp.tpa": ip}, ARP_REPLY,
                          mac=mac_to_int(mac)))
     port_of = dict(zip(cfg.port, cfg.network_ports))
     routes = {r.network: r for r in host.all_routes()}
@@ -125,11 +122,11 @@ def host_entries(host: HostConfig) -> list[Entry]:
     for net, r in routes.items():
         nh = int(net.network_address)
         out.append(entry(IPV4_LPM, {"hdr.ipv4.dst_addr": (nh, net.prefixlen)},
-                         "NicIngress.set_next_hop", next_hop=nh, port=port_of[r.dev]))
+                         SET_NEXT_HOP, next_hop=nh, port=port_of[r.dev]))
     for e in host.arp:
         out.append(entry(NEIGHBOR, {"meta.next_hop": int(e.network.network_address)},
-                         "NicIngress.set_dst_mac", mac=mac_to_int(e.mac)))
-    out += [entry(RETA, {"meta.rss_bucket": b}, "NicIngress.steer_to_core", port=p)
+                         SET_DST_MAC, mac=mac_to_int(e.mac)))
+    out += [entry(RETA, {"meta.rss_bucket": b}, STEER_TO_CORE, port=p)
             for b, p in enumerate(round_robin_reta(cfg.core_ports))]
     return out
 
@@ -162,6 +159,16 @@ class AgentStats:
 
 
 # --- the agent ----------------------------------------------------------------------------------
+
+def stop_control(steering: SteeringServer | None, agent: NicAgent | None) -> None:
+    """Stop a host's flow_steer server (`control.steering.serve_for`), then the agent it
+    programs the NIC through, so no request reaches a stopped agent. Either may be None (a
+    half-started host)."""
+    if steering is not None:
+        steering.stop()
+    if agent is not None:
+        agent.stop()
+
 
 class NicAgent:
     """Programs one NIC for one host; a supervisor thread keeps it programmed across restarts.
@@ -378,7 +385,7 @@ class NicAgent:
         key = _flow_key(remote_ip, local_ip, remote_port, local_port)
         with self._state:
             kind = p4r.Update.MODIFY if (FLOW_STEER, key) in self._entries else p4r.Update.INSERT
-            self._apply([(kind, Entry(FLOW_STEER, key, "NicIngress.steer_to_core",
+            self._apply([(kind, Entry(FLOW_STEER, key, STEER_TO_CORE,
                                       (("port", self.host.mtcp.core_port(core)),)))])
 
     def unsteer_flow(self, remote_ip: int, local_ip: int, remote_port: int, local_port: int
@@ -481,9 +488,9 @@ class NicAgent:
 
     def _learn(self, ip: int, mac: bytes, port: int) -> None:
         ops = []
-        for e in (entry(IPV4_LPM, {"hdr.ipv4.dst_addr": (ip, 32)}, "NicIngress.set_next_hop",
+        for e in (entry(IPV4_LPM, {"hdr.ipv4.dst_addr": (ip, 32)}, SET_NEXT_HOP,
                         next_hop=ip, port=port),
-                  entry(NEIGHBOR, {"meta.next_hop": ip}, "NicIngress.set_dst_mac",
+                  entry(NEIGHBOR, {"meta.next_hop": ip}, SET_DST_MAC,
                         mac=int.from_bytes(mac, "big"))):
             ops.append((p4r.Update.MODIFY if e.key in self._entries else p4r.Update.INSERT, e))
         self._apply(ops)

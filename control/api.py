@@ -25,7 +25,7 @@ from p4mtcp.control.context import Context, Pipe, Socket, SockType, apply_option
 from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.control.rss import PortSelector, round_robin_reta
 from p4mtcp.control.steering import SteeringClient
-from p4mtcp.control.tcp import State
+from p4mtcp.control.tcp import Connection, State
 
 # ------------------------------------------------------------------------------- constants
 
@@ -593,17 +593,23 @@ def _pipe_write(ctx: Context, s: Socket, data: bytes, call: str) -> int:
     return n
 
 
+def _connected(s: Socket, sockid: Any, call: str) -> Connection:
+    """The connection of stream socket `s`, which a read or write needs (ENOTSOCK for another
+    type, ENOTCONN before connect)."""
+    if s.type is not SockType.STREAM:
+        fail(errno.ENOTSOCK, call, f"socket {sockid} is a {s.type.name.lower()} socket")
+    if s.conn is None:
+        fail(errno.ENOTCONN, call, f"socket {sockid} is not connected")
+    return s.conn
+
+
 def _recv(ctx: Context, sockid: Any, length: Any, peek: bool, call: str) -> bytes:
     s = ctx.get(sockid, call)
     if not isinstance(length, int) or length < 0:
         fail(errno.EINVAL, call, f"length {length!r}")
     if s.type is SockType.PIPE:
         return _pipe_read(ctx, s, length, peek, call)
-    if s.type is not SockType.STREAM:
-        fail(errno.ENOTSOCK, call, f"socket {sockid} is a {s.type.name.lower()} socket")
-    c = s.conn
-    if c is None:
-        fail(errno.ENOTCONN, call, f"socket {sockid} is not connected")
+    c = _connected(s, sockid, call)
     while True:
         if s.shut_rd:
             ctx.drop_recv_buffer(s)
@@ -663,11 +669,7 @@ def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
     s = ctx.get(sockid, call)
     if s.type is SockType.PIPE:
         return _pipe_write(ctx, s, data, call)
-    if s.type is not SockType.STREAM:
-        fail(errno.ENOTSOCK, call, f"socket {sockid} is a {s.type.name.lower()} socket")
-    c = s.conn
-    if c is None:
-        fail(errno.ENOTCONN, call, f"socket {sockid} is not connected")
+    c = _connected(s, sockid, call)
     while True:
         if s.shut_wr:
             fail(errno.EPIPE, call, f"socket {sockid} was shut down for writing")

@@ -19,38 +19,14 @@ from typing import Protocol
 from p4mtcp.hashing import ones_sum, rss_bucket
 from p4mtcp.p4info import P4Schema, SchemaError
 
-# --- Names shared with p4src (docs/ARCHITECTURE.md) -------------------------------------------
-
-PORT_ROLE = "NicIngress.port_role"
-ARP_RESPONDER = "NicIngress.arp_responder"
-LOCAL_IPV4 = "NicIngress.local_ipv4"
-FLOW_STEER = "NicIngress.flow_steer"
-RETA = "NicIngress.reta"
-IPV4_LPM = "NicIngress.ipv4_lpm"
-NEIGHBOR = "NicIngress.neighbor"
-PORT_MAC = "NicIngress.port_mac"
-
-SET_NETWORK_PORT = "NicIngress.set_network_port"
-SET_CORE_PORT = "NicIngress.set_core_port"
-UNKNOWN_PORT = "NicIngress.unknown_port"
-ARP_REPLY = "NicIngress.arp_reply"
-ARP_TO_CPU = "NicIngress.arp_to_cpu"
-SET_LOCAL = "NicIngress.set_local"
-NOT_LOCAL = "NicIngress.not_local"
-STEER_TO_CORE = "NicIngress.steer_to_core"
-USE_RSS = "NicIngress.use_rss"
-NO_CORE = "NicIngress.no_core"
-SET_NEXT_HOP = "NicIngress.set_next_hop"
-NO_ROUTE = "NicIngress.no_route"
-SET_DST_MAC = "NicIngress.set_dst_mac"
-NEIGHBOR_MISS = "NicIngress.neighbor_miss"
-SET_SRC_MAC = "NicIngress.set_src_mac"
-NOP = "NicIngress.nop"
-
-RX_PORT = "NicIngress.rx_port"
-TX_PORT = "NicEgress.tx_port"
-DROPS = "NicIngress.drops"
-FLOW_STEER_HITS = "NicIngress.flow_steer_hits"
+# The program's names, spelled once in p4src (docs/ARCHITECTURE.md).
+from p4mtcp.p4src import (  # noqa: E402,I001
+    PORT_ROLE, ARP_RESPONDER, LOCAL_IPV4, FLOW_STEER, RETA, IPV4_LPM, NEIGHBOR, PORT_MAC,
+    SET_NETWORK_PORT, SET_CORE_PORT, UNKNOWN_PORT, ARP_REPLY, ARP_TO_CPU, SET_LOCAL, NOT_LOCAL,
+    STEER_TO_CORE, USE_RSS, NO_CORE, SET_NEXT_HOP, NO_ROUTE, SET_DST_MAC, NEIGHBOR_MISS,
+    SET_SRC_MAC, NOP, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS, PACKET_IN_ARP,
+    PACKET_IN_NEIGHBOR_MISS, DROP_REASONS,
+)
 
 # table -> (match fields (name, bitwidth, match type), actions {name: params}, initial default)
 TABLES: dict[str, tuple[tuple[tuple[str, int, str], ...], dict[str, tuple[tuple[str, int], ...]], str]] = {
@@ -88,12 +64,6 @@ DROP_UNHANDLED = 6
 DROP_NO_CORE = 7
 DROP_NO_ROUTE = 8
 DROP_IPV4_OPTIONS = 9
-DROP_REASONS = ("parser error", "bad IPv4 checksum", "bad TCP checksum", "bad length", "unknown port",
-                "not local", "unhandled protocol", "no core", "no route", "IPv4 options")
-
-PACKET_IN_ARP = 1
-PACKET_IN_NEIGHBOR_MISS = 2
-
 ROLE_UNKNOWN, ROLE_NETWORK, ROLE_CORE = 0, 1, 2
 DROP_PORT = 511  # v1model: mark_to_drop sets egress_spec to 511
 ETHERTYPE_IPV4 = 0x0800
@@ -104,7 +74,7 @@ ETH_MIN_FRAME = 60
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6sI6sI")
 _IPV4 = struct.Struct("!BBHHHBBHII")  # ver_ihl tos total_len id flags_frag ttl proto csum src dst
-_TCP = struct.Struct("!HHIIB")  # src_port dst_port seq ack data_offset_res (the rest stays in bytes)
+_TCP = struct.Struct("!HHIIBBHHH")  # src_port dst_port seq ack data_offset_res flags window csum urg
 _U16 = struct.Struct("!H")
 _PACKET_IN = struct.Struct("!HB")  # ingress_port:9 _pad:7, reason:8
 _PACKET_OUT = _U16  # egress_port:9 _pad:7
@@ -288,15 +258,20 @@ class NicPipeline:
             return  # a parser error drops the frame before the flag is read
         mv = memoryview(p.frame)
         ip = p.ipv4
-        if self._ipv4_checksum(mv) != ip[7]:
+        if self._ipv4_checksum(mv, ip) != ip[7]:
             p.checksum_error = True
-        elif p.tcp_valid and self._tcp_checksum(mv, p) != _U16.unpack_from(p.frame, _TCP_OFF + 16)[0]:
+        elif p.tcp_valid and self._tcp_checksum(mv, p) != p.tcp[7]:
             p.checksum_error = True
 
+    # Both checksums leave their own field out. One pass sums the whole header (or segment) and
+    # takes the field back off: one's-complement addition is addition mod 0xFFFF (RFC 1071), and
+    # what remains is never all zero (IPv4 version 4; the pseudo-header's protocol 6), so a zero
+    # residue is written 0xFFFF, exactly as ones_sum over the fields without it would give.
+
     @staticmethod
-    def _ipv4_checksum(mv: memoryview) -> int:
-        """csum16 over the IPv4 header fields, the checksum field left out."""
-        return ~ones_sum(mv[_IP_OFF + 12:_TCP_OFF], ones_sum(mv[_IP_OFF:_IP_OFF + 10])) & 0xFFFF
+    def _ipv4_checksum(mv: memoryview, ip: tuple) -> int:
+        """csum16 over the IPv4 header fields, the checksum field (ip[7]) left out."""
+        return ~((ones_sum(mv[_IP_OFF:_TCP_OFF]) - ip[7]) % 0xFFFF or 0xFFFF) & 0xFFFF
 
     @staticmethod
     def _tcp_checksum(mv: memoryview, p: Packet) -> int:
@@ -305,8 +280,7 @@ class NicPipeline:
         ip = p.ipv4
         src, dst = ip[8], ip[9]
         pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + ip[6] + p.l4_len
-        s = ones_sum(mv[_TCP_OFF:_TCP_OFF + 16], pseudo)
-        return ~ones_sum(mv[_TCP_OFF + 18:], s) & 0xFFFF
+        return ~((ones_sum(mv[_TCP_OFF:], pseudo) - p.tcp[7]) % 0xFFFF or 0xFFFF) & 0xFFFF
 
     # --- NicIngress ------------------------------------------------------------------------------
 
@@ -452,7 +426,7 @@ class NicPipeline:
         if p.port_role != ROLE_CORE or p.ipv4 is None:
             return
         mv = memoryview(p.frame)
-        p.ipv4_csum = self._ipv4_checksum(mv)
+        p.ipv4_csum = self._ipv4_checksum(mv, p.ipv4)
         if p.tcp_valid:
             p.tcp_csum = self._tcp_checksum(mv, p)
 

@@ -8,7 +8,6 @@ import random
 import socket
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
 from p4mtcp.control.agent import (
-    FLOW_STEER, AgentError, Entry, NicAgent, arp_request, entry, parse_arp)
+    AgentError, Entry, NicAgent, arp_request, entry, parse_arp)
 from p4mtcp.control.config import (
     HostConfig, parse_arp_conf, parse_mtcp_conf, parse_route_conf)
 from p4mtcp.control.p4rt import Client
@@ -25,11 +24,13 @@ from p4mtcp.control.rss import PortSelector
 from p4mtcp.dataplane.device import Device
 from p4mtcp.dataplane.server import serve
 from p4mtcp.p4info import P4Schema
+from p4mtcp.p4src import CPU_PORT, FLOW_STEER, P4INFO
 
-P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
+from waiting import wait_for
+
 MAC0, MAC1 = "02:00:00:00:01:01", "02:00:00:00:02:01"
 PEER_MAC, GW_MAC = "02:00:00:00:01:02", "02:00:00:00:01:fe"
-CPU = 255
+CPU = CPU_PORT
 NET0, NET1, CORE0, CORE1 = 1, 2, 16, 17
 
 
@@ -39,16 +40,6 @@ def ip(text: str) -> int:
 
 def mac_int(text: str) -> int:
     return int(text.replace(":", ""), 16)
-
-
-def wait_for(pred, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ from scapy.layers.l2 import Ether
 
 from p4mtcp.dataplane import ports
 from p4mtcp.dataplane.ports import PacketPort, UnixHostPort, UnixNicPort, finish_checksum, open_port
+from test_dataplane_nic import (  # noqa: F401  (dp_wired is a fixture)
+    CORE0, LOCAL_IP, LOCAL_MAC, NET, PEER_IP, PEER_MAC, dp_wired, program)
 
 
 def drain(port, want: int, timeout: float = 2.0) -> list[bytes]:
@@ -307,3 +309,33 @@ def test_a_full_peer_drops_whole_batches_counted_and_never_blocks(dp_link):
     assert nic.stats.tx_frames == sent and nic.stats.tx_dropped == 80000 - sent
     assert len(drain(host, sent, timeout=5)) == sent
     assert host.stats.rx_frames == sent
+
+
+def test_the_nic_forwards_batches_and_counts_every_frame(dp_wired):
+    """Batches in, grouped batches out: per-port, NIC and P4 counters agree frame for frame."""
+    nic, ends = dp_wired
+    program(nic)
+    rx = [bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / IP(src=PEER_IP, dst=LOCAL_IP)
+                / TCP(sport=30000 + i, dport=80) / (b"d" * i)) for i in range(100)]
+    bad = bytearray(rx[0])
+    bad[-1] ^= 0xFF  # the TCP checksum no longer matches: the pipeline drops it (reason 2)
+    assert ends[NET].send_batch(rx + [bytes(bad)]) == 101
+    to_core = {n: drain(ends[n], 100, timeout=0.5) for n in (CORE0, CORE0 + 1)}
+    assert sorted(to_core[CORE0] + to_core[CORE0 + 1]) == sorted(rx)
+    assert all(to_core.values())  # RSS spread the flows over both cores
+    tx = [bytes(Ether(dst="00:00:00:00:00:00", src="00:00:00:00:00:00")
+                / IP(src=LOCAL_IP, dst=PEER_IP, chksum=0) / TCP(sport=80, dport=30000 + i, chksum=0)
+                / (b"r" * 1400)) for i in range(80)]
+    assert ends[CORE0].send_batch(tx) == 80
+    out = drain(ends[NET], 80)
+    assert [Ether(f)[TCP].dport for f in out] == [30000 + i for i in range(80)]  # order kept
+    counters = nic.device.pipeline.counters
+    rx_port, tx_port = counters["NicIngress.rx_port"], counters["NicEgress.tx_port"]
+    assert rx_port.read(NET)[0] == 101 and rx_port.read(CORE0)[0] == 80
+    assert counters["NicIngress.drops"].read(2)[0] == 1
+    for n in (CORE0, CORE0 + 1):
+        assert tx_port.read(n)[0] == nic.ports[n].stats.tx_frames == len(to_core[n])
+        assert ends[n].stats.rx_frames == len(to_core[n])
+    assert tx_port.read(NET)[0] == nic.ports[NET].stats.tx_frames == ends[NET].stats.rx_frames == 80
+    assert nic.stats.frames_in == 181 and nic.stats.frames_out == 180
+    assert sum(p.stats.tx_dropped + p.stats.rx_malformed for p in nic.ports.values()) == 0

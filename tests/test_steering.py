@@ -25,12 +25,14 @@ from typing import Any
 import pytest
 
 from p4mtcp import mtcp
-from p4mtcp.control.agent import FLOW_STEER, AgentError
+from p4mtcp.control.agent import AgentError
 from p4mtcp.control.config import ConfigError, format_mtcp_conf, load_mtcp_conf
 from p4mtcp.control.rss import PortSelector
 from p4mtcp.control.steering import REPLY, REQUEST, STEER, SteeringClient, SteeringServer
+from p4mtcp.p4src import FLOW_STEER
 
 from mtcp_pair import CLIENT_IP, PORT, SERVER_IP, Pair, write_conf
+from waiting import wait_for
 
 LIP = int(ipaddress.IPv4Address(CLIENT_IP))
 RIP = int(ipaddress.IPv4Address(SERVER_IP))
@@ -57,16 +59,6 @@ class RecordingAgent:
     def unsteer_flow(self, rip: int, lip: int, rport: int, lport: int) -> None:
         self.calls.append(("unsteer", rip, lip, rport, lport))
         self.entries.pop((rip, lip, rport, lport), None)
-
-
-def wait_for(cond, timeout: float = 5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        result = cond()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture

@@ -445,7 +445,10 @@ def test_kernel_reset_mid_transfer_reaches_the_engine(veth_pair: VethNetns,
         argv = ["timeout", "-s", "KILL", "1", "curl", "-sS", "--limit-rate", "1M", "-o",
                 str(tmp_path / "partial"), url]
         with veth_pair.popen(argv, stderr=subprocess.DEVNULL) as proc:
-            run_until_exit(drv, proc, app, lambda: bool(apps) and apps[0].conn.error != 0)
+            # curl dies by SIGKILL (a failed exit), so wait for the reset itself, not just the
+            # exit: the kernel's RST can reach the engine a moment after the process is gone.
+            drv.run(lambda: proc.poll() is not None and bool(apps) and apps[0].conn.error != 0,
+                    app=app, timeout=RUN_LIMIT)
     assert apps and apps[0].conn.error == errno.ECONNRESET
     assert EventKind.RESET in events and stack.stats.resets == 1
     assert 0 < apps[0].sent < len(BLOB) and stack.connections == 0
