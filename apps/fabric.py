@@ -113,6 +113,7 @@ class Fabric:
             f"sndbuf = {extra.get('sndbuf', 8192)}",
             f"tcp_timeout = {extra.get('tcp_timeout', 30)}",
             "tcp_timewait = 0",
+            f"congestion_control = {extra.get('congestion_control', 'newreno')}",
             "port = net0",
             "nic_target = embedded",
             f"p4runtime = {host.grpc}",

@@ -14,13 +14,12 @@ import signal
 import socket as _socket
 import struct
 import termios
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from p4mtcp.control import epoll as _ep
-from p4mtcp.control.config import MtcpConf, MtcpConfig, load_host
+from p4mtcp.control.config import MtcpConf, MtcpConfig, load_host_beside
 from p4mtcp.control.context import Context, Pipe, Socket, SockType, apply_option, fail
 from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.control.rss import PortSelector, round_robin_reta
@@ -139,10 +138,7 @@ def mtcp_init(config_file: str) -> int:
     ./config/). ``ConfigError`` names file, line and problem. Returns 0."""
     if _proc.contexts:
         fail(errno.EBUSY, "mtcp_init", "contexts exist; mtcp_destroy first")
-    here = Path(config_file).parent
-    arp, route = here / "arp.conf", here / "route.conf"
-    host = load_host(config_file, arp if arp.is_file() else None,
-                     route if route.is_file() else None)
+    host = load_host_beside(config_file)
     _proc.config = host.mtcp
     # connect's "no route" check: route.conf's prefixes and the local subnets
     _proc.routes = [(int(r.network.network_address), int(r.network.netmask))
@@ -220,7 +216,7 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
                       offload_checksum=offload_checksum, selector=selector,
                       steer_flow=steering.steer if steering else None,
                       unsteer_flow=steering.unsteer if steering else None,
-                      routes=_proc.routes, reopen=reopen)
+                      routes=_proc.routes, reopen=reopen, congestion=cfg.congestion_control)
     except ValueError as exc:  # e.g. buffer sizes the engine cannot honour
         port.close()
         fail(errno.EINVAL, call, str(exc))

@@ -6,36 +6,38 @@ malformed line or a bad value stops the load.
 
 mtcp.conf — ``key = value`` lines, ``#`` starts a comment, each key at most once:
 
-=================  =========================================  ==================================
-key                value                                      default
-=================  =========================================  ==================================
-num_cores          cores (one context and one NIC port each)  CPUs this process may use
-max_concurrency    socket ids per context                     10000
-max_num_buffers    send/receive buffers per context           10000
-rcvbuf, sndbuf     bytes per socket buffer                    8192
-tcp_timeout        idle seconds before a connection is        30
-                   dropped; <= 0 turns it off
-tcp_timewait       seconds in TIME_WAIT                       0
-port               interface names, space separated           net0
-stat_print         interfaces whose statistics are printed    (none)
-nic_target         ``embedded`` or ``bmv2``                    embedded
-p4runtime          the NIC's P4Runtime ``host:port``          127.0.0.1:9559
-device_id          P4Runtime device id                        1
-election_id        the agent's election id (1 .. 2**128-1)    1
-p4info             P4Info text file                           the packaged mtcp_nic.p4info.txtpb
-p4_device_config   target config file (BMv2 JSON) pushed      (none: empty bytes, which the
-                   with the P4Info                            embedded target accepts)
-cpu_port           the NIC's CPU port                         255
-core_port_base     core i is NIC port core_port_base + i      16
-network_ports      NIC port number of each ``port`` name      1, 2, ... in ``port`` order
-local_ip           ``addr/prefix`` of each ``port`` name      (required)
-host_mac           MAC of each ``port`` name                  02:00 + the four bytes of local_ip
-network_links      NIC-side port spec of each ``port`` name   (none: chosen by the launcher)
-core_links         NIC-side port spec of each core            (none: chosen by the launcher)
-steer_socket       UNIX socket of the agent's steering        (none: connect gives EAGAIN when
-                   server (`control.steering`): connect's     no source port hashes to its
-                   flow_steer fallback; at most 107 bytes     core)
-=================  =========================================  ==================================
+==================  =========================================  ==================================
+key                 value                                      default
+==================  =========================================  ==================================
+num_cores           cores (one context and one NIC port each)  CPUs this process may use
+max_concurrency     socket ids per context                     10000
+max_num_buffers     send/receive buffers per context           10000
+rcvbuf, sndbuf      bytes per socket buffer                    8192
+tcp_timeout         idle seconds before a connection is        30
+                    dropped; <= 0 turns it off
+tcp_timewait        seconds in TIME_WAIT                       0
+congestion_control  ``newreno`` (RFC 5681, RFC 6582; mTCP)     newreno
+                    or ``cubic`` (RFC 9438)
+port                interface names, space separated           net0
+stat_print          interfaces whose statistics are printed    (none)
+nic_target          ``embedded`` or ``bmv2``                    embedded
+p4runtime           the NIC's P4Runtime ``host:port``          127.0.0.1:9559
+device_id           P4Runtime device id                        1
+election_id         the agent's election id (1 .. 2**128-1)    1
+p4info              P4Info text file                           the packaged mtcp_nic.p4info.txtpb
+p4_device_config    target config file (BMv2 JSON) pushed      (none: empty bytes, which the
+                    with the P4Info                            embedded target accepts)
+cpu_port            the NIC's CPU port                         255
+core_port_base      core i is NIC port core_port_base + i      16
+network_ports       NIC port number of each ``port`` name      1, 2, ... in ``port`` order
+local_ip            ``addr/prefix`` of each ``port`` name      (required)
+host_mac            MAC of each ``port`` name                  02:00 + the four bytes of local_ip
+network_links       NIC-side port spec of each ``port`` name   (none: chosen by the launcher)
+core_links          NIC-side port spec of each core            (none: chosen by the launcher)
+steer_socket        UNIX socket of the agent's steering        (none: connect gives EAGAIN when
+                    server (`control.steering`): connect's     no source port hashes to its
+                    flow_steer fallback; at most 107 bytes     core)
+==================  =========================================  ==================================
 
 Per-interface lists (network_ports, local_ip, host_mac, network_links) hold one item per name in
 ``port``, in the same order. Relative paths are relative to the file's directory. Port specs are
@@ -58,6 +60,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from p4mtcp.control.tcp.congestion import ALGORITHMS
 
 DEFAULT_P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
 MAX_PORT = 511  # v1model ports are bit<9>; 511 is the drop port
@@ -193,6 +197,7 @@ class MtcpConfig:
     sndbuf: int = 8192
     tcp_timeout: int = 30
     tcp_timewait: int = 0
+    congestion_control: str = "newreno"
     port: tuple[str, ...] = ("net0",)
     stat_print: tuple[str, ...] = ()
     nic_target: str = "embedded"
@@ -261,6 +266,7 @@ _KEYS: dict[str, Callable[[str], Any]] = {
     "sndbuf": _int(1),
     "tcp_timeout": _int(),
     "tcp_timewait": _int(0),
+    "congestion_control": _choice(*ALGORITHMS),
     "port": _names,
     "stat_print": _names,
     "nic_target": _choice("embedded", "bmv2"),
@@ -526,6 +532,14 @@ def check_host(host: HostConfig, arp_file: str = "arp.conf", route_file: str = "
                               f"{e.network} is not reachable: no route.conf entry or local_ip "
                               f"subnet covers it")
     return host
+
+
+def load_host_beside(mtcp_conf: str | Path) -> HostConfig:
+    """mtcp.conf with the arp.conf and route.conf that sit beside it, where they exist (mTCP
+    reads them from ./config/; here the directory of mtcp.conf plays that part)."""
+    here = Path(mtcp_conf).parent
+    arp, route = here / "arp.conf", here / "route.conf"
+    return load_host(mtcp_conf, arp if arp.is_file() else None, route if route.is_file() else None)
 
 
 def load_host(mtcp_conf: str | Path, arp_conf: str | Path | None = None,

@@ -165,7 +165,7 @@ class Context:
                  clock: Callable[[], float] = time.monotonic, isn_secret: bytes | None = None,
                  tcp_config: TcpConfig | None = None,
                  routes: Sequence[tuple[int, int]] | None = None,
-                 reopen: Callable[[], Port] | None = None):
+                 reopen: Callable[[], Port] | None = None, congestion: str = "newreno"):
         if not local_ips:
             raise ValueError(f"context for core {core}: no local IPv4 address configured")
         self.core = core
@@ -185,7 +185,7 @@ class Context:
         cfg = tcp_config or TcpConfig(rcvbuf=self.rcvbuf_size, sndbuf=self.sndbuf_size,
                                       timewait=float(conf.tcp_timewait),
                                       idle_timeout=float(conf.tcp_timeout),
-                                      offload_checksum=offload_checksum)
+                                      offload_checksum=offload_checksum, congestion=congestion)
         self.stack = TcpStack(cfg, isn_secret=isn_secret or os.urandom(16))
         self.stats = ContextStats()
         # Longest a blocking-socket call waits (then EAGAIN): tcp_timeout when on, else no limit.

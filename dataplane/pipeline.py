@@ -25,7 +25,7 @@ from p4mtcp.p4src import (  # noqa: E402,I001
     SET_NETWORK_PORT, SET_CORE_PORT, UNKNOWN_PORT, ARP_REPLY, ARP_TO_CPU, SET_LOCAL, NOT_LOCAL,
     STEER_TO_CORE, USE_RSS, NO_CORE, SET_NEXT_HOP, NO_ROUTE, SET_DST_MAC, NEIGHBOR_MISS,
     SET_SRC_MAC, NOP, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS, PACKET_IN_ARP,
-    PACKET_IN_NEIGHBOR_MISS, DROP_REASONS,
+    PACKET_IN_NEIGHBOR_MISS,
 )
 
 # table -> (match fields (name, bitwidth, match type), actions {name: params}, initial default)

@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "demo": ("p4mtcp.apps.demo", "the main job: embedded NIC + epserver + epwget, live statistics"),
     "nic": ("p4mtcp.dataplane.nic", "run the embedded P4 target with a P4Runtime server"),
+    "agent": ("p4mtcp.apps.agent", "program a NIC for a host's programs and keep it programmed"),
     "epserver": ("p4mtcp.apps.epserver", "HTTP/1.1 static file server, one context per core"),
     "epwget": ("p4mtcp.apps.epwget", "HTTP load generator"),
     "perf": ("p4mtcp.apps.perf", "bulk throughput sender/receiver"),

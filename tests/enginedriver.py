@@ -422,3 +422,22 @@ class StreamApp:
         if self.all_sent and (self.close_when_sent or conn.eof):
             conn.close()
             self.closed = True
+
+
+class Sinks:
+    """The application of a receiving server, as `app(now)` for `EngineDriver.run`: drains the
+    stack's events, accepts every connection on `listener` into a StreamApp that reads to the
+    peer's EOF (then closes), and pumps them all."""
+
+    def __init__(self, stack: object, listener: object) -> None:
+        self.stack = stack
+        self.listener = listener
+        self.apps: list[StreamApp] = []
+
+    def __call__(self, now: float) -> None:
+        self.stack.events()
+        conn = self.listener.accept()
+        if conn is not None:
+            self.apps.append(StreamApp(conn, close_when_sent=False))
+        for a in self.apps:
+            a.pump()

@@ -100,8 +100,10 @@ def kernel_peer(request, veth_pair: VethNetns, tmp_path):
             net_spec = f"unix:{fab.dir}/wire"
         host = fab.add_host("p4m", f"{veth_pair.engine_ip}/24", 2, net_spec,
                             {veth_pair.ns_ip: ns_mac(veth_pair)})
-        # Windows large enough for a 10 ms round trip: 512 KiB buffers.
-        fab.start(timeout=60, rcvbuf=512 * 1024, sndbuf=512 * 1024)
+        # Windows large enough for a 10 ms round trip: 512 KiB buffers. The impaired runs use
+        # CUBIC (mtcp.conf congestion_control), which holds a larger window under random loss.
+        fab.start(timeout=60, rcvbuf=512 * 1024, sndbuf=512 * 1024,
+                  congestion_control="cubic" if impaired else "newreno")
         if use_netem:
             veth_pair.netem(IMPAIRMENT)
         elif impaired:

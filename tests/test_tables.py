@@ -135,7 +135,7 @@ def invalid(fn, *args, **kw) -> str:
 
 def test_exact_hit_miss_and_direct_counter(schema):
     t = table(schema, "Ing.t_exact")
-    set_port, drop = schema.action("Ing.set_port"), schema.action("Ing.drop")
+    set_port = schema.action("Ing.set_port")
     t.insert((3, 0x0A000001), 0, set_port, (7,))
     assert t.lookup((3, 0x0A000001), 100) == ("Ing.set_port", (7,))
     assert t.lookup((3, 0x0A000002), 60) == ("Ing.drop", ())  # the P4Info's initial default

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import IP, TCP
 
-from enginedriver import EngineDriver, Impairment, StreamApp, int_to_ip, ip_to_int
+from enginedriver import EngineDriver, Impairment, Sinks, StreamApp, int_to_ip, ip_to_int
 from netns import (VethNetns, kernel_counters, netem_available, sysctl,  # noqa: F401
                    veth_pair, wait_for_listener)
 from p4mtcp.control.tcp import EventKind, TcpConfig, TcpStack
@@ -261,17 +261,8 @@ def test_kernel_nc_uploads_to_engine(veth_pair: VethNetns, tmp_path: Path, impai
     src = tmp_path / "blob"
     src.write_bytes(BLOB)
     with engine_on_wire(veth_pair, impairment, config) as (stack, drv, wire):
-        listener = stack.listen(ip_to_int(veth_pair.engine_ip), 9000, 8)
-        apps: list[StreamApp] = []
-
-        def app(now: float) -> None:
-            stack.events()
-            conn = listener.accept()
-            if conn is not None:
-                apps.append(StreamApp(conn, close_when_sent=False))
-            for a in apps:
-                a.pump()
-
+        app = Sinks(stack, stack.listen(ip_to_int(veth_pair.engine_ip), 9000, 8))
+        apps = app.apps
         with open(src, "rb") as stdin, veth_pair.popen(
                 ["nc", "-N", "-w", "30", veth_pair.engine_ip, "9000"], stdin=stdin) as proc:
             run_until_exit(drv, proc, app, lambda: bool(apps) and apps[0].closed)

@@ -15,12 +15,14 @@ import struct
 from dataclasses import dataclass
 
 import pytest
+from scapy.layers.inet import TCP
 
 from enginedriver import StreamApp
 from linkmodel import (WIRE_OVERHEAD, DropNthData, DropRule, LinkModel, LinkParams,
                        SimulationError, tcp_payload_len, tcp_seq)
-from p4mtcp.control.tcp import TcpConfig, TcpStack
+from p4mtcp.control.tcp import Connection, TcpConfig, TcpStack
 from p4mtcp.control.tcp.isn import initial_seq
+from p4mtcp.control.tcp.sack import Scoreboard
 
 A_IP, B_IP = 0x0A000001, 0x0A000002
 SIZE = 10 << 20
@@ -35,7 +37,8 @@ class WireAudit:
 
     A retransmission is *spurious* when every byte it carries was already in a transmission the
     link delivers.  Two kinds are allowed and counted apart: go-back-N resends below the highest
-    byte sent when an RTO fired (RFC 2018 section 8: ignore SACK information after a timeout),
+    byte sent when an RTO fired (RFC 2018 section 8: ignore SACK information from before the
+    timeout; what is SACKed after it is skipped, RFC 6675 5.1),
     in a new recovery episode, a resend of a segment already retransmitted in an earlier
     episode whose retransmission is still in flight (RFC 6675 resets HighRxt to HighACK on
     entry, 5 (4.3), and keeps no memory of the previous episode's resends), and one "rescue"
@@ -112,13 +115,15 @@ class Transfer:
     audit: WireAudit
     received: bytes
     trace: list[tuple[float, int, int, int]]     # (time, cwnd, ssthresh, flight) per step
+    conn: Connection                              # the sender's connection
 
 
 SENDER_SECRET = b"sender-secret-0123"
 
 
 def bulk(data: bytes, ab: LinkParams, ba: LinkParams | None = None, seed: int = 1,
-         drop: DropRule | None = None, config: TcpConfig = CONFIG,
+         drop: DropRule | None = None, drop_ba: DropRule | None = None,
+         config: TcpConfig = CONFIG,
          time_limit: float = 300.0, max_iterations: int = 200_000,
          start: float = 0.0) -> Transfer:
     """Connect A -> B over the link at time `start`, send data, close; run until B has read EOF
@@ -145,10 +150,10 @@ def bulk(data: bytes, ab: LinkParams, ba: LinkParams | None = None, seed: int = 
         trace.append((now, conn.cc.cwnd, conn.cc.ssthresh, conn.snd_max - conn.una))
 
     link = LinkModel(sender, receiver, ab, ba or LinkParams(delay=ab.delay), seed=seed,
-                     drop_ab=drop, observe_ab=audit, now=start)
+                     drop_ab=drop, drop_ba=drop_ba, observe_ab=audit, now=start)
     link.run(lambda: bool(server) and server[0].closed, app, time_limit=time_limit,
              max_iterations=max_iterations)
-    return Transfer(sender, receiver, link, audit, bytes(server[0].incoming), trace)
+    return Transfer(sender, receiver, link, audit, bytes(server[0].incoming), trace, conn)
 
 
 def assert_exact(t: Transfer, data: bytes) -> None:
@@ -386,29 +391,122 @@ class DropTwice:
         return False
 
 
-def test_lost_retransmission_costs_one_timeout_and_a_one_segment_window() -> None:
-    """RFC 6675 has no lost-retransmission detection: the RTO repairs it (RFC 6298 5.4-5.6),
-    and afterwards cwnd is the one-segment loss window (RFC 5681 3.1)."""
+def test_lost_retransmission_is_sent_again_without_a_timeout() -> None:
+    """RFC 6675 alone cannot see a lost retransmission and leaves it to the RTO; the engine
+    notices that data first sent after the retransmission is SACKed while the hole stays open,
+    and resends it at once: two retransmissions of the one segment, one reduction, no RTO."""
     drop = DropTwice(100)
     t = bulk(SMALL, LinkParams(), drop=drop)
     assert_exact(t, SMALL)
     st = t.sender.stats
     assert drop.dropped == 2
-    assert (st.fast_retransmits, st.timeouts) == (1, 1)
-    assert st.retransmits - t.audit.rescues == 2 and t.audit.spurious == 0
+    assert (st.fast_retransmits, st.lost_retransmits, st.timeouts) == (1, 1, 0)
+    assert st.retransmits == 2 and t.audit.retransmissions == 2 and t.audit.spurious == 0
+    assert len(reductions(t)) == 1, "the lost retransmission cost a second reduction"
     smss = MSS - 12
-    assert any(cwnd == smss for _, cwnd, _, _ in t.trace), "no loss window of 1 SMSS after RTO"
+    assert min(cwnd for _, cwnd, _, _ in t.trace[reductions(t)[0][2]:]) > 4 * smss, \
+        "cwnd collapsed as after a timeout"
 
 
-def test_tail_loss_is_repaired_by_one_timeout() -> None:
-    """The last segment of the stream lost: no dupACKs can follow, so one RTO, one resend."""
+class AckBlackout:
+    """Drop rule for the ACK direction: once `trigger` has lost a segment, lose the duplicate
+    ACKs for it (those carrying SACK blocks), so the sender learns nothing of the hole or the
+    segments above it, until an ACK reports a duplicate (a D-SACK, RFC 2883: the RTO's resend
+    arrived); from then on every ACK passes."""
+
+    def __init__(self, trigger: DropNthData) -> None:
+        self.trigger = trigger
+        self.lost = 0
+        self.over = False
+
+    def __call__(self, index: int, seg: bytes) -> bool:
+        hole = self.trigger.dropped
+        if self.over or not hole or seg[12] >> 4 <= 8:
+            return False
+        ack = struct.unpack_from("!I", seg, 8)[0]
+        sack = dict(TCP(seg).options).get("SAck", ())
+        if sack and (sack[0] - ack) & 0x80000000:        # first block below the ACK: D-SACK
+            self.over = True
+            return False
+        self.lost += ack == hole[0]
+        return ack == hole[0]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip-sacked", "plain-go-back-n"])
+def test_go_back_n_after_a_timeout_skips_what_the_peer_sacked(skip: bool, monkeypatch) -> None:
+    """RFC 6675 5.1: after an RTO the sender resends from SND.UNA, but what the receiver SACKs
+    after the first resend (it kept its out-of-order segments) is not sent again: eight holes
+    cost eight resends (and the one segment below the first hole whose ACK was delayed and then
+    lost). The plain variant, skipping disabled, shows what go-back-N alone resends."""
+    if not skip:
+        monkeypatch.setattr(Scoreboard, "skip", lambda self, off: off)
+    drop = DropNthData(*range(100, 130, 4))
+    blackout = AckBlackout(drop)
+    t = bulk(SMALL, LinkParams(), drop=drop, drop_ba=blackout)
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert len(drop.dropped) == 8 and blackout.lost > 8 and blackout.over
+    assert (st.timeouts, st.fast_retransmits) == (1, 0)
+    assert t.audit.spurious == 0
+    if skip:
+        assert st.retransmits == 9 and t.audit.spurious_after_rto == 1
+    else:
+        assert st.retransmits > 30 and t.audit.spurious_after_rto > 20
+
+
+def test_tail_loss_is_repaired_by_one_timeout_without_probes() -> None:
+    """The last segment of the stream lost and no tail loss probe: no dupACKs can follow, so
+    one RTO, one resend (RFC 6298 5.4)."""
+    last = -(-len(SMALL) // (MSS - 12)) - 1
+    drop = DropNthData(last)
+    t = bulk(SMALL, LinkParams(), drop=drop,
+             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
+                              tail_loss_probe=False))
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert len(drop.dropped) == 1
+    assert (st.retransmits, st.timeouts, st.loss_probes) == (1, 1, 0) and t.audit.spurious == 0
+
+
+def test_tail_loss_is_repaired_by_a_loss_probe_not_a_timeout() -> None:
+    """RFC 8985 7: the same loss with the tail loss probe on. One segment in flight waits out
+    the worst-case delayed ACK, so the probe goes at the RTO's time (PTO = min(RTO, PTO)) and
+    stands in for it: the last segment is resent, no timeout, no backoff, no 1-segment cwnd."""
     last = -(-len(SMALL) // (MSS - 12)) - 1
     drop = DropNthData(last)
     t = bulk(SMALL, LinkParams(), drop=drop)
     assert_exact(t, SMALL)
     st = t.sender.stats
-    assert len(drop.dropped) == 1
-    assert (st.retransmits, st.timeouts) == (1, 1) and t.audit.spurious == 0
+    assert (st.retransmits, st.timeouts, st.loss_probes) == (1, 0, 1)
+    assert t.audit.spurious == 0 and t.audit.retransmissions == 1
+    smss = MSS - 12
+    assert min(cwnd for _, cwnd, _, _ in t.trace[-50:]) > smss, "cwnd fell to the loss window"
+    # The run stops when the receiver has closed; let the sender take the last ACK. The resent
+    # probe was not reported a duplicate, so it repaired a loss: one reduction (RFC 8985 7.4.2).
+    conn = t.conn
+    t.link.run(lambda: t.sender.connections == 0, lambda now: None, time_limit=5.0)
+    assert t.sender.stats.tlp_recoveries == 1 and t.sender.stats.timeouts == 0
+    assert conn.cc.ssthresh == 2 * smss and conn.cc.cwnd == conn.cc.ssthresh
+
+
+def test_loss_just_before_the_tail_is_found_by_the_probe() -> None:
+    """The next-to-last segment lost: the last one draws a single dupACK, too few for fast
+    retransmit. 2*SRTT later the probe resends the last segment; its D-SACK still shows the
+    hole below, which (RFC 8985 7.4, RACK's rule) is then lost: fast recovery resends it long
+    before the RTO. Retransmissions: the probe, the hole, and RFC 6675's one rescue."""
+    last = -(-len(SMALL) // (MSS - 12)) - 1
+    drop = DropNthData(last - 1)
+    t = bulk(SMALL, LinkParams(), drop=drop)
+    assert_exact(t, SMALL)
+    st = t.sender.stats
+    assert (st.loss_probes, st.fast_retransmits, st.timeouts) == (1, 1, 0)
+    assert st.retransmits == 3 and t.audit.rescues == 1 and t.audit.lost_retransmissions == 0
+    assert t.audit.spurious == 1, "only the probe itself may be a duplicate"
+    plain = bulk(SMALL, LinkParams(), drop=DropNthData(last - 1),
+                 config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
+                                  tail_loss_probe=False))
+    assert plain.sender.stats.timeouts == 1, "without the probe the hole waits for the RTO"
+    assert t.link.now < plain.link.now - 0.1, (t.link.now, plain.link.now)
 
 
 @pytest.mark.parametrize("seed", [1, 13])

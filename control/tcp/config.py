@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .congestion import ALGORITHMS
+
 
 @dataclass(frozen=True, slots=True)
 class TcpConfig:
@@ -36,7 +38,9 @@ class TcpConfig:
     window_scaling: bool = True       # offer RFC 7323 window scaling
     timestamps: bool = True           # offer RFC 7323 timestamps
     sack: bool = True                 # offer RFC 2018 SACK
+    congestion: str = "newreno"       # "newreno" (mTCP's) or "cubic" (RFC 9438)
     initial_window: int = 10          # segments (RFC 6928)
+    tail_loss_probe: bool = True      # RFC 8985 7 TLP: probe a silent tail before the RTO
     challenge_ack_limit: int = 1000   # RFC 5961 section 7: challenge ACKs per second per stack
     offload_checksum: bool = False    # True: emit zero checksums and trust received ones (NIC)
 
@@ -54,5 +58,8 @@ class TcpConfig:
             raise ValueError(f"TcpConfig.rto_min ({self.rto_min}) exceeds rto_max ({self.rto_max})")
         if self.timewait < 0 or self.delayed_ack < 0 or self.delayed_ack >= 0.5:
             raise ValueError("TcpConfig.timewait must be >= 0 and delayed_ack in [0, 0.5)")
+        if self.congestion not in ALGORITHMS:
+            raise ValueError(f"TcpConfig.congestion must be one of {', '.join(ALGORITHMS)}, "
+                             f"got {self.congestion!r}")
         if self.rcvbuf > (65535 << 14) or self.sndbuf > (1 << 30):
             raise ValueError("TcpConfig.rcvbuf/sndbuf too large (RFC 7323 limits the window to 2^30)")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import wire
 from .buffers import RecvBuffer, SendBuffer
-from .congestion import NewReno
+from .congestion import make as make_congestion_control
 from .reorder import DUP_THRESH, Reordering
 from .events import EventKind, State
 from .rtt import RttEstimator
@@ -39,6 +39,8 @@ _RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 _CONTROL = SYN | FIN | RST | ACK | 0x20     # header prediction needs exactly ACK among these (+PSH)
 _OPTIONS = ("nodelay", "keepalive", "linger", "rcvbuf", "sndbuf")
 _DEFAULT_MSS = 536          # RFC 9293 3.7.1 (MUST-15): assume 536 when no MSS option arrives
+_WC_DELACK = 0.2            # RFC 8985 7.2 WCDelAckT: the worst-case delayed ACK a probe waits out
+_PTO_MIN = 0.01             # a floor under 2*SRTT on very short paths (Linux: 10 ms)
 _MAX_WINDOW = 65535
 
 
@@ -64,7 +66,7 @@ class Connection:
         "_recover", "_high_rxt", "sb", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
         "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
         "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask", "reo", "_rescue",
-        "_dsack",
+        "_dsack", "_rxt_marks", "_pto_at", "_tlp_end", "_tlp_rxt", "_tlp_dsack",
     )
 
     def __init__(self, stack: TcpStack, local_ip: int, local_port: int, remote_ip: int,
@@ -118,12 +120,13 @@ class Connection:
         self._ts_offset = (iss * 2654435761) & MASK
         # loss recovery and congestion control
         self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
-        self.cc = NewReno(_DEFAULT_MSS, cfg.initial_window)
+        self.cc = make_congestion_control(cfg.congestion, _DEFAULT_MSS, cfg.initial_window)
         self._dupacks = 0
         self._recovery: int | None = None     # RFC 6582 "recover" point while in recovery
         self._recover = 0                     # highest offset sent when the last RTO fired
         self._high_rxt = 0
         self._rescue: int | None = None       # RFC 6675 RescueRxt
+        self._rxt_marks: list[list[int]] = []  # [lo, hi, SND.MAX then] per retransmission
         self.sb = Scoreboard()
         self.reo = Reordering()
         self._dsack: tuple[int, int] | None = None   # duplicate to report next (RFC 2883)
@@ -134,6 +137,10 @@ class Connection:
         self._rto_at: float | None = None
         self._dack_at: float | None = None
         self._persist_at: float | None = None
+        self._pto_at: float | None = None      # RFC 8985 7: tail loss probe timeout
+        self._tlp_end: int | None = None       # TLP.end_seq of the probe in flight
+        self._tlp_rxt = False                  # ... which resent data (else sent new data)
+        self._tlp_dsack = False                # ... and was reported a duplicate (RFC 8985 7.4)
         self._persist_n = 0
         self._tw_at: float | None = None
         self._last_rx = now
@@ -323,7 +330,8 @@ class Connection:
         # RFC 9293 3.7.1 and RFC 6691: the data we send fits min(peer MSS, ours) less options.
         self.eff_mss = max(64, min(self.mss_peer, self._cfg.mss) - (12 if self.ts_ok else 0))
         self._rcv_mss = self.eff_mss
-        self.cc = NewReno(self.eff_mss, self._cfg.initial_window)
+        self.cc = make_congestion_control(self._cfg.congestion, self.eff_mss,
+                                          self._cfg.initial_window)
 
     def _syn_options(self) -> bytes:
         cfg = self._cfg
@@ -608,6 +616,7 @@ class Connection:
                     self._undo()                   # RFC 3522 3.2 + RFC 4015 3.2
                 if ack_off >= self._recovery:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
                     self._recovery = None
+                    self._rxt_marks = []
                     self._dupacks = 0
                     if not self.reo.undone:        # RFC 4015 3.2: an undone cwnd stays restored
                         self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
@@ -620,7 +629,7 @@ class Connection:
                 if una == 0:
                     acked -= 1                     # the SYN is not data
                 if acked > 0:
-                    self.cc.on_ack(acked, mss)     # RFC 5681 3.1
+                    self.cc.on_ack(acked, mss, now, self.rtt.srtt)     # RFC 5681 3.1
             if self.una >= self.snd_max:           # RFC 6298 5.2: all acked -> stop the timer
                 self._rto_at = None
             else:                                  # RFC 6298 5.3: restart on new data acked
@@ -650,6 +659,97 @@ class Connection:
         if sack_new and self._recovery is None and self.una < self.snd_max and self.sb.is_lost(
                 self.una, mss, self.reo.dupthresh(self.snd_max - self.una, mss)):
             self._enter_recovery(now)              # RFC 6675 5 (IsLost on the first hole)
+        elif sack_new and self._rxt_marks and self._recovery is not None:
+            self._resend_lost_retransmissions(now)
+        if self._tlp_end is not None:
+            if self.una >= self._tlp_end:
+                self._end_tlp_episode()
+            elif (sack_new or self._tlp_dsack) and self._recovery is None and self.sb \
+                    and self.una < self.sb.high:
+                # RFC 8985 7.4 (by RACK's rule 6.2): the probe went out 2*SRTT after the data
+                # below it; its ACK still shows a hole there, so that data is lost.
+                self._enter_recovery(now)
+        if ack_off > una:
+            self._arm_pto(now)                     # RFC 8985 7.2: restart on a new cumulative ACK
+
+    def _arm_pto(self, now: float) -> None:
+        """RFC 8985 7.2: schedule a tail loss probe, PTO = 2*SRTT (+ the worst-case delayed ACK
+        when one segment is in flight), never later than the RTO. Only with SACK and an RTT
+        sample, outside recovery and after-RTO repair, with no probe already out."""
+        if (self._tlp_end is not None or self._recovery is not None or self.una < self._recover
+                or not self.sack_ok or self.una >= self.snd_max or self.rtt.srtt is None
+                or not self._cfg.tail_loss_probe or self.state not in _DATA_OUT):
+            self._pto_at = None
+            return
+        pto = max(2 * self.rtt.srtt, _PTO_MIN)
+        if self.snd_max - self.una <= self.eff_mss:
+            pto += _WC_DELACK
+        rto = self._rto_at
+        self._pto_at = now + pto if rto is None else min(now + pto, rto)   # PTO = min(RTO, PTO)
+
+    def _on_pto(self, now: float) -> None:
+        """RFC 8985 7.3: send one probe — a new segment if the peer's window takes one (cwnd
+        does not apply), else the last segment again — and leave the RTO armed behind it."""
+        self._pto_at = None
+        mss = self.eff_mss
+        end = self.sndbuf.end
+        off = self.nxt
+        if off < end and off < self.una + self.snd_wnd and off == self.snd_max:
+            n = min(mss, end - off, self.una + self.snd_wnd - off)
+            fin = self.fin_off is not None and off + n == self.fin_off
+            self._send_segment(off, n, fin, now)
+            self._tlp_rxt = False
+        else:
+            top = self.snd_max
+            fin = self.fin_off is not None and top == self.fin_off + 1
+            data_top = top - 1 if fin else top
+            lo = max(self.una, data_top - mss)
+            if data_top <= lo and not fin:
+                return
+            self._emit(lo, data_top - lo, ACK | (FIN if fin else 0), now)
+            self._stack.stats.retransmits += 1
+            self.reo.retransmitted(lo, data_top)
+            self._rtt_off = None
+            self._tlp_rxt = True
+        self._tlp_end = self.snd_max
+        self._tlp_dsack = False
+        self._stack.stats.loss_probes += 1
+        self._rto_at = now + self.rtt.rto           # RFC 8985 7.3: re-arm the RTO, not the PTO
+
+    def _end_tlp_episode(self) -> None:
+        """RFC 8985 7.4.2: everything up to the probe is acknowledged. A resent probe that was
+        not reported as a duplicate repaired a loss (of the original or of the probe): respond
+        to it as to any other loss, once."""
+        if self._tlp_rxt and not self._tlp_dsack and self._recovery is None:
+            self.cc.on_enter_recovery(self.snd_max - self.una, self.eff_mss)
+            self.cc.cwnd = self.cc.ssthresh
+            self._stack.stats.tlp_recoveries += 1
+        self._tlp_end = None
+
+    def _resend_lost_retransmissions(self, now: float) -> None:
+        """A retransmission is lost once DupThresh worth of data first sent after it has been
+        SACKed while its own range is still missing: resend it rather than wait for the RTO.
+        (RFC 6675 cannot see a lost retransmission; RFC 8985 6.2 sees it by send time, this
+        by send order, which the retransmission's SND.MAX mark records.)"""
+        una, sb, mss = self.una, self.sb, self.eff_mss
+        dt = self.reo.dupthresh(self.snd_max - una, mss)
+        marks = []
+        for m in self._rxt_marks:
+            lo, hi, mark = m
+            lo = max(lo, una)
+            if hi <= lo or sb.skip(lo) >= hi:      # delivered: acked or SACKed
+                continue
+            if sb.is_lost(mark, mss, dt):
+                self._emit(lo, hi - lo, ACK, now)
+                self._stack.stats.retransmits += 1
+                self._stack.stats.lost_retransmits += 1
+                self.reo.retransmitted(lo, hi)
+                if lo == una:                      # RFC 6298 5.3 spirit: the head went out again
+                    self._rto_at = now + self.rtt.rto
+                m[2] = self.snd_max
+            m[0] = lo
+            marks.append(m)
+        self._rxt_marks = marks
 
     def _on_sack(self, blocks: list[tuple[int, int]], una: int, ack_off: int) -> bool:
         """Record SACKed ranges (RFC 2018, RFC 6675); return True when one covered new data.
@@ -673,6 +773,8 @@ class Connection:
                     una + seq_diff(blocks[1][0], base) <= lo
                     and hi <= una + seq_diff(blocks[1][1], base))):
                 self._stack.stats.dsacks_in += 1
+                if self._tlp_end is not None and self._tlp_rxt and hi >= self._tlp_end - 1:
+                    self._tlp_dsack = True          # RFC 8985 7.4.1: the probe was needless
                 if reo.dsack(lo, hi):
                     self._undo()                   # RFC 3708 3: every retransmission was needless
                 continue
@@ -690,6 +792,7 @@ class Connection:
         episode still open runs on to its recovery point, so HighRxt keeps what was resent and
         the other holes are judged at the larger DupThresh."""
         self.reo.undo(self.cc, self.eff_mss)
+        self.cc.on_undo()
         self._stack.stats.spurious_recoveries += 1
         self._stack._mark(self)
 
@@ -701,6 +804,8 @@ class Connection:
         flight = self.snd_max - self.una
         self._recovery = self.snd_max
         self._rescue = None                        # RFC 6675 5 step 3: RescueRxt undefined
+        self._rxt_marks = []
+        self._pto_at = self._tlp_end = None        # fast recovery repairs what TLP probed for
         self.reo.start(self.cc, self.una, self.sb.high, self._ts_now() if self.ts_ok else None)
         self.cc.on_enter_recovery(flight, mss)
         if self.sack_ok:
@@ -782,7 +887,7 @@ class Connection:
 
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
-        self._rto_at = self._persist_at = self._dack_at = None
+        self._rto_at = self._persist_at = self._dack_at = self._pto_at = None
         self._tw_at = now + self._cfg.timewait
 
     def _reset_by_peer(self) -> None:
@@ -836,6 +941,8 @@ class Connection:
             return
         if st in _DATA_OUT:
             self._send_data(now)
+            if self._pto_at is None and self.snd_max > self.una:
+                self._arm_pto(now)                 # RFC 8985 7.2: after sending new data
         if self._ack_now and not self._freed:
             self._emit(self.nxt, 0, ACK, now)
         if st is TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
@@ -856,8 +963,12 @@ class Connection:
             if self._dupacks < dt:
                 limit += self._dupacks * mss
         wnd_end = self.una + self.snd_wnd
+        sb = self.sb
         while True:
             off = self.nxt
+            if sb and off < self.snd_max:
+                # RFC 6675 5.1: going back N after an RTO, skip what the peer SACKed since.
+                off = self.nxt = sb.skip(off)
             if off < end:
                 room = min(limit - (off - self.una), wnd_end - off)
                 n = min(mss, end - off)
@@ -916,6 +1027,8 @@ class Connection:
             self._emit(s, e - s, ACK | (FIN if fin else 0), now)
             self._stack.stats.retransmits += 1
             self.reo.retransmitted(s, e)
+            if e > s:
+                self._rxt_marks.append([s, e, self.snd_max])
             self._rtt_off = None
             if not rescue:                         # RFC 6675 4 rule 4: HighRxt is not updated
                 self._high_rxt = e + (1 if fin else 0)
@@ -946,6 +1059,8 @@ class Connection:
         self._emit(una, n, ACK | (PSH if n else 0) | (FIN if fin else 0), now)
         self._stack.stats.retransmits += 1
         self.reo.retransmitted(una, una + n)
+        if self._recovery is not None and n:
+            self._rxt_marks.append([una, una + n, self.snd_max])
         self._rtt_off = None
         return n + (1 if fin else 0)
 
@@ -1027,7 +1142,7 @@ class Connection:
 
     def _deadline(self) -> float | None:
         d = self._rto_at
-        for t in (self._dack_at, self._persist_at, self._tw_at):
+        for t in (self._dack_at, self._persist_at, self._tw_at, self._pto_at):
             if t is not None and (d is None or t < d):
                 d = t
         st = self.state
@@ -1049,6 +1164,8 @@ class Connection:
                 self._send_reset()
             self._free()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
             return
+        if self._pto_at is not None and now >= self._pto_at:
+            self._on_pto(now)                      # before the RTO it may stand in for
         if self._rto_at is not None and now >= self._rto_at:
             self._on_rto(now)
             if self._freed:
@@ -1100,6 +1217,8 @@ class Connection:
             self.cc.on_timeout(self.snd_max - self.una, self.eff_mss)
         self.rtt.backoff()                         # RFC 6298 5.5
         self._recovery = None
+        self._rxt_marks = []
+        self._pto_at = self._tlp_end = None        # RFC 8985 7.3: the RTO takes over
         self._dupacks = 0
         self._recover = self.snd_max               # RFC 6582 3.2 step 1 (after a timeout)
         self.reo.timeout(self.snd_max)
@@ -1140,7 +1259,7 @@ class Connection:
             return
         self._freed = True
         self.state = CLOSED
-        self._rto_at = self._dack_at = self._persist_at = self._tw_at = None
+        self._rto_at = self._dack_at = self._persist_at = self._tw_at = self._pto_at = None
         if self.listener is not None:
             self.listener._forget(self)
         self._stack._forget(self)

@@ -55,11 +55,20 @@ class Scoreboard:
         if starts and starts[0] < una:
             starts[0] = una
 
+    def skip(self, off: int) -> int:
+        """``off``, or the end of the SACKed range holding it: where go-back-N resumes."""
+        i = bisect.bisect_right(self.starts, off) - 1
+        return self.ends[i] if i >= 0 and off < self.ends[i] else off
+
     def sacked_above(self, off: int) -> tuple[int, int]:
-        """(SACKed bytes, SACKed ranges) strictly above ``off``."""
-        i = bisect.bisect_right(self.starts, off)
-        nbytes = sum(self.ends[k] - self.starts[k] for k in range(i, len(self.starts)))
-        return nbytes, len(self.starts) - i
+        """(SACKed bytes, SACKed ranges) strictly above ``off``; a range holding ``off``
+        counts with its part above it."""
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(ends, off)          # first range ending above off
+        nbytes = sum(ends[k] - starts[k] for k in range(i, len(starts)))
+        if i < len(starts) and starts[i] <= off:
+            nbytes -= off + 1 - starts[i]
+        return nbytes, len(starts) - i
 
     def is_lost(self, off: int, mss: int, dupthresh: int = DUP_THRESH) -> bool:
         """RFC 6675 IsLost: DupThresh ranges or more than (DupThresh-1)*SMSS bytes SACKed above."""

@@ -30,6 +30,9 @@ class TcpStats:
     bytes_out: int = 0           # payload sent, retransmissions included
     retransmits: int = 0
     fast_retransmits: int = 0
+    lost_retransmits: int = 0    # retransmissions found lost and sent again before the RTO
+    loss_probes: int = 0         # tail loss probes sent (RFC 8985 7)
+    tlp_recoveries: int = 0      # probes that repaired a loss: cwnd reduced (RFC 8985 7.4.2)
     spurious_recoveries: int = 0  # fast recoveries undone: found spurious (RFC 3522 / RFC 3708)
     dsacks_in: int = 0           # D-SACK blocks received (RFC 2883)
     dsacks_out: int = 0          # D-SACK blocks sent for duplicate segments (RFC 2883)

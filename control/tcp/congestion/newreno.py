@@ -1,36 +1,18 @@
-"""Congestion control: one small class per algorithm behind one interface (RFC 5681, RFC 6582).
-
-The connection owns loss detection and recovery bookkeeping; the algorithm only decides
-cwnd and ssthresh at the moments the connection reports.
-"""
+"""NewReno: RFC 5681 slow start and congestion avoidance, RFC 6582 fast recovery."""
 
 from __future__ import annotations
 
-
-class CongestionControl:
-    """Interface. Sizes in bytes; ``mss`` is the sender's effective MSS."""
-
-    cwnd: int
-    ssthresh: int
-
-    def on_ack(self, acked: int, mss: int) -> None: ...
-    def on_enter_recovery(self, flight: int, mss: int) -> None: ...
-    def on_partial_ack(self, acked: int, mss: int) -> None: ...
-    def on_exit_recovery(self, flight: int, mss: int) -> None: ...
-    def on_timeout(self, flight: int, mss: int) -> None: ...
+from . import CongestionControl
 
 
 class NewReno(CongestionControl):
-    __slots__ = ("cwnd", "ssthresh", "_acc")
+    __slots__ = ("_acc",)
 
     def __init__(self, mss: int, initial_window: int) -> None:
-        # RFC 6928: IW = min(10*MSS, max(2*MSS, 14600)) for 10 segments.
-        self.cwnd = min(initial_window * mss, max(2 * mss, 14600)) if initial_window == 10 \
-            else initial_window * mss
-        self.ssthresh = 1 << 30          # RFC 5681 3.1: arbitrarily high, so we start in slow start
+        super().__init__(mss, initial_window)
         self._acc = 0
 
-    def on_ack(self, acked: int, mss: int) -> None:
+    def on_ack(self, acked: int, mss: int, now: float = 0.0, srtt: float | None = None) -> None:
         if self.cwnd < self.ssthresh:     # RFC 5681 3.1: slow start, cwnd += min(N, SMSS)
             self.cwnd += min(acked, mss)
         else:                             # RFC 5681 3.1 eq. 3 via byte counting (RFC 3465)
@@ -39,8 +21,12 @@ class NewReno(CongestionControl):
                 self._acc -= self.cwnd
                 self.cwnd += mss
 
+    def _reduce(self, flight: int, mss: int) -> int:
+        """The ssthresh after a congestion event; subclasses also note the event here."""
+        return max(flight // 2, 2 * mss)              # RFC 5681 3.2 eq. 4
+
     def on_enter_recovery(self, flight: int, mss: int) -> None:
-        self.ssthresh = max(flight // 2, 2 * mss)     # RFC 5681 3.2 eq. 4
+        self.ssthresh = self._reduce(flight, mss)
         self.cwnd = self.ssthresh + 3 * mss            # RFC 6582 3.2 step 2 (inflate by 3 dupacks)
         self._acc = 0
 
@@ -55,6 +41,6 @@ class NewReno(CongestionControl):
         self.cwnd = min(self.ssthresh, max(flight, mss) + mss)   # RFC 6582 3.2 step 6 option 1
 
     def on_timeout(self, flight: int, mss: int) -> None:
-        self.ssthresh = max(flight // 2, 2 * mss)     # RFC 5681 3.1 eq. 4
+        self.ssthresh = self._reduce(flight, mss)     # RFC 5681 3.1 eq. 4
         self.cwnd = mss                                # RFC 5681 3.1: loss window = 1 SMSS
         self._acc = 0
