@@ -46,6 +46,7 @@ RECONNECT = 0.5
 PIPE_BUF_SIZE = 10240
 """mTCP's pipe buffer size."""
 EPHEMERAL = (1024, 65535)
+FALLBACK_TRIES = 4          # flow_steer fallback ports tried when other cores hold them
 
 T = TypeVar("T")
 
@@ -619,9 +620,14 @@ class Context:
                 port = sel.pick(lip, rip, rport, taken)
                 if port is None and self.steer_flow is not None:
                     # RSS cannot place this flow on our core: an exact flow_steer entry can.
-                    port = sel.pick_any(lip, rip, rport, taken)
-                    if port is not None and not self._steer(lip, port, rip, rport):
+                    # Another core may hold the tuple (EADDRINUSE): try a few other ports.
+                    for _ in range(FALLBACK_TRIES):
+                        port = sel.pick_any(lip, rip, rport, taken)
+                        if port is None or self._steer(lip, port, rip, rport):
+                            break
                         port, note = None, self._steer_note()
+                        if not self._steer_refused_as_taken():
+                            break
             if port is not None:
                 return lip, port
         fail(errno.EAGAIN, call, "no free source port steers to this core" + note)
@@ -638,6 +644,11 @@ class Context:
             self._steered.discard(flow)
             if self.unsteer_flow is not None:
                 self.unsteer_flow(self.core, *flow)
+
+    def _steer_refused_as_taken(self) -> bool:
+        """The last flow_steer request failed because another core holds the 4-tuple."""
+        why = getattr(getattr(self.steer_flow, "__self__", None), "last_error", None)
+        return isinstance(why, OSError) and why.errno == errno.EADDRINUSE
 
     def _steer_note(self) -> str:
         """Why the flow_steer fallback did not help (the hook's ``last_error`` if it keeps one)."""

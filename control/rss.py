@@ -19,8 +19,14 @@ from collections.abc import Callable, Sequence
 
 from p4mtcp.hashing import RETA_SIZE, rss_bucket
 
-EPHEMERAL = (1025, 65535)
-"""mTCP's default source-port range (inclusive)."""
+EPHEMERAL = (1025, 60999)
+"""Source ports picked by the RSS hash (inclusive): mTCP's range less FALLBACK. Each of these
+ports steers a given destination to exactly one core, so cores never pick the same one."""
+
+FALLBACK = (61000, 65535)
+"""Source ports for the flow_steer fallback (inclusive), above Linux's ephemeral range. A port
+chosen regardless of the hash would also be some other core's hash pick; keeping the two sets
+apart, and the steering server refusing a 4-tuple another core holds, keeps cores disjoint."""
 
 _KEY = struct.Struct("!IIHH")
 
@@ -61,15 +67,18 @@ class PortSelector:
 
     def __init__(self, reta: Sequence[int], core_port: int,
                  port_range: tuple[int, int] = EPHEMERAL, cache_size: int = 256,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 fallback_range: tuple[int, int] = FALLBACK):
+        for lo, hi in (port_range, fallback_range):
+            if not 1 <= lo <= hi <= 65535:
+                raise ValueError(f"port range {lo}..{hi} is not within 1..65535")
         lo, hi = port_range
-        if not 1 <= lo <= hi <= 65535:
-            raise ValueError(f"port range {lo}..{hi} is not within 1..65535")
         if len(reta) != RETA_SIZE:
             raise ValueError(f"reta has {len(reta)} buckets, the NIC hashes into {RETA_SIZE}")
         self.reta = tuple(reta)
         self.core_port = core_port
         self.range = (lo, hi)
+        self.fallback_range = fallback_range
         self._cache: OrderedDict[tuple[int, int, int], list[int]] = OrderedDict()
         self._cursor: dict[tuple[int, int, int], int] = {}
         self._cache_size = cache_size
@@ -110,8 +119,9 @@ class PortSelector:
 
     def pick_any(self, local_ip: int, remote_ip: int, remote_port: int,
                  in_use: Callable[[int], bool]) -> int | None:
-        """A free port in the range regardless of steering (for the flow_steer fallback)."""
-        lo, hi = self.range
+        """A free port of the fallback range, regardless of steering (for a flow_steer
+        entry); from a random start, so cores asking at once rarely ask for the same one."""
+        lo, hi = self.fallback_range
         start = self._rng.randrange(lo, hi + 1)
         span = hi - lo + 1
         for i in range(span):

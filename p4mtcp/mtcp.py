@@ -104,8 +104,10 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
 - mtcp_create_context(cpu) fails EEXIST for a core that already has a context in this process
   and EINVAL before mtcp_init; mtcp_core_affinitize pins the whole process (one core, one
   process). mtcp_init_rss's source addresses are used for connects to its (daddr, dport).
-- mtcp_connect picks a source port whose replies the NIC's RSS hash sends to the calling core.
-  When no free port does, it falls back to an exact ``flow_steer`` entry in the NIC, asked of the
+- mtcp_connect picks a source port (1025-60999) whose replies the NIC's RSS hash sends to the
+  calling core. When no free port does, it takes one of 61000-65535 (a range no hash pick uses,
+  so it cannot collide with another core's choice; a tuple another core holds is refused and the
+  next port tried) with an exact ``flow_steer`` entry in the NIC, asked of the
   process that runs the agent through the UNIX socket mtcp.conf's ``steer_socket`` names
   (``control/steering.py``); the connect waits for the answer, at most 1 s. The entry is removed
   when the engine frees the connection, or when the core process ends. A socket bound to a port

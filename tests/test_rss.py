@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from p4mtcp.control.rss import EPHEMERAL, PortSelector, round_robin_reta
+from p4mtcp.control.rss import EPHEMERAL, FALLBACK, PortSelector, round_robin_reta
 from p4mtcp.hashing import RETA_SIZE, rss_bucket
 
 LOCAL, REMOTE, RPORT = 0x0A000001, 0x0A000002, 80
@@ -89,6 +89,11 @@ def test_none_when_no_port_maps_or_core_absent():
     # The fallback port (for a flow_steer entry) ignores steering but respects in_use.
     any_port = absent.pick_any(LOCAL, REMOTE, RPORT, lambda p: p % 2 == 0)
     assert any_port is not None and any_port % 2 == 1
+    # ... from its own range, which no core's hash pick uses: a fallback flow's 4-tuple can
+    # never be another core's RSS choice.
+    assert FALLBACK[0] <= any_port <= FALLBACK[1] and EPHEMERAL[1] < FALLBACK[0]
+    picks = {PortSelector(reta, 16).pick(LOCAL, REMOTE, RPORT, never) for _ in range(500)}
+    assert picks and max(picks) <= EPHEMERAL[1]
     assert PortSelector(reta, 16, port_range=(5, 6)).pick_any(LOCAL, REMOTE, RPORT,
                                                                 lambda p: True) is None
 

@@ -27,7 +27,7 @@ import pytest
 from p4mtcp import mtcp
 from p4mtcp.control.agent import AgentError
 from p4mtcp.control.config import ConfigError, format_mtcp_conf, load_mtcp_conf
-from p4mtcp.control.rss import PortSelector
+from p4mtcp.control.rss import FALLBACK, PortSelector
 from p4mtcp.control.steering import REPLY, REQUEST, STEER, SteeringClient, SteeringServer
 from p4mtcp.p4src import FLOW_STEER
 
@@ -242,10 +242,11 @@ def steer_pair(tmp_path, server):
 
 
 def no_rss_port_for(ctx) -> int:
-    """Leave the context one ephemeral port, which the hash sends to another core (forces the
-    fallback); returns it."""
+    """Leave the context one port, for hash picks and for the fallback alike, which the hash
+    sends to another core (forces the fallback to that port); returns it."""
     port = other_core_port(ctx, 40000)
-    ctx.selector = PortSelector(ctx.selector.reta, ctx.selector.core_port, (port, port))
+    ctx.selector = PortSelector(ctx.selector.reta, ctx.selector.core_port, (port, port),
+                                fallback_range=(port, port))
     return port
 
 
@@ -263,6 +264,32 @@ def test_connect_steers_and_the_freed_connection_unsteers(steer_pair, agent, ser
     p.pump_until(lambda: p.client.stats.flows_freed == 1)
     wait_for(lambda: not agent.entries)
     assert agent.calls[-1] == ("unsteer", RIP, LIP, PORT, port) and server.owned() == {}
+
+
+def test_fallback_ports_are_apart_from_hash_picks_and_skip_other_cores_tuples(steer_pair,
+                                                                               agent, server):
+    """The fallback takes its port from FALLBACK, a range no core picks by hash, so it can never
+    be another core's RSS choice; a fallback port another core already holds is refused by the
+    steering server (EADDRINUSE) and connect moves on to the next one."""
+    p = steer_pair
+    sel = p.client.selector
+    assert sel.range[1] < FALLBACK[0] and sel.fallback_range == FALLBACK
+    hash_port = other_core_port(p.client, 40000)
+    held, free = FALLBACK[0], FALLBACK[0] + 1
+    p.client.selector = PortSelector(sel.reta, sel.core_port, (hash_port, hash_port),
+                                     fallback_range=(held, free))
+    other = SteeringClient(server.path)                       # another core holds `held`
+    assert other.steer(1, LIP, held, RIP, PORT)
+    try:
+        for _ in range(3):              # whichever fallback port comes first, `free` is used
+            s = mtcp.mtcp_socket(p.client, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
+            assert mtcp.mtcp_connect(p.client, s, (SERVER_IP, PORT)) == mtcp.EINPROGRESS
+            assert mtcp.mtcp_getsockname(p.client, s) == (CLIENT_IP, free)
+            assert agent.entries == {(RIP, LIP, PORT, held): 1, (RIP, LIP, PORT, free): 0}
+            mtcp.mtcp_close(p.client, s)
+            p.pump_until(lambda: (RIP, LIP, PORT, free) not in agent.entries)
+    finally:
+        other.close()
 
 
 def test_bound_port_of_another_core_is_steered(steer_pair, agent):
@@ -339,7 +366,8 @@ def steered_client(core: int, args: ClientArgs, reporter, stop) -> int:
         if args.mode == "bind":
             mtcp.mtcp_bind(ctx, s, (lip, port))
         else:
-            ctx.selector = PortSelector(sel.reta, sel.core_port, (port, port))
+            ctx.selector = PortSelector(sel.reta, sel.core_port, (port, port),
+                                        fallback_range=(port, port))
         mtcp.mtcp_socket_ioctl(ctx, s, mtcp.FIONBIO, 0)  # blocking: calls run the loop
         assert mtcp.mtcp_connect(ctx, s, (args.server_ip, args.port)) == 0
         request = build_request(args.server_ip, args.path)
