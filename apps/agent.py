@@ -68,9 +68,7 @@ def run(host: HostConfig, timeout: float, duration: float, view: stats.Display |
         end = time.monotonic() + duration if duration > 0 else float("inf")
         while True:
             if view is not None:
-                c = agent.nic_counters()
-                nic.ingest(time.monotonic(), c["rx_port"], c["tx_port"],
-                           {r: pb[0] for r, pb in c["drops"].items()})
+                nic.ingest(time.monotonic(), *stats.counter_sample(agent.nic_counters()))
                 view.show(nic.lines() + [f"agent: {agent.stats}"])
             left = end - time.monotonic()
             if left <= 0 or stop.wait(min(1.0, left)):

@@ -115,8 +115,7 @@ class Dashboard:
                 pk, by = c["tx_port"].get(port, (0, 0))
                 out.append(f"[NIC A] core port {port} (core {i}): {pk} frames, {by} bytes "
                            f"steered to the core")
-            drops = {stats.DROP_REASONS[r] if r < len(stats.DROP_REASONS) else r: pb[0]
-                     for r, pb in c["drops"].items()}
+            drops = {stats.drop_reason(r): pb[0] for r, pb in c["drops"].items()}
             out.append(f"[NIC A] drops: {drops or 'none'}")
         except Exception as exc:
             out.append(f"[NIC A] counters unavailable: {exc}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p4mtcp.apps import launch
+from p4mtcp.apps import launch, stats
 from p4mtcp.control.agent import NicAgent, stop_control
 from p4mtcp.control.config import load_host
 from p4mtcp.control.rss import round_robin_reta
@@ -194,8 +194,7 @@ def two_hosts(fabric: Fabric, server_cores: int, client_cores: int,
 def nic_sample(host: Host) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]],
                                     dict[int, int]]:
     """(rx_port, tx_port, drops by reason in packets) of `host`'s NIC for `stats.NicStats`."""
-    c = host.nic_counters()
-    return c["rx_port"], c["tx_port"], {r: pb[0] for r, pb in c["drops"].items()}
+    return stats.counter_sample(host.nic_counters())
 
 
 def steered_core(host: Host, local: tuple[str, int], peer: tuple[str, int]) -> int:

@@ -147,13 +147,24 @@ class NicStats:
         out = [stat_line(f"{self.ports[p]:>5}"[-5:], None, self.tracks[p].rate())
                for p in sorted(self.ports)]
         if any(self.drops.values()):
-            reasons = ", ".join(f"{_reason(r)}: {n}" for r, n in sorted(self.drops.items()) if n)
+            reasons = ", ".join(f"{drop_reason(r)}: {n}" for r, n in sorted(self.drops.items())
+                                if n)
             out.append(f"[{name:>5}] drops: {reasons}")
         return out
 
 
-def _reason(index: int) -> str:
+def drop_reason(index: int) -> str:
+    """`NicIngress.drops` index -> what the P4 program drops for (p4src DROP_REASONS)."""
     return DROP_REASONS[index] if 0 <= index < len(DROP_REASONS) else f"reason {index}"
+
+
+def counter_sample(counters: Mapping[str, Mapping]) -> tuple[Mapping[int, tuple[int, int]],
+                                                             Mapping[int, tuple[int, int]],
+                                                             dict[int, int]]:
+    """(rx_port, tx_port, drops by reason in packets) from the agent's `nic_counters()`: the
+    arguments of `NicStats.ingest` after the time."""
+    return (counters["rx_port"], counters["tx_port"],
+            {r: pb[0] for r, pb in counters["drops"].items()})
 
 
 class Display:

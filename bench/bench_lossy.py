@@ -48,11 +48,19 @@ KERNEL_KEYS = ("TcpRetransSegs", "TcpExtTCPSackRecovery", "TcpExtTCPTimeouts",
                "TcpExtTCPLostRetransmit", "TcpExtTCPDSACKUndo")
 
 
+def engine_on(net: Any, loss: float, seed: int, config: TcpConfig = CONFIG
+              ) -> tuple[TcpStack, EngineDriver]:
+    """The engine on the namespace's veth, behind the bench's impairment (same seed, same
+    frames lost and held back, whichever side sends)."""
+    stack = TcpStack(config, isn_secret=b"bench-lossy-secret-00")
+    imp = Impairment(loss=loss, reorder=HOLD_SHARE, reorder_delay=HOLD, seed=seed)
+    return stack, EngineDriver(net.host_if, stack, net.engine_ip, impairment=imp)
+
+
 def engine_sends(data: bytes, loss: float, seed: int, cc: str) -> dict[str, Any]:
     with veth_netns(1) as net:
-        stack = TcpStack(replace(CONFIG, congestion=cc), isn_secret=b"bench-lossy-secret-00")
-        imp = Impairment(loss=loss, reorder=HOLD_SHARE, reorder_delay=HOLD, seed=seed)
-        with EngineDriver(net.host_if, stack, net.engine_ip, impairment=imp) as drv, \
+        stack, driver = engine_on(net, loss, seed, replace(CONFIG, congestion=cc))
+        with driver as drv, \
                 net.popen(["sh", "-c", "nc -l -d 5002 | wc -c"], stdout=subprocess.PIPE) as nc:
             wait_for_listener(net.ns, 5002, timeout=20)
             start = time.monotonic()
@@ -82,16 +90,14 @@ def kernel_sends(data: bytes, loss: float, seed: int, cc: str | None) -> dict[st
         if cc is not None:
             sysctl("net.ipv4.tcp_congestion_control", cc, net.ns)
         used = net.run(["cat", "/proc/sys/net/ipv4/tcp_congestion_control"]).stdout.decode()
-        stack = TcpStack(CONFIG, isn_secret=b"bench-lossy-secret-00")
-        imp = Impairment(loss=loss, reorder=HOLD_SHARE, reorder_delay=HOLD, seed=seed)
+        stack, driver = engine_on(net, loss, seed)
         pump = Sinks(stack, stack.listen(ip_to_int(net.engine_ip), 9000, 8))
         apps = pump.apps
 
         src = RESULTS / ".lossy_blob"
         src.write_bytes(data)
         try:
-            with EngineDriver(net.host_if, stack, net.engine_ip, impairment=imp) as drv, \
-                    open(src, "rb") as stdin, \
+            with driver as drv, open(src, "rb") as stdin, \
                     net.popen(["nc", "-N", "-w", "30", net.engine_ip, "9000"], stdin=stdin) as nc:
                 start = time.monotonic()
                 drv.run(lambda: nc.poll() is not None and bool(apps) and apps[0].closed,

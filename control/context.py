@@ -645,17 +645,20 @@ class Context:
             if self.unsteer_flow is not None:
                 self.unsteer_flow(self.core, *flow)
 
+    def _steer_error(self) -> object:
+        """The steering hook's ``last_error``, if it keeps one (SteeringClient does)."""
+        return getattr(getattr(self.steer_flow, "__self__", None), "last_error", None)
+
     def _steer_refused_as_taken(self) -> bool:
         """The last flow_steer request failed because another core holds the 4-tuple."""
-        why = getattr(getattr(self.steer_flow, "__self__", None), "last_error", None)
+        why = self._steer_error()
         return isinstance(why, OSError) and why.errno == errno.EADDRINUSE
 
     def _steer_note(self) -> str:
-        """Why the flow_steer fallback did not help (the hook's ``last_error`` if it keeps one)."""
+        """Why the flow_steer fallback did not help."""
         if self.steer_flow is None:
             return " (no flow_steer fallback: mtcp.conf has no steer_socket)"
-        why = getattr(getattr(self.steer_flow, "__self__", None), "last_error", None)
-        return f" (flow_steer fallback failed: {why or 'refused'})"
+        return f" (flow_steer fallback failed: {self._steer_error() or 'refused'})"
 
     def _sequential_port(self, taken: Callable[[int], bool]) -> int | None:
         for _ in range(EPHEMERAL[1] - EPHEMERAL[0]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import socket
 import struct
@@ -15,6 +16,7 @@ from p4.v1 import p4runtime_pb2_grpc
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
+import waiting
 from p4mtcp.dataplane import nic as nicmod
 from p4mtcp.dataplane.nic import Nic, parse_port_arg
 from p4mtcp.dataplane.ports import open_port
@@ -26,15 +28,7 @@ LOCAL_IP, PEER_IP = "10.0.0.1", "10.0.0.2"
 LOCAL_MAC, PEER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
-def drain(port, want: int, timeout: float = 3.0) -> list[bytes]:
-    got: list[bytes] = []
-    end = time.monotonic() + timeout
-    while len(got) < want and time.monotonic() < end:
-        batch = port.recv_batch()
-        got += batch
-        if not batch:
-            time.sleep(0.002)
-    return got
+drain = functools.partial(waiting.drain, timeout=3.0, interval=0.002)
 
 
 def ip4(a: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -15,21 +16,14 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+import waiting
 from p4mtcp.dataplane import ports
 from p4mtcp.dataplane.ports import PacketPort, UnixHostPort, UnixNicPort, finish_checksum, open_port
 from test_dataplane_nic import (  # noqa: F401  (dp_wired is a fixture)
     CORE0, LOCAL_IP, LOCAL_MAC, NET, PEER_IP, PEER_MAC, dp_wired, program)
 
 
-def drain(port, want: int, timeout: float = 2.0) -> list[bytes]:
-    got: list[bytes] = []
-    end = time.monotonic() + timeout
-    while len(got) < want and time.monotonic() < end:
-        batch = port.recv_batch()
-        got += batch
-        if not batch:
-            time.sleep(0.001)
-    return got
+drain = functools.partial(waiting.drain, timeout=2.0)
 
 
 @pytest.fixture

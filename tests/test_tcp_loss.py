@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from scapy.layers.inet import TCP
@@ -246,8 +246,7 @@ def test_one_loss_costs_one_fast_retransmit_and_halves_cwnd(sack: bool) -> None:
     by fast retransmit, no timeout; ssthresh = FlightSize / 2 and cwnd ends near it."""
     drop = DropNthData(100)
     t = bulk(SMALL, LinkParams(), drop=drop,
-             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
-                              sack=sack))
+             config=replace(CONFIG, sack=sack))
     assert_exact(t, SMALL)
     st = t.sender.stats
     assert len(drop.dropped) == 1
@@ -273,8 +272,7 @@ def test_two_losses_in_one_window_one_reduction_no_timeout(sack: bool) -> None:
     episode: two retransmissions, one ssthresh reduction, no RTO."""
     drop = DropNthData(100, 106)
     t = bulk(SMALL, LinkParams(), drop=drop,
-             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
-                              sack=sack))
+             config=replace(CONFIG, sack=sack))
     assert_exact(t, SMALL)
     st = t.sender.stats
     assert len(drop.dropped) == 2
@@ -460,8 +458,7 @@ def test_tail_loss_is_repaired_by_one_timeout_without_probes() -> None:
     last = -(-len(SMALL) // (MSS - 12)) - 1
     drop = DropNthData(last)
     t = bulk(SMALL, LinkParams(), drop=drop,
-             config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
-                              tail_loss_probe=False))
+             config=replace(CONFIG, tail_loss_probe=False))
     assert_exact(t, SMALL)
     st = t.sender.stats
     assert len(drop.dropped) == 1
@@ -503,8 +500,7 @@ def test_loss_just_before_the_tail_is_found_by_the_probe() -> None:
     assert st.retransmits == 3 and t.audit.rescues == 1 and t.audit.lost_retransmissions == 0
     assert t.audit.spurious == 1, "only the probe itself may be a duplicate"
     plain = bulk(SMALL, LinkParams(), drop=DropNthData(last - 1),
-                 config=TcpConfig(mss=MSS, rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0,
-                                  tail_loss_probe=False))
+                 config=replace(CONFIG, tail_loss_probe=False))
     assert plain.sender.stats.timeouts == 1, "without the probe the hole waits for the RTO"
     assert t.link.now < plain.link.now - 0.1, (t.link.now, plain.link.now)
 

@@ -34,6 +34,21 @@ def open_pair(w: Wire):
     return c, s, lst
 
 
+def pump(w: Wire, c, s, data: bytes, chunk: int, step: float, rounds: int) -> bytes:
+    """Write `data` on `c` `chunk` bytes at a time as space allows, run the wire `step`
+    seconds a round, and read everything `s` gets; stops when all arrived or after `rounds`."""
+    view = memoryview(data)
+    sent, got = 0, bytearray()
+    for _ in range(rounds):
+        if sent < len(data):
+            sent += c.send(view[sent:sent + chunk])
+        w.run(until=w.now + step)
+        got += s.recv(1 << 20)
+        if len(got) == len(data):
+            break
+    return bytes(got)
+
+
 def test_handshake_events_on_both_sides():
     w = Wire()
     lst = w.b.listen(B, 80, 8)
@@ -70,14 +85,7 @@ def test_bulk_transfer_byte_exact(size):
     w = Wire(cfg, cfg)
     c, s, _ = open_pair(w)
     data = os.urandom(size)
-    sent, got = 0, bytearray()
-    for _ in range(100_000):
-        if sent < size:
-            sent += c.send(memoryview(data)[sent:sent + 65536])
-        w.run(until=w.now + 0.001)
-        got += s.recv(1 << 20)
-        if len(got) == size:
-            break
+    got = pump(w, c, s, data, chunk=65536, step=0.001, rounds=100_000)
     assert bytes(got) == data
     assert w.a.stats.retransmits == 0
 
@@ -199,14 +207,7 @@ def test_lossy_link_byte_exact(loss, sack):
     c, s, _ = open_pair(w)
     w.drop = lambda d, seg: rng.random() < loss
     data = os.urandom(300_000)
-    sent, got = 0, bytearray()
-    for _ in range(200_000):
-        if sent < len(data):
-            sent += c.send(data[sent:sent + 16384])
-        w.run(until=w.now + 0.01)
-        got += s.recv(1 << 20)
-        if len(got) == len(data):
-            break
+    got = pump(w, c, s, data, chunk=16384, step=0.01, rounds=200_000)
     assert bytes(got) == data
     assert w.a.stats.retransmits > 0 and w.a.stats.fast_retransmits > 0
 
@@ -224,14 +225,7 @@ def test_single_loss_costs_one_fast_retransmit_not_a_timeout():
         return False
     w.drop = drop
     data = os.urandom(200_000)
-    sent, got = 0, bytearray()
-    for _ in range(10_000):
-        if sent < len(data):
-            sent += c.send(data[sent:sent + 65536])
-        w.run(until=w.now + 0.001)
-        got += s.recv(1 << 20)
-        if len(got) == len(data):
-            break
+    got = pump(w, c, s, data, chunk=65536, step=0.001, rounds=10_000)
     assert bytes(got) == data and seen
     assert w.a.stats.fast_retransmits == 1 and w.a.stats.timeouts == 0
     assert w.a.stats.retransmits == 1
@@ -306,14 +300,7 @@ def test_two_losses_in_one_window_one_recovery_episode(sack):
     mss = c.eff_mss
     assert mss == 1448
     data = os.urandom(200_000)
-    sent, got = 0, bytearray()
-    for _ in range(10_000):
-        if sent < len(data):
-            sent += c.send(data[sent:sent + 65536])
-        w.run(until=w.now + 0.001)
-        got += s.recv(1 << 20)
-        if len(got) == len(data):
-            break
+    got = pump(w, c, s, data, chunk=65536, step=0.001, rounds=10_000)
     assert bytes(got) == data and len(lost) == 2
     st = w.a.stats
     assert (st.fast_retransmits, st.timeouts, st.retransmits) == (1, 0, 2)

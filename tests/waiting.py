@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,3 +20,16 @@ def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "condition
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def drain(port: Any, want: int, timeout: float, interval: float = 0.001) -> list[bytes]:
+    """Frames from `port.recv_batch()` until `want` have come or `timeout` s pass (a test then
+    asserts on what did come)."""
+    got: list[bytes] = []
+    end = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < end:
+        batch = port.recv_batch()
+        got += batch
+        if not batch:
+            time.sleep(interval)
+    return got

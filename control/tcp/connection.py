@@ -692,12 +692,9 @@ class Connection:
         does not apply), else the last segment again — and leave the RTO armed behind it."""
         self._pto_at = None
         mss = self.eff_mss
-        end = self.sndbuf.end
         off = self.nxt
-        if off < end and off < self.una + self.snd_wnd and off == self.snd_max:
-            n = min(mss, end - off, self.una + self.snd_wnd - off)
-            fin = self.fin_off is not None and off + n == self.fin_off
-            self._send_segment(off, n, fin, now)
+        if off < self.sndbuf.end and off < self.una + self.snd_wnd and off == self.snd_max:
+            self._send_new_segment(now)
             self._tlp_rxt = False
         else:
             top = self.snd_max
@@ -706,10 +703,7 @@ class Connection:
             lo = max(self.una, data_top - mss)
             if data_top <= lo and not fin:
                 return
-            self._emit(lo, data_top - lo, ACK | (FIN if fin else 0), now)
-            self._stack.stats.retransmits += 1
-            self.reo.retransmitted(lo, data_top)
-            self._rtt_off = None
+            self._resend(lo, data_top, ACK | (FIN if fin else 0), now)
             self._tlp_rxt = True
         self._tlp_end = self.snd_max
         self._tlp_dsack = False
@@ -733,23 +727,18 @@ class Connection:
         by send order, which the retransmission's SND.MAX mark records.)"""
         una, sb, mss = self.una, self.sb, self.eff_mss
         dt = self.reo.dupthresh(self.snd_max - una, mss)
-        marks = []
-        for m in self._rxt_marks:
-            lo, hi, mark = m
+        marks, self._rxt_marks = self._rxt_marks, []
+        for lo, hi, mark in marks:
             lo = max(lo, una)
             if hi <= lo or sb.skip(lo) >= hi:      # delivered: acked or SACKed
                 continue
-            if sb.is_lost(mark, mss, dt):
-                self._emit(lo, hi - lo, ACK, now)
-                self._stack.stats.retransmits += 1
-                self._stack.stats.lost_retransmits += 1
-                self.reo.retransmitted(lo, hi)
-                if lo == una:                      # RFC 6298 5.3 spirit: the head went out again
-                    self._rto_at = now + self.rtt.rto
-                m[2] = self.snd_max
-            m[0] = lo
-            marks.append(m)
-        self._rxt_marks = marks
+            if not sb.is_lost(mark, mss, dt):
+                self._rxt_marks.append([lo, hi, mark])
+                continue
+            self._resend(lo, hi, ACK, now)         # marks it again at today's SND.MAX
+            self._stack.stats.lost_retransmits += 1
+            if lo == una:                          # RFC 6298 5.3 spirit: the head went out again
+                self._rto_at = now + self.rtt.rto
 
     def _on_sack(self, blocks: list[tuple[int, int]], una: int, ack_off: int) -> bool:
         """Record SACKed ranges (RFC 2018, RFC 6675); return True when one covered new data.
@@ -997,10 +986,7 @@ class Connection:
                 return
             nxt = sb.next_seg(self.una, self._high_rxt, mss, True, dt)          # rule 1
             if nxt is None and self.nxt < end and self.nxt < self.una + self.snd_wnd:   # rule 2
-                off = self.nxt
-                n = min(mss, end - off, self.una + self.snd_wnd - off)
-                fin = self.fin_off is not None and off + n == self.fin_off
-                self._send_segment(off, n, fin, now)
+                self._send_new_segment(now)
                 continue
             if nxt is None:
                 nxt = sb.next_seg(self.una, self._high_rxt, mss, False, dt)     # rule 3
@@ -1024,14 +1010,16 @@ class Connection:
             fin = self.fin_off is not None and e == self.fin_off
             if e <= s and not fin:
                 return
-            self._emit(s, e - s, ACK | (FIN if fin else 0), now)
-            self._stack.stats.retransmits += 1
-            self.reo.retransmitted(s, e)
-            if e > s:
-                self._rxt_marks.append([s, e, self.snd_max])
-            self._rtt_off = None
+            self._resend(s, e, ACK | (FIN if fin else 0), now)
             if not rescue:                         # RFC 6675 4 rule 4: HighRxt is not updated
                 self._high_rxt = e + (1 if fin else 0)
+
+    def _send_new_segment(self, now: float) -> None:
+        """One segment of unsent data from SND.NXT, as much as the MSS and the peer's window
+        allow, regardless of cwnd (callers decide that: RFC 6675 rule 2, RFC 8985 probes)."""
+        off = self.nxt
+        n = min(self.eff_mss, self.sndbuf.end - off, self.una + self.snd_wnd - off)
+        self._send_segment(off, n, self.fin_off is not None and off + n == self.fin_off, now)
 
     def _send_segment(self, off: int, n: int, fin: bool, now: float) -> None:
         """Send [off, off+n) (+FIN) from SND.NXT and advance it; arm RTO, time RTT."""
@@ -1056,13 +1044,19 @@ class Connection:
         fin = self.fin_off is not None and una + n == self.fin_off and self.snd_max > self.fin_off
         if n == 0 and not fin:
             return 0
-        self._emit(una, n, ACK | (PSH if n else 0) | (FIN if fin else 0), now)
-        self._stack.stats.retransmits += 1
-        self.reo.retransmitted(una, una + n)
-        if self._recovery is not None and n:
-            self._rxt_marks.append([una, una + n, self.snd_max])
-        self._rtt_off = None
+        self._resend(una, una + n, ACK | (PSH if n else 0) | (FIN if fin else 0), now)
         return n + (1 if fin else 0)
+
+    def _resend(self, lo: int, hi: int, flags: int, now: float) -> None:
+        """Send [lo, hi) again (with `flags`): counted, told to the reordering record, no RTT
+        sample across it (Karn); in recovery, marked with SND.MAX so that its own loss can be
+        seen (`_resend_lost_retransmissions`)."""
+        self._emit(lo, hi - lo, flags, now)
+        self._stack.stats.retransmits += 1
+        self.reo.retransmitted(lo, hi)
+        self._rtt_off = None
+        if self._recovery is not None and hi > lo:
+            self._rxt_marks.append([lo, hi, self.snd_max])
 
     def _maybe_persist(self, now: float) -> None:
         """Data held by the peer's window with nothing in flight: arm the persist timer. It probes a
