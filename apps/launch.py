@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 # stdlib-only module (plus p4src's file paths): the one bounded SIGTERM-then-SIGKILL stop.
-from p4mtcp.testbed.launcher import terminate
+from p4mtcp.bmv2.launcher import terminate
 
 Message = dict[str, Any]
 WorkerFn = Callable[[int, Any, "Reporter", Any], int]

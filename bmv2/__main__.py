@@ -1,7 +1,7 @@
-"""`python -m p4mtcp.testbed` is `p4mtcp testbed`."""
+"""`python -m p4mtcp.bmv2` is `p4mtcp testbed`."""
 
 import sys
 
-from p4mtcp.testbed.topo import main
+from p4mtcp.bmv2.topo import main
 
 sys.exit(main())

@@ -26,7 +26,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from p4mtcp.hashing import RETA_SIZE, rss_bucket
 from p4mtcp.p4src import P4INFO
-from p4mtcp.testbed.controller import Controller
+from p4mtcp.bmv2.controller import Controller
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -167,8 +167,8 @@ class Fabric:
 def frame_fabric(kind: str, workdir: str | Path, plan: Plan = Plan()) -> Iterator[Fabric]:
     """A Mininet network of one `kind` switch and a tester host on each of the plan's ports,
     with the pipeline pushed and programmed; torn down on exit (also on failure)."""
-    from p4mtcp.testbed.launcher import compile_program
-    from p4mtcp.testbed.mininet_switches import SWITCHES  # loads Mininet
+    from p4mtcp.bmv2.launcher import compile_program
+    from p4mtcp.bmv2.mininet_switches import SWITCHES  # loads Mininet
     from mininet.net import Mininet
 
     workdir = Path(workdir)

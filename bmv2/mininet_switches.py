@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from p4mtcp.testbed import mn
-from p4mtcp.testbed.launcher import (CPU_PORT, SwitchProcess, accepts_connections, bmv2_argv,
+from p4mtcp.bmv2 import mn
+from p4mtcp.bmv2.launcher import (CPU_PORT, SwitchProcess, accepts_connections, bmv2_argv,
                                      embedded_argv, free_port)
 
 mn.load()

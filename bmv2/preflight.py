@@ -9,8 +9,8 @@ import importlib.util
 import os
 import shutil
 
-from p4mtcp.testbed import mn
-from p4mtcp.testbed.launcher import INSTALL_HINTS, P4C_BM2_SS, SIMPLE_SWITCH_GRPC
+from p4mtcp.bmv2 import mn
+from p4mtcp.bmv2.launcher import INSTALL_HINTS, P4C_BM2_SS, SIMPLE_SWITCH_GRPC
 
 
 def missing(kind: str) -> str | None:

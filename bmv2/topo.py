@@ -32,7 +32,7 @@ from typing import Any
 
 from p4mtcp.control.config import (ArpEntry, MtcpConfig, format_arp_conf, format_mtcp_conf,
                                    format_route_conf)
-from p4mtcp.testbed.preflight import missing
+from p4mtcp.bmv2.preflight import missing
 
 CORE_PORT_BASE = 16
 
@@ -159,7 +159,7 @@ class Testbed:
 def build(kind: str, plan: TestbedPlan, workdir: str | Path,
           device_config: str | None = None) -> Testbed:
     """The Mininet network (not started): s1 of `kind`, kernel hosts h1..hN, p4mtcp host m1."""
-    from p4mtcp.testbed.mininet_switches import SWITCHES, KernelHost, P4mtcpHost
+    from p4mtcp.bmv2.mininet_switches import SWITCHES, KernelHost, P4mtcpHost
     from mininet.net import Mininet
 
     if kind not in SWITCHES:
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="p4mtcp-testbed-"))
         device_config = None
         if args.switch == "bmv2":
-            from p4mtcp.testbed.launcher import compile_program
+            from p4mtcp.bmv2.launcher import compile_program
             device_config = str(compile_program(workdir / "build").json)
         tb = build(args.switch, plan, workdir, device_config)
     except (ValueError, RuntimeError, ImportError) as exc:

@@ -12,7 +12,7 @@ COMMANDS = {
     "epserver": ("p4mtcp.apps.epserver", "HTTP/1.1 static file server, one context per core"),
     "epwget": ("p4mtcp.apps.epwget", "HTTP load generator"),
     "perf": ("p4mtcp.apps.perf", "bulk throughput sender/receiver"),
-    "testbed": ("p4mtcp.testbed.topo", "Mininet topology with a BMv2 or embedded switch"),
+    "testbed": ("p4mtcp.bmv2.topo", "Mininet topology with a BMv2 or embedded switch"),
 }
 
 

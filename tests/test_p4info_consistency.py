@@ -18,7 +18,7 @@ from p4.config.v1 import p4info_pb2
 from p4mtcp.dataplane.pipeline import validate
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO, PROGRAM
-from p4mtcp.testbed.launcher import P4C_BM2_SS, compile_program, have
+from p4mtcp.bmv2.launcher import P4C_BM2_SS, compile_program, have
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"

@@ -18,8 +18,8 @@ import pytest
 
 from p4mtcp.hashing import rss_bucket
 from p4mtcp.p4src import P4INFO
-from p4mtcp.testbed.launcher import terminate
-from p4mtcp.testbed.preflight import missing
+from p4mtcp.bmv2.launcher import terminate
+from p4mtcp.bmv2.preflight import missing
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -38,8 +38,8 @@ def testbed(request, tmp_path):
         pytest.skip("apps.epserver not available yet")
     if shutil.which("curl") is None:
         pytest.skip("curl not found on PATH; install curl")
-    from p4mtcp.testbed.launcher import compile_program
-    from p4mtcp.testbed.topo import TestbedPlan, build
+    from p4mtcp.bmv2.launcher import compile_program
+    from p4mtcp.bmv2.topo import TestbedPlan, build
     device_config = (str(compile_program(tmp_path / "build").json) if kind == "bmv2" else None)
     tb = build(kind, TestbedPlan(hosts=1, cores=2), tmp_path / "testbed", device_config)
     with tb:
@@ -73,7 +73,7 @@ def _wait_http(h1, url: str, timeout: float) -> None:
 
 
 def test_kernel_host_fetches_file_from_epserver_over_every_core(testbed, tmp_path):
-    from p4mtcp.testbed.controller import Controller
+    from p4mtcp.bmv2.controller import Controller
 
     plan = testbed.plan
     www = tmp_path / "www"

@@ -1,6 +1,6 @@
 """The PTF-style frame tests through real interfaces, against each switch class in Mininet.
 
-The same cases (p4mtcp.testbed.frametests.CASES) run against the embedded target and against
+The same cases (p4mtcp.bmv2.frametests.CASES) run against the embedded target and against
 BMv2; each kind skips with the reason when this machine cannot run it (root, Mininet, BMv2).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from p4mtcp.testbed.frametests import CASES, frame_fabric
-from p4mtcp.testbed.preflight import missing
+from p4mtcp.bmv2.frametests import CASES, frame_fabric
+from p4mtcp.bmv2.preflight import missing
 
 KINDS = ["embedded", pytest.param("bmv2", marks=pytest.mark.bmv2)]
 

@@ -18,8 +18,8 @@ import time
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from p4mtcp.testbed import launcher
-from p4mtcp.testbed.launcher import (SIMPLE_SWITCH_GRPC, SwitchFailed, ToolMissing, bmv2_argv,
+from p4mtcp.bmv2 import launcher
+from p4mtcp.bmv2.launcher import (SIMPLE_SWITCH_GRPC, SwitchFailed, ToolMissing, bmv2_argv,
                                      free_port, start_switch)
 
 FAKE_SWITCH = textwrap.dedent("""\
@@ -126,8 +126,8 @@ def test_embedded_switch_from_the_launcher_answers_arp(tmp_path):
     an ARP request arriving on a UNIX-socket port and counts it."""
     from p4mtcp.dataplane.ports import open_port
     from p4mtcp.p4src import P4INFO
-    from p4mtcp.testbed.controller import Controller
-    from p4mtcp.testbed.frametests import Plan, program
+    from p4mtcp.bmv2.controller import Controller
+    from p4mtcp.bmv2.frametests import Plan, program
 
     plan = Plan()
     socks = {p: str(tmp_path / f"p{p}.sock") for p in plan.ports}

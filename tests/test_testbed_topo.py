@@ -13,9 +13,9 @@ import time
 import pytest
 
 from p4mtcp.control.config import load_host
-from p4mtcp.testbed import topo
-from p4mtcp.testbed.launcher import terminate
-from p4mtcp.testbed.preflight import missing
+from p4mtcp.bmv2 import topo
+from p4mtcp.bmv2.launcher import terminate
+from p4mtcp.bmv2.preflight import missing
 
 ROOT_REASON = missing("embedded")
 needs_testbed = pytest.mark.skipif(ROOT_REASON is not None,
@@ -107,8 +107,8 @@ def test_sigterm_stops_the_testbed_cleanly(tmp_path):
 def test_switch_that_fails_to_start_leaves_nothing_behind(tmp_path, monkeypatch):
     """A switch process that dies at start-up: the error carries its output, and the half-built
     network (namespaces, links) is torn down."""
-    from p4mtcp.testbed.launcher import SwitchFailed
-    from p4mtcp.testbed.mininet_switches import EmbeddedNicSwitch
+    from p4mtcp.bmv2.launcher import SwitchFailed
+    from p4mtcp.bmv2.mininet_switches import EmbeddedNicSwitch
 
     monkeypatch.setattr(EmbeddedNicSwitch, "argv", lambda self, ports: [
         sys.executable, "-c", f"import sys; print('cannot open {sorted(ports)}'); sys.exit(4)"])
