@@ -1,24 +1,25 @@
 """The checked-in P4Info is the one contract between p4src/, the embedded pipeline and the agent.
 
 Always: it matches the embedded target's pipeline (every table, action, field and width), the
-names table in docs/ARCHITECTURE.md, and every `@id` in the P4 sources. With p4c on PATH: it is
-exactly what `p4c-bm2-ss --p4runtime-files` emits for the program.
+names table in docs/ARCHITECTURE.md, and every `@id` in the P4 sources. With p4c on PATH: it says
+what `p4c-bm2-ss --p4runtime-files` says about the program (bmv2/p4info_diff.py: any p4c release,
+with or without `initial_default_action`).
 """
 
 from __future__ import annotations
 
-import difflib
+import json
 import re
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from p4.config.v1 import p4info_pb2
 
 from p4mtcp.dataplane.pipeline import validate
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO, PROGRAM
 from p4mtcp.bmv2.launcher import P4C_BM2_SS, compile_program, have
+from p4mtcp.bmv2.p4info_diff import differences, load
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
@@ -29,12 +30,6 @@ SOURCES = [PROGRAM, *sorted((PROGRAM.parent / "include").glob("*.p4"))]
 ID_PREFIX = {"action": p4info_pb2.P4Ids.ACTION, "table": p4info_pb2.P4Ids.TABLE,
              "controller_header": p4info_pb2.P4Ids.CONTROLLER_HEADER,
              "counter": p4info_pb2.P4Ids.COUNTER, "direct_counter": p4info_pb2.P4Ids.DIRECT_COUNTER}
-
-
-def load_p4info(path: Path) -> p4info_pb2.P4Info:
-    msg = p4info_pb2.P4Info()
-    text_format.Parse(path.read_text(), msg)
-    return msg
 
 
 @pytest.fixture(scope="module")
@@ -214,28 +209,50 @@ def test_every_source_id_is_in_the_p4info_with_its_prefix(schema):
 
 # --- p4c's own output ------------------------------------------------------------------------
 
-def _canonical(p4info: p4info_pb2.P4Info) -> str:
-    """Text form with every repeated top-level list in id order (p4c's order is not a contract)."""
+def _without_defaults(p4info: p4info_pb2.P4Info) -> p4info_pb2.P4Info:
+    """What p4c 1.2.4.8 emits: no initial_default_action."""
     msg = p4info_pb2.P4Info()
     msg.CopyFrom(p4info)
-    for field in msg.DESCRIPTOR.fields:
-        if field.label == field.LABEL_REPEATED and field.message_type is not None \
-                and "preamble" in field.message_type.fields_by_name:
-            items = sorted(getattr(msg, field.name), key=lambda x: x.preamble.id)
-            copies = [type(i)() for i in items]
-            for c, i in zip(copies, items):
-                c.CopyFrom(i)
-            del getattr(msg, field.name)[:]
-            getattr(msg, field.name).extend(copies)
-    return text_format.MessageToString(msg)
+    for t in msg.tables:
+        t.ClearField("initial_default_action")
+    return msg
+
+
+def test_comparison_accepts_both_compiler_forms_and_still_checks_defaults(schema, tmp_path):
+    """Both p4c forms (with and without initial_default_action) compare equal to the checked-in
+    P4Info; a changed default is still caught, from the P4Info field or from the BMv2 JSON."""
+    ours = schema.p4info
+    assert differences(ours, ours) == []
+    bare = _without_defaults(ours)
+    tables = [t.preamble.name for t in ours.tables]
+    defaults = {t.preamble.name: schema.by_id(t.initial_default_action.action_id).name
+                for t in ours.tables}
+    bmv2_json = tmp_path / "nic.json"
+    actions = [{"id": i, "name": a} for i, a in enumerate(sorted(set(defaults.values())))]
+    ids = {a["name"]: a["id"] for a in actions}
+    doc = {"actions": actions, "pipelines": [{"tables": [
+        {"name": t, "default_entry": {"action_id": ids[defaults[t]]}} for t in tables]}]}
+    bmv2_json.write_text(json.dumps(doc))
+    assert differences(ours, bare, bmv2_json) == []
+    assert differences(ours, bare) == ["p4c gave no default actions to compare "
+                                       "(pass its BMv2 JSON)"]
+
+    changed = p4info_pb2.P4Info()
+    changed.CopyFrom(ours)
+    changed.tables[0].initial_default_action.action_id = ours.tables[0].action_refs[0].id
+    assert changed.tables[0].initial_default_action != ours.tables[0].initial_default_action
+    assert any(tables[0] in d for d in differences(changed, ours))
+    assert any(tables[0] in d for d in differences(changed, bare, bmv2_json))
+
+    widened = p4info_pb2.P4Info()
+    widened.CopyFrom(bare)
+    widened.tables[0].match_fields[0].bitwidth += 1
+    assert differences(ours, widened, bmv2_json), "a width change went unnoticed"
 
 
 @pytest.mark.bmv2
 @pytest.mark.skipif(not have(P4C_BM2_SS), reason=f"{P4C_BM2_SS} not found on PATH (install p4c)")
 def test_checked_in_p4info_is_what_p4c_emits(tmp_path):
     compiled = compile_program(tmp_path)
-    ours = _canonical(load_p4info(P4INFO))
-    theirs = _canonical(load_p4info(compiled.p4info))
-    diff = "\n".join(difflib.unified_diff(ours.splitlines(), theirs.splitlines(),
-                                          "checked-in", "p4c", lineterm=""))
-    assert ours == theirs, f"the checked-in P4Info differs from p4c's:\n{diff}"
+    found = differences(load(P4INFO), load(compiled.p4info), compiled.json)
+    assert not found, "the checked-in P4Info differs from p4c's:\n" + "\n".join(found)
