@@ -71,6 +71,10 @@ NIC_CONNECT_TIMEOUT = 10.0
 _RECV_STATES = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 _SEND_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 _LINGER = struct.Struct("ii")
+SOCK_BUF_MIN, SOCK_BUF_MAX = 2048, 1 << 30
+"""SO_RCVBUF/SO_SNDBUF are clamped into this range instead of failing, as Linux clamps into
+[SOCK_MIN_RCVBUF, rmem_max]: from room for one Ethernet-size segment up to RFC 7323's largest
+window (2^30 bytes). Sizes count data bytes (Linux doubles them for bookkeeping; these have none)."""
 _IPV4 = struct.Struct("!I")
 
 # ------------------------------------------------------------------------------- process state
@@ -272,8 +276,8 @@ def mtcp_socket(mctx: Context, domain: int, type: int, protocol: int) -> int:
         fail(errno.EAFNOSUPPORT, call, f"domain {domain!r}: only AF_INET")
     if type != SOCK_STREAM:
         fail(errno.EINVAL, call, f"type {type!r}: only SOCK_STREAM")
-    if protocol != 0:
-        fail(errno.EINVAL, call, f"protocol {protocol!r}: must be 0")
+    if protocol not in (0, IPPROTO_TCP):  # Linux: 0 picks TCP for SOCK_STREAM
+        fail(errno.EPROTONOSUPPORT, call, f"protocol {protocol!r}: only 0 or IPPROTO_TCP")
     return ctx.allocate(SockType.STREAM, call).id
 
 
@@ -369,14 +373,17 @@ def mtcp_connect(mctx: Context, sockid: int, addr: tuple[str | int, int]) -> int
         if s.conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
             fail(errno.EALREADY, call, f"socket {sockid} is already connecting")
         fail(errno.EISCONN, call, f"socket {sockid} is already connected")
-    if not rip or not rport:
+    if not rip:
         fail(errno.EINVAL, call, f"no route to {_addr_out(rip, rport)}")
+    if not rport:  # Linux: nothing listens on port 0, the peer's RST refuses the SYN
+        fail(errno.ECONNREFUSED, call, f"port 0 of {_addr_out(rip, rport)[0]}")
     ctx.connect(s, rip, rport, call)
     if s.nonblock:
         return EINPROGRESS
     c = s.conn
     ctx.run_until(lambda: c.state is not State.SYN_SENT or c.error, None, call)
     if c.error or c.state is State.CLOSED:
+        s.error_reported = True  # connect reported it, as Linux's connect() clears sk_err
         fail(c.error or errno.ECONNREFUSED, call, f"to {_addr_out(rip, rport)}")
     return 0
 
@@ -469,9 +476,10 @@ def _option_value(level: int, optname: int, value: Any, call: str) -> Any:
     if not isinstance(value, int):
         fail(errno.EINVAL, call, f"option value {value!r} is not an int")
     if optname in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
-        if isinstance(value, bool) or value <= 0:
-            fail(errno.EINVAL, call, f"buffer size {value!r} must be a positive int")
-        return value
+        if isinstance(value, bool):
+            fail(errno.EINVAL, call, f"buffer size {value!r} is not an int")
+        # Linux clamps instead of failing, comparing as unsigned: a negative size is huge.
+        return SOCK_BUF_MAX if value < 0 else min(max(value, SOCK_BUF_MIN), SOCK_BUF_MAX)
     return int(bool(value))  # on/off options read back as 0 or 1
 
 
@@ -503,13 +511,14 @@ def mtcp_setsockopt(mctx: Context, sockid: int, level: int, optname: int, optval
 
 
 def mtcp_getsockopt(mctx: Context, sockid: int, level: int, optname: int) -> Any:
-    """The option's value: an int, or (onoff, seconds) for SO_LINGER. SO_ERROR is the pending
-    connection error (ECONNREFUSED, ECONNRESET, ETIMEDOUT) or 0."""
+    """The option's value: an int, or (onoff, seconds) for SO_LINGER. SO_ERROR is the
+    connection error (ECONNREFUSED, ECONNRESET, ETIMEDOUT) until a call has raised it, then 0;
+    reading it does not clear it (Linux's does), so a read or write still reports it."""
     call = "mtcp_getsockopt"
     ctx = _ctx(mctx, call)
     s = _stream_or_listener(ctx, sockid, call)
     if (level, optname) == (SOL_SOCKET, SO_ERROR):
-        return s.conn.error if s.conn is not None else 0
+        return _pending_error(s)
     if not _supported(level, optname):
         fail(errno.ENOPROTOOPT, call, f"level {level} option {optname}")
     defaults = {SO_RCVBUF: ctx.rcvbuf_size, SO_SNDBUF: ctx.sndbuf_size, SO_LINGER: (0, 0)}
@@ -599,6 +608,24 @@ def _connected(s: Socket, sockid: Any, call: str) -> Connection:
     return s.conn
 
 
+def _pending_error(s: Socket) -> int:
+    """The connection error not yet reported to the application, in Linux's terms: a reset
+    after the peer's FIN (CLOSE-WAIT) is EPIPE, as Linux's tcp_reset() sets it."""
+    c = s.conn
+    if c is None or not c.error or s.error_reported:
+        return 0
+    return errno.EPIPE if c.eof and c.error == errno.ECONNRESET else c.error
+
+
+def _report_error(s: Socket, call: str) -> None:
+    """Raise the pending connection error once, as Linux's sock_error() clears it; after that
+    reads return b"" and writes raise EPIPE (the connection is shut down both ways)."""
+    err = _pending_error(s)
+    if err:
+        s.error_reported = True
+        fail(err, call, f"socket {s.id}")
+
+
 def _recv(ctx: Context, sockid: Any, length: Any, peek: bool, call: str) -> bytes:
     s = ctx.get(sockid, call)
     if not isinstance(length, int) or length < 0:
@@ -617,7 +644,9 @@ def _recv(ctx: Context, sockid: Any, length: Any, peek: bool, call: str) -> byte
             ctx.drop_recv_buffer(s)
             return b""
         if c.error:
-            fail(c.error, call, f"socket {sockid}")
+            _report_error(s, call)
+            ctx.drop_recv_buffer(s)
+            return b""
         if c.state not in _RECV_STATES:
             fail(errno.ENOTCONN, call, f"socket {sockid} is {c.state.name}")
         if s.nonblock:
@@ -670,7 +699,8 @@ def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
         if s.shut_wr:
             fail(errno.EPIPE, call, f"socket {sockid} was shut down for writing")
         if c.error:
-            fail(c.error, call, f"socket {sockid}")
+            _report_error(s, call)
+            fail(errno.EPIPE, call, f"socket {sockid}: the connection failed (error reported)")
         if c.state not in _SEND_STATES:
             fail(errno.ENOTCONN, call, f"socket {sockid} is {c.state.name}")
         if not data:
@@ -771,8 +801,9 @@ def mtcp_epoll_ctl(mctx: Context, epid: int, op: int, sockid: int,
         events, data = event  # type: ignore[misc]
     except (TypeError, ValueError):
         fail(errno.EINVAL, call, f"event {event!r} is not (events, data)")
-    if not isinstance(events, int) or events & ~_ep.VALID:
+    if not isinstance(events, int):
         fail(errno.EINVAL, call, f"events {events!r}")
+    events &= _ep.VALID  # unknown bits are ignored, as Linux and mTCP do
     if op == EPOLL_CTL_ADD:
         if sockid in ep:
             fail(errno.EEXIST, call, f"socket {sockid} is already registered")

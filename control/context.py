@@ -119,6 +119,7 @@ class Socket:
     tcb_freed: bool = False
     shut_rd: bool = False
     shut_wr: bool = False
+    error_reported: bool = False  # the connection's error was raised once (Linux sock_error)
     snd_buf: bool = False
     rcv_buf: bool = False
 
@@ -338,8 +339,10 @@ class Context:
             if c is None:
                 return 0
             bits = 0
-            if c.error:
-                bits |= ep.EPOLLERR | ep.EPOLLHUP | ep.EPOLLIN | ep.EPOLLRDHUP
+            if c.error:  # Linux tcp_poll: EPOLLERR only while the error is not yet reported
+                bits |= ep.EPOLLHUP | ep.EPOLLIN | ep.EPOLLRDHUP
+                if not s.error_reported:
+                    bits |= ep.EPOLLERR
             elif c.readable_bytes or c.eof:
                 bits |= ep.EPOLLIN
             if c.eof:

@@ -63,13 +63,16 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
 - setsockopt really applies TCP_NODELAY, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF, SO_SNDBUF and
   SO_REUSEADDR (mTCP's is a no-op); getsockopt reads them back as well as SO_ERROR. Unsupported
   options fail with ENOPROTOOPT (mTCP: ENOSYS). SO_LINGER {1, 0} makes mtcp_close send RST.
+  SO_RCVBUF/SO_SNDBUF out of range are clamped into ``SOCK_BUF_MIN..SOCK_BUF_MAX`` bytes as Linux
+  clamps (a negative size counts as huge), without Linux's doubling.
   Accepted sockets inherit the listener's options.
 - SO_REUSEADDR: mtcp_listen fails EADDRINUSE while connections of this context still use the port
   (e.g. a restarted server's old connections), unless SO_REUSEADDR is set. A second listener on a
   port is always EADDRINUSE (as in mTCP).
 - Several epolls per context, and a socket may be in several epolls (mTCP: one epoll).
   ``epoll_ctl`` on an unused socket id is EBADF (mTCP does not check); watching an epoll socket
-  is EINVAL. EPOLLHUP/EPOLLERR are always reported, as in mTCP.
+  is EINVAL; unknown event bits are ignored (as Linux and mTCP). EPOLLHUP/EPOLLERR are always
+  reported, as in mTCP.
 - mtcp_getsockname on an accepted socket returns the connection's local address (mTCP returns
   the peer's). mtcp_getpeername works in every synchronised state, not only ESTABLISHED.
 - mtcp_shutdown is real half-close (SHUT_RD, SHUT_WR, SHUT_RDWR); mTCP lacks it.
@@ -77,9 +80,15 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
   EISCONN afterwards — also once that connection failed or ended (use a new socket).
 - A context whose NIC hangs up (NIC restart) re-opens its core link every 0.5 s
   (``mctx.stats.reconnects``); its connections survive and retransmit what was lost.
-- mtcp_read after the peer reset returns the data still queued, then raises ECONNRESET (mTCP:
-  ENOTCONN and the data is lost); reads in CLOSING/LAST_ACK/TIME_WAIT return queued data and
-  then ``b""``. Writes after SHUT_WR raise EPIPE. A zero-length write returns 0 (mTCP: EAGAIN).
+- A connection's error is reported once, as Linux does (mTCP moves a reset stream to
+  CLOSE_WAIT and returns the queued data, then 0, without an error): after the peer's RST
+  mtcp_read returns the data still queued, then raises ECONNRESET, then returns ``b""``; a
+  write first raises ECONNRESET instead, and every later write EPIPE. A reset after the peer's
+  FIN (CLOSE_WAIT, e.g. our write reached the peer's closed socket) is EPIPE, as in Linux.
+  SO_ERROR shows the error until a call has raised it (reading it does not clear it, unlike
+  Linux); EPOLLERR is reported only until then, EPOLLHUP stays. Reads in
+  CLOSING/LAST_ACK/TIME_WAIT return queued data and then ``b""``. Writes after SHUT_WR raise
+  EPIPE. A zero-length write returns 0 (mTCP: EAGAIN).
 - Blocking sockets (after ``FIONBIO`` 0 — mTCP ignores FIONBIO 0) block by running the context
   loop. connect blocks until the handshake ends (the engine's SYN retries bound it); accept,
   read and write wait at most ``tcp_timeout`` seconds when it is > 0 and then raise EAGAIN (like
@@ -92,8 +101,10 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
   first write (ENOMEM) and returned when the engine frees the connection (queued data still goes
   out after close). ``mctx.buffers_in_use() -> (send, receive)``, ``mctx.free_ids()``.
 - mtcp_bind refuses an address that is not one of the context's (EADDRNOTAVAIL); mtcp_listen on
-  an unbound socket is EINVAL; mtcp_listen on a listener is a no-op; a zero protocol is required
-  by mtcp_socket (EINVAL otherwise).
+  an unbound socket is EINVAL; mtcp_listen on a listener is a no-op; mtcp_socket takes protocol
+  0 or IPPROTO_TCP (another: EPROTONOSUPPORT, as Linux; mTCP ignores it); mtcp_connect to port 0
+  is ECONNREFUSED at once (Linux's answer; there the peer's RST brings it, after EINPROGRESS on a
+  non-blocking socket).
 - Pipes are one-way: the first id reads, the second writes (wrong end: EBADF); closing the write
   end gives the reader EOF, closing the read end gives the writer EPIPE.
 - mtcp_register_signal(signum, handler): ``handler(signum)`` runs after every context of the

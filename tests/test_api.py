@@ -167,7 +167,9 @@ def test_socket_errnos_and_ids(pair):
     assert isinstance(s, int) and 0 <= s < 64
     raises(errno.EAFNOSUPPORT, mtcp.mtcp_socket, ctx, 10, mtcp.SOCK_STREAM, 0)  # AF_INET6
     raises(errno.EINVAL, mtcp.mtcp_socket, ctx, mtcp.AF_INET, 2, 0)  # SOCK_DGRAM
-    raises(errno.EINVAL, mtcp.mtcp_socket, ctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 17)
+    tcp = mtcp.mtcp_socket(ctx, mtcp.AF_INET, mtcp.SOCK_STREAM, mtcp.IPPROTO_TCP)  # the idiom
+    assert tcp != s and mtcp.mtcp_getsockname(ctx, tcp) == ("0.0.0.0", 0)  # a stream socket
+    raises(errno.EPROTONOSUPPORT, mtcp.mtcp_socket, ctx, mtcp.AF_INET, mtcp.SOCK_STREAM, 17)
 
 
 def test_each_context_has_its_own_pool(pair):
@@ -293,7 +295,7 @@ def test_connect_errnos(connected_pair):
     raises(errno.EFAULT, mtcp.mtcp_connect, ctx, s, None)
     raises(errno.EAFNOSUPPORT, mtcp.mtcp_connect, ctx, s, ("::1", 80))
     raises(errno.EAFNOSUPPORT, mtcp.mtcp_connect, ctx, s, "10.0.0.2:80")
-    raises(errno.EINVAL, mtcp.mtcp_connect, ctx, s, (SERVER_IP, 0))
+    raises(errno.ECONNREFUSED, mtcp.mtcp_connect, ctx, s, (SERVER_IP, 0))  # as Linux
     raises(errno.EINVAL, mtcp.mtcp_connect, ctx, s, ("0.0.0.0", 80))
     raises(errno.EISCONN, mtcp.mtcp_connect, ctx, p.c, (SERVER_IP, PORT))
     assert mtcp.mtcp_connect(ctx, s, ("10.0.0.99", 80)) == mtcp.EINPROGRESS
@@ -513,12 +515,71 @@ def test_abort_sends_rst(connected_pair):
     raises(errno.ENOTCONN, mtcp.mtcp_abort, p.client, fresh)
     raises(errno.ENOTSOCK, mtcp.mtcp_abort, p.server, p.listener)
     assert mtcp.mtcp_abort(p.client, p.c) == 0
-    p.pump_until(lambda: p.server._socks[p.s].conn.error)
-    with pytest.raises(ConnectionResetError):
-        mtcp.mtcp_read(p.server, p.s, 10)
-    with pytest.raises(ConnectionResetError):
-        mtcp.mtcp_write(p.server, p.s, b"x")
+    wait_so_error(p, errno.ECONNRESET)
     raises(errno.EBADF, mtcp.mtcp_abort, p.client, p.c)  # the id is gone for the app
+
+
+def wait_so_error(p: Pair, expected: int) -> None:
+    """Run both loops until the server socket's pending error (SO_ERROR) is ``expected``."""
+    got = p.pump_until(lambda: mtcp.mtcp_getsockopt(p.server, p.s, mtcp.SOL_SOCKET, mtcp.SO_ERROR))
+    assert got == expected
+
+
+# Linux reports a connection's error once (the kernel's sock_error() clears it; checked on
+# loopback with SO_LINGER {1, 0} closes): then reads return b"" and writes EPIPE.
+
+
+def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
+    p = connected_pair
+    ep = mtcp.mtcp_epoll_create(p.server, 4)
+    mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (mtcp.EPOLLIN, "s"))
+    mtcp.mtcp_abort(p.client, p.c)
+    wait_so_error(p, errno.ECONNRESET)
+    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)
+    assert ev.events & (mtcp.EPOLLERR | mtcp.EPOLLHUP) == mtcp.EPOLLERR | mtcp.EPOLLHUP
+    raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+    raises(errno.EPIPE, mtcp.mtcp_writev, p.server, p.s, [b"x"])
+    assert mtcp.mtcp_getsockopt(p.server, p.s, mtcp.SOL_SOCKET, mtcp.SO_ERROR) == 0
+    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)  # hung up, no error left to report
+    err_hup_in = mtcp.EPOLLERR | mtcp.EPOLLHUP | mtcp.EPOLLIN
+    assert ev.events & err_hup_in == mtcp.EPOLLHUP | mtcp.EPOLLIN
+    assert p.server.buffers_in_use() == (0, 0)  # the end of the stream was read
+
+
+def test_write_after_reset_reports_it_once_then_epipe(connected_pair):
+    p = connected_pair
+    mtcp.mtcp_abort(p.client, p.c)
+    wait_so_error(p, errno.ECONNRESET)
+    raises(errno.ECONNRESET, mtcp.mtcp_write, p.server, p.s, b"x")
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
+
+
+def test_data_queued_before_a_reset_is_read_first(connected_pair):
+    p = connected_pair
+    mtcp.mtcp_write(p.client, p.c, b"hello")
+    p.pump_until(lambda: mtcp.mtcp_socket_ioctl(p.server, p.s, mtcp.FIONREAD) == 5)
+    mtcp.mtcp_abort(p.client, p.c)
+    wait_so_error(p, errno.ECONNRESET)
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b"hello"
+    raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+
+
+def test_write_to_a_peer_that_closed_and_reset_is_epipe(connected_pair):
+    """The peer closed (FIN), our write reaches its closed socket and it answers RST
+    (RFC 2525 2.17): a reset in CLOSE-WAIT is EPIPE in Linux, and reads still say end of stream."""
+    p = connected_pair
+    mtcp.mtcp_close(p.client, p.c)
+    assert read_when_ready(p, p.server, p.s) == b""  # the FIN
+    assert mtcp.mtcp_write(p.server, p.s, b"anyone there?") == 13
+    wait_so_error(p, errno.EPIPE)
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
 
 
 def test_close_twice_is_ebadf(connected_pair):
@@ -568,12 +629,24 @@ def test_setsockopt_really_applies(connected_pair):
     assert conn.linger is None
     raises(errno.ENOPROTOOPT, mtcp.mtcp_setsockopt, ctx, s, S, 99, 1)
     raises(errno.ENOPROTOOPT, mtcp.mtcp_getsockopt, ctx, s, S, 99)
-    raises(errno.EINVAL, mtcp.mtcp_setsockopt, ctx, s, S, mtcp.SO_RCVBUF, 0)
+    raises(errno.EINVAL, mtcp.mtcp_setsockopt, ctx, s, S, mtcp.SO_RCVBUF, True)
     raises(errno.EINVAL, mtcp.mtcp_setsockopt, ctx, s, S, mtcp.SO_LINGER, "yes")
     raises(errno.EINVAL, mtcp.mtcp_setsockopt, ctx, s, T, mtcp.TCP_NODELAY, "on")
     ep = mtcp.mtcp_epoll_create(ctx, 1)
     raises(errno.ENOTSOCK, mtcp.mtcp_setsockopt, ctx, ep, T, mtcp.TCP_NODELAY, 1)
     raises(errno.ENOTSOCK, mtcp.mtcp_getsockopt, ctx, ep, S, mtcp.SO_ERROR)
+
+
+def test_buffer_sizes_out_of_range_are_clamped_as_linux(connected_pair):
+    p = connected_pair
+    ctx, s, S = p.client, p.c, mtcp.SOL_SOCKET
+    for opt in (mtcp.SO_RCVBUF, mtcp.SO_SNDBUF):
+        for asked, got in ((0, mtcp.SOCK_BUF_MIN), (1, mtcp.SOCK_BUF_MIN),
+                           (1 << 40, mtcp.SOCK_BUF_MAX), (-5, mtcp.SOCK_BUF_MAX)):  # unsigned
+            assert mtcp.mtcp_setsockopt(ctx, s, S, opt, asked) == 0
+            assert mtcp.mtcp_getsockopt(ctx, s, S, opt) == got, (opt, asked)
+    mtcp.mtcp_setsockopt(ctx, s, S, mtcp.SO_SNDBUF, 100)
+    assert mtcp.mtcp_write(ctx, s, b"q" * 5000) == mtcp.SOCK_BUF_MIN  # the clamped size is real
 
 
 def test_options_before_connect_apply_and_accept_inherits(pair):
@@ -664,6 +737,18 @@ def test_epoll_errnos(connected_pair):
     raises(errno.EINVAL, mtcp.mtcp_epoll_wait, ctx, ep, 4, "1000")
     mtcp.mtcp_close(ctx, ep)
     raises(errno.EBADF, mtcp.mtcp_epoll_wait, ctx, ep, 4, 0)
+
+
+def test_epoll_ctl_ignores_unknown_event_bits(connected_pair):
+    p = connected_pair
+    ep = mtcp.mtcp_epoll_create(p.server, 4)
+    events = mtcp.EPOLLIN | 1 << 20 | 1 << 12  # two bits no epoll defines
+    assert mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (events, 1)) == 0
+    assert mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_MOD, p.s, (events, 2)) == 0
+    mtcp.mtcp_write(p.client, p.c, b"data")
+    assert p.pump_until(lambda: mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)) == [
+        mtcp.MtcpEpollEvent(mtcp.EPOLLIN, 2)]
+    raises(errno.EINVAL, mtcp.mtcp_epoll_ctl, p.server, ep, mtcp.EPOLL_CTL_MOD, p.s, ("in", 2))
 
 
 def test_closed_socket_leaves_every_epoll(connected_pair):
