@@ -60,7 +60,8 @@ class Dashboard:
         self.wget = epwget.WgetReport(total, client.cores)
         self.srv_stack = stats.StackStats()
         self.srv_app: dict[int, dict[str, int]] = {}
-        self.peers: dict[int, list] = {}
+        self.flows = 0           # connections the server cores accepted ...
+        self.flows_on_hash_core = 0   # ... and those on the core the NIC's RSS hash chose
         self.nics = {h.name: stats.NicStats(h.port_labels(), h.core_ports)
                      for h in (server, client)}
         self.view = stats.Display("p4mtcp demo: epserver on host A <- epwget on host B",
@@ -71,8 +72,11 @@ class Dashboard:
         if msg["kind"] == "stats":
             self.srv_stack.ingest(msg)
             self.srv_app[msg["core"]] = msg["app"]
-        elif msg["kind"] == "peers":
-            self.peers[msg["core"]] = msg["peers"]
+        elif msg["kind"] == "peers":   # flows a core accepted since its previous report
+            core = msg["core"]
+            self.flows += len(msg["peers"])
+            self.flows_on_hash_core += sum(
+                steered_core(self.server, (SERVER_IP, 80), tuple(p)) == core for p in msg["peers"])
         elif msg["kind"] == "exit" and msg["error"]:
             self.errors.append(f"server core {msg['core']}: {msg['error']}")
 
@@ -103,12 +107,9 @@ class Dashboard:
             out.append(f"[server core {core}] accepted {a['accepted']} connections, "
                        f"served {a['requests']} requests, {a['bytes_out'] / 1e6:.2f} MB, "
                        f"errors {a['errors']}")
-        if self.peers:
-            flows = [(core, tuple(p)) for core, peers in self.peers.items() for p in peers]
-            right = sum(steered_core(self.server, (SERVER_IP, 80), peer) == core
-                        for core, peer in flows)
-            out.append(f"[steering] {right} of {len(flows)} connections were served by the core "
-                       f"the NIC's RSS hash chose")
+        if self.flows:
+            out.append(f"[steering] {self.flows_on_hash_core} of {self.flows} connections were "
+                       f"served by the core the NIC's RSS hash chose")
         try:
             c = self.server.nic_counters()
             for i, port in enumerate(self.server.core_ports):

@@ -52,7 +52,7 @@ class CoreServer(CorePoll):
         self.requests = 0
         self.errors = 0
         self.bytes_out = 0
-        self.peers: list[tuple[str, int]] = []    # remote (ip, port) of every accepted flow
+        self.peers: list[tuple[str, int]] = []    # remote (ip, port) accepted since take_peers
 
     def step(self, timeout_ms: int) -> None:
         m = self.m
@@ -138,6 +138,12 @@ class CoreServer(CorePoll):
         self.m.mtcp_close(self.mctx, self.listener)
         self.m.mtcp_close(self.mctx, self.ep)
 
+    def take_peers(self) -> list[tuple[str, int]]:
+        """The remote (ip, port) of each flow accepted since the last call, handed over once:
+        a long-running server keeps nothing per connection it has served."""
+        peers, self.peers = self.peers, []
+        return peers
+
     def app_counters(self) -> dict[str, int]:
         return {"accepted": self.accepted, "requests": self.requests, "errors": self.errors,
                 "bytes_out": self.bytes_out, "open": len(self.sessions)}
@@ -154,11 +160,13 @@ def serve_core(core: int, args: ServerArgs, reporter: launch.Reporter, stop) -> 
 
         def sample() -> None:
             reporter.send("stats", **stats.context_sample(mctx), app=server.app_counters())
+            peers = server.take_peers()
+            if peers:  # each accepted flow is reported once, in the sample after its accept
+                reporter.send("peers", peers=peers)
 
         launch.step_until(server.step, stop, launch.deadline(args.duration),
                           args.stat_interval, sample, first_stat=time.monotonic())
         sample()
-        reporter.send("peers", peers=server.peers)
         server.close()
     finally:
         launch.destroy_context(mtcp, mctx)
