@@ -128,12 +128,64 @@ def test_offload_mode_trusts_received_checksum_and_emits_zero():
 
 
 def test_malformed_segment_counted_not_raised():
-    p = Peer()
-    p.stack.receive(PEER_IP, ENGINE_IP, _raw_with_options(bytes((2, 1, 0, 0))), p.now)
-    p.stack.receive(PEER_IP, ENGINE_IP, b"\x01\x02", p.now)
-    assert p.stack.stats.bad_segments + p.stack.stats.bad_checksums == 2
-    assert "option" in p.stack.last_error or "shorter" in p.stack.last_error
+    """MUST-7, MUST-47: a SYN whose checksum is right but whose MSS option has length 1 gets
+    past checksum verification to the option parser; it is dropped and counted as malformed,
+    with the reason kept, and nothing is raised or sent."""
+    p = Peer()                                  # checksums are verified (no NIC offload)
+    p.stack.listen(ENGINE_IP, 80, 4)
+    seg = wire.build(PEER_IP, ENGINE_IP, 40000, 80, 1, 0, wire.SYN, 1000, bytes((2, 1, 0, 0)))
+    p.stack.receive(PEER_IP, ENGINE_IP, seg, p.now)
+    assert (p.stack.stats.bad_segments, p.stack.stats.bad_checksums) == (1, 0)
+    assert p.stack.last_error.startswith("option kind 2 at offset 20 has bad length 1")
     p.none()
+    assert p.stack.connections == 0
+
+
+def test_truncated_segment_counted_not_raised():
+    """MUST-47: two bytes are no TCP header: counted as malformed, the reason says so."""
+    p = Peer()
+    p.stack.receive(PEER_IP, ENGINE_IP, b"\x01\x02", p.now)
+    assert (p.stack.stats.bad_segments, p.stack.stats.bad_checksums) == (1, 0)
+    assert "shorter than the 20-byte TCP header" in p.stack.last_error
+    p.none()
+
+
+@pytest.mark.parametrize("ts, blocks",
+                         [(None, n) for n in range(5)] + [((5, 6), n) for n in range(4)])
+def test_data_options_padded_to_words(ts, blocks):
+    """MUST-69 on non-SYN segments: timestamps and 1-4 SACK blocks (3 beside timestamps, the
+    40-byte limit) end the header on a 32-bit boundary, so the data starts where the offset says."""
+    sack = [(1000 * i, 1000 * i + 500) for i in range(1, blocks + 1)]
+    options = wire.data_options(ts, sack or None)
+    assert len(options) % 4 == 0 and len(options) <= 40
+    raw = wire.build(ENGINE_IP, PEER_IP, 80, 40000, 1, 2, wire.ACK, 1000, options, b"payload")
+    seg = TCP(raw)
+    assert seg.dataofs * 4 == len(raw) - 7 and seg.reserved == 0
+    assert bytes(seg.payload) == b"payload"
+    got = {k: v for k, v in seg.options if k not in ("NOP", "EOL")}
+    assert got.get("Timestamp") == ts
+    assert got.get("SAck", ()) == tuple(x for block in sack for x in block)
+
+
+def test_engine_data_and_sack_acks_end_on_word_boundaries():
+    """MUST-69 on what the engine sends after a handshake with timestamps and SACK: data
+    segments, and ACKs carrying timestamps beside one to three SACK blocks."""
+    p = Peer()
+    conn, synack = p.accept(syn_options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1000, 0)),
+                                         ("NOP", None), ("WScale", 7)])
+    iss = synack.seq + 1
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (1001, dict(synack.options)["Timestamp"][0]))]
+    conn.send(b"d" * 2896)
+    sent, raws = p.out(), p.raw
+    for hole in range(3):                       # three holes: one more SACK block per ACK
+        p.send("A", 1101 + 200 * hole, iss, payload=b"x" * 100, options=ts)
+        sent, raws = sent + p.out(), raws + p.raw
+    assert [(len(s.payload), len(dict(s.options).get("SAck", ())) // 2) for s in sent] == [
+        (1448, 0), (1448, 0), (0, 1), (0, 2), (0, 3)]
+    for (_, _, raw), seg in zip(raws, sent):
+        assert seg.dataofs * 4 == len(raw) - len(seg.payload) and seg.reserved == 0
+        assert "Timestamp" in dict(seg.options)
+    assert b"".join(bytes(s.payload) for s in sent) == b"d" * 2896
 
 
 def test_payload_is_a_view_not_a_copy():
