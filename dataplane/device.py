@@ -25,6 +25,12 @@ from .tables import CounterState, TableState
 
 PIPELINE_MODULE = "p4mtcp.dataplane.pipeline"
 
+# What this target can realize (docs/ARCHITECTURE.md, "Limits"). The P4Info comes from a client,
+# so it is checked against these before anything is allocated for it.
+MAX_TABLE_SIZE = 1 << 20      # entries of one table
+MAX_COUNTER_SIZE = 1 << 20    # cells of one indexed counter (allocated when first used)
+MAX_BITWIDTH = 2048           # bits of one match field, action parameter or controller metadata
+
 
 def _p4_device_config_class():
     """PI's `p4.tmp.P4DeviceConfig` (p4lang/PI proto/p4/tmp/p4config.proto), which the p4runtime
@@ -90,6 +96,26 @@ class Pipeline:
                        device_data=unwrap_device_config(device_config), cookie=cookie)
 
 
+def check_limits(schema: P4Schema) -> None:
+    """ValueError naming the first object this target cannot realize: a size that is not
+    positive (a capacity of 0 or less holds nothing: a broken P4Info) or beyond the limits
+    above, or a bitwidth outside 1..MAX_BITWIDTH."""
+    sized = [("table", t.name, t.size, MAX_TABLE_SIZE) for t in schema.tables.values()]
+    sized += [("counter", c.name, c.size, MAX_COUNTER_SIZE) for c in schema.counters.values()]
+    for kind, name, size, limit in sized:
+        if not 0 < size <= limit:
+            raise ValueError(f"{kind} {name}: size {size} not in 1..{limit} (this target's limit)")
+    widths = [(f"table {t.name}, field {f.name}", f.bitwidth)
+              for t in schema.tables.values() for f in t.match_fields]
+    widths += [(f"action {a.name}, parameter {p.name}", p.bitwidth)
+               for a in schema.actions.values() for p in a.params]
+    widths += [(f"controller header {h.name}, field {f.name}", f.bitwidth)
+               for h in schema.controller_headers.values() for f in h.fields]
+    for where, width in widths:
+        if not 0 < width <= MAX_BITWIDTH:
+            raise ValueError(f"{where}: bitwidth {width} not in 1..{MAX_BITWIDTH}")
+
+
 def _load_mirror(module: ModuleType | None) -> ModuleType | None:
     if module is not None:
         return module
@@ -126,14 +152,10 @@ class Device:
         """A fresh pipeline for this P4Info, not yet installed; ValueError says what is wrong
         (an object the table engine or the Python mirror of the program does not implement)."""
         schema = p4info if isinstance(p4info, P4Schema) else P4Schema(p4info)
+        check_limits(schema)
         mirror = _load_mirror(self._module)
         if mirror is not None:
             mirror.validate(schema)
-        for name in ("packet_in", "packet_out"):
-            if name in schema.controller_headers:
-                header = schema.controller_headers[name]
-                if any(f.bitwidth <= 0 for f in header.fields):
-                    raise ValueError(f"controller header {name} has a field of width 0")
         tables = {name: TableState(t, schema) for name, t in schema.tables.items()}
         counters = {name: CounterState(c) for name, c in schema.counters.items()}
         program = mirror.NicPipeline(tables, counters, cpu_port=self.cpu_port) if mirror else None

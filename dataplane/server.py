@@ -4,35 +4,52 @@ It gives clients the specification's semantics they rely on with BMv2: arbitrati
 highest election id per device and role is primary), the specified error codes, per-update
 `p4.v1.Error` details on a failed Write, wildcard reads, default entries, counters and direct
 counters, canonical byte strings in replies, and packet-in/packet-out through the program's
-controller headers. Each open StreamChannel holds one worker thread of the gRPC pool.
+controller headers.
+
+It is built so that hostile clients can neither stall nor bloat it:
+- grpc.aio on one event-loop thread: an open StreamChannel costs a coroutine and a queue, not a
+  worker thread, so idle streams cannot starve unary RPCs (at most MAX_STREAMS are open; more
+  are refused with RESOURCE_EXHAUSTED). The work of unary RPCs runs on a small thread pool, so
+  the loop keeps serving streams while a big Write or Read runs.
+- Requests arrive as raw bytes (no deserializer in the method handlers) and are decoded here:
+  bytes that do not decode are answered INVALID_ARGUMENT saying so, and logged a bounded
+  number of times. grpcio's own path for a request that fails to deserialize keeps ~20 KB per
+  call and logs a traceback each time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
-import queue
+import logging
 import threading
-from collections import namedtuple
+import time
 from concurrent import futures
 from functools import partial
-from typing import Callable, Iterable, Iterator
+from typing import AsyncIterator, Callable, Iterable
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, status_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2 as pb
-from p4.v1 import p4runtime_pb2_grpc
 
-from p4mtcp.p4info import ControllerHeader, decode_int, encode_int
+from p4mtcp.p4info import BytestringError, ControllerHeader, decode_int, encode_int
+from p4mtcp.write_errors import write_status
 
 from .device import Device, Pipeline
 from .tables import (CounterState, Entry, P4Error, TableState, decode_action, decode_match,
                      encode_action, encode_match)
 
+log = logging.getLogger("p4mtcp.p4runtime")
+
 MAX_MESSAGE = 256 * 1024 * 1024  # pipeline configs and big reads exceed gRPC's 4 MiB default
 NO_PIPELINE = "No forwarding pipeline config set for this device"
 READ_BATCH = 1000                # entities per ReadResponse
 PACKET_IN_BACKLOG = 4096         # packet-ins queued for a slow client before new ones are dropped
+MAX_STREAMS = 1024               # open StreamChannels; more are refused with RESOURCE_EXHAUSTED
+WORKERS = 4                      # threads running the work of unary RPCs
+LOG_BURST, LOG_WINDOW = 10, 60.0  # undecodable requests logged per window (seconds)
+SERVICE = "p4.v1.P4Runtime"
 _GRPC_CODE = {c.value[0]: c for c in grpc.StatusCode}
 _CLOSE = object()
 
@@ -44,27 +61,77 @@ def api_version() -> str:
         return "1.4.1"
 
 
-class _Status(namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
-    """A gRPC status with trailing metadata, for `context.abort_with_status`."""
+class WriteFailed(P4Error):
+    """Some updates of a Write failed: UNKNOWN, with the per-update errors as the
+    `grpc-status-details-bin` trailer (P4Runtime spec, Write RPC, Error Reporting)."""
 
-
-def _abort(context: grpc.ServicerContext, e: P4Error):
-    context.abort(_GRPC_CODE[e.code], e.message)
+    def __init__(self, results: list[tuple[int, str] | None]):
+        status = write_status(results)
+        super().__init__(code_pb2.UNKNOWN, status.message)
+        self.trailer = (("grpc-status-details-bin", status.SerializeToString()),)
 
 
 def _election(msg) -> int | None:
     return (msg.election_id.high << 64) | msg.election_id.low if msg.HasField("election_id") else None
 
 
+class RateLimitedLog:
+    """At most `burst` warnings per `window` seconds; the next one allowed says how many were
+    suppressed, so a flood of bad requests cannot flood the log."""
+
+    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW,
+                 clock: Callable[[], float] = time.monotonic):
+        self._burst, self._window, self._clock = burst, window, clock
+        self._lock = threading.Lock()
+        self._start = -window
+        self._sent = self.suppressed = 0
+
+    def warning(self, fmt: str, *args) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._start >= self._window:
+                self._start, self._sent = now, 0
+            if self._sent >= self._burst:
+                self.suppressed += 1
+                return
+            self._sent += 1
+            suppressed, self.suppressed = self.suppressed, 0
+        if suppressed:
+            fmt += " (%d similar ones suppressed before this)"
+            args += (suppressed,)
+        log.warning(fmt, *args)
+
+
 # --- arbitration (P4Runtime spec 5) ---------------------------------------------------------
 
-class _Stream:
-    """One StreamChannel: what it is waiting to send and what it claimed in arbitration."""
+class Stream:
+    """One StreamChannel: what it is waiting to send and what it claimed in arbitration.
 
-    def __init__(self) -> None:
-        self.out: queue.Queue = queue.Queue()
+    `put` may be called from any thread (arbitration from the loop, packet-ins from the data
+    plane); the messages are queued on the server's event loop, in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._out: asyncio.Queue = asyncio.Queue()
+        self._lock = threading.Lock()
+        self.backlog = 0  # messages put and not yet taken by the RPC
         self.group: tuple[int, str] | None = None  # (device_id, role name)
         self.election: int | None = None
+
+    def put(self, item, limit: int | None = None) -> bool:
+        """Queue `item`; False (and nothing queued) when `limit` messages already wait."""
+        with self._lock:
+            if limit is not None and self.backlog >= limit:
+                return False
+            self.backlog += 1
+        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
+        return True
+
+    async def get(self):
+        item = await self._out.get()
+        with self._lock:
+            self.backlog -= 1
+        return item
 
 
 class Arbitration:
@@ -77,14 +144,14 @@ class Arbitration:
     def __init__(self, on_change: Callable[[int, bool], None] | None = None) -> None:
         self._on_change = on_change
         self._lock = threading.Lock()
-        self._groups: dict[tuple[int, str], list[_Stream]] = {}
+        self._groups: dict[tuple[int, str], list[Stream]] = {}
         self._highest: dict[tuple[int, str], int] = {}
 
-    def _primary(self, group: tuple[int, str]) -> _Stream | None:
+    def _primary(self, group: tuple[int, str]) -> Stream | None:
         elected = [s for s in self._groups.get(group, ()) if s.election is not None]
         return max(elected, key=lambda s: s.election, default=None)
 
-    def _notify(self, group: tuple[int, str], streams: Iterable[_Stream]) -> None:
+    def _notify(self, group: tuple[int, str], streams: Iterable[Stream]) -> None:
         primary = self._primary(group)
         election = primary.election if primary else self._highest.get(group)
         for s in streams:
@@ -102,9 +169,9 @@ class Arbitration:
                 a.status.message = "backup: another client is primary"
             else:
                 a.status.code, a.status.message = code_pb2.NOT_FOUND, "no primary client"
-            s.out.put(msg)
+            s.put(msg)
 
-    def update(self, stream: _Stream, device_id: int, role: str, election: int | None) -> None:
+    def update(self, stream: Stream, device_id: int, role: str, election: int | None) -> None:
         """Apply one MasterArbitrationUpdate; the sender always gets a reply, the others one
         when the primary changed (spec 5.3)."""
         group = (device_id, role)
@@ -131,7 +198,7 @@ class Arbitration:
             self._on_change(device_id, any(self._primary(g) for g in self._groups
                                            if g[0] == device_id))
 
-    def remove(self, stream: _Stream) -> None:
+    def remove(self, stream: Stream) -> None:
         with self._lock:
             group = stream.group
             members = self._groups.get(group, [])
@@ -148,7 +215,7 @@ class Arbitration:
             primary = self._primary((device_id, role))
             return primary is not None and election is not None and primary.election == election
 
-    def primaries(self, device_id: int) -> list[_Stream]:
+    def primaries(self, device_id: int) -> list[Stream]:
         with self._lock:
             groups = [g for g in self._groups if g[0] == device_id]
             return [p for p in map(self._primary, groups) if p is not None]
@@ -178,7 +245,7 @@ def parse_packet_in(header: ControllerHeader | None, frame: bytes) -> pb.PacketI
 
 def build_packet_out(header: ControllerHeader | None, msg: pb.PacketOut) -> bytes:
     """The frame the program receives on its CPU port: packet_out header, then the payload.
-    Missing metadata are 0; unknown ones and values too wide are INVALID_ARGUMENT."""
+    Missing metadata are 0; unknown ones are INVALID_ARGUMENT, values too wide OUT_OF_RANGE."""
     if header is None:
         return msg.payload
     values: dict[int, int] = {}
@@ -189,9 +256,8 @@ def build_packet_out(header: ControllerHeader | None, msg: pb.PacketOut) -> byte
                           f"packet_out has no metadata with id {md.metadata_id}")
         try:
             values[f.id] = decode_int(md.value, f.bitwidth)
-        except ValueError as e:
-            raise P4Error(code_pb2.INVALID_ARGUMENT,
-                          f"packet_out metadata {f.name}: {e}") from None
+        except BytestringError as e:  # P4Runtime spec, Bytestrings: OUT_OF_RANGE
+            raise P4Error(code_pb2.OUT_OF_RANGE, f"packet_out metadata {f.name}: {e}") from None
     n = _header_bytes(header)
     word = 0
     for f in header.fields:
@@ -200,10 +266,24 @@ def build_packet_out(header: ControllerHeader | None, msg: pb.PacketOut) -> byte
     return word.to_bytes(n, "big") + msg.payload
 
 
+def stream_error(stream: Stream, code: int, message: str, packet: pb.PacketOut | None = None,
+                 other: bool = False) -> None:
+    """A StreamError for the client (P4Runtime spec, Stream Error Reporting); `details` names
+    the kind of message at fault: the packet-out, or `other` for one that did not decode."""
+    msg = pb.StreamMessageResponse()
+    msg.error.canonical_code, msg.error.message = code, message
+    if packet is not None:
+        msg.error.packet_out.packet_out.CopyFrom(packet)
+    elif other:
+        msg.error.other.SetInParent()
+    stream.put(msg)
+
+
 # --- the servicer ---------------------------------------------------------------------------
 
-class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
-    """P4Runtime over one Device."""
+class P4RuntimeServicer:
+    """P4Runtime over one Device: the RPCs' work on decoded requests, called from the worker
+    threads (unary RPCs) or the event loop (stream messages); refusals raise P4Error."""
 
     def __init__(self, device: Device):
         self.device = device
@@ -237,61 +317,59 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
 
     # -- RPCs --
 
-    def Capabilities(self, request, context):
+    def capabilities(self, request: pb.CapabilitiesRequest) -> pb.CapabilitiesResponse:
         return pb.CapabilitiesResponse(p4runtime_api_version=api_version())
 
-    def SetForwardingPipelineConfig(self, request, context):
+    def set_pipeline(self, request: pb.SetForwardingPipelineConfigRequest):
         A = pb.SetForwardingPipelineConfigRequest
-        try:
-            self._check_device(request.device_id)
-            self._check_primary(request)
-            cfg = request.config
-            if request.action == A.COMMIT:
-                with self.device.lock:
-                    if self._saved is None:
-                        raise P4Error(code_pb2.FAILED_PRECONDITION,
-                                      "no saved config to commit (VERIFY_AND_SAVE first)")
-                    self.device.install(self._saved)
-                    self._saved = None
-                return pb.SetForwardingPipelineConfigResponse()
-            if request.action not in (A.VERIFY, A.VERIFY_AND_SAVE, A.VERIFY_AND_COMMIT,
-                                      A.RECONCILE_AND_COMMIT):
-                raise P4Error(code_pb2.INVALID_ARGUMENT, f"unknown action {request.action}")
-            if not cfg.HasField("p4info"):
-                raise P4Error(code_pb2.INVALID_ARGUMENT, "config has no p4info")
-            if request.action == A.RECONCILE_AND_COMMIT:
-                with self.device.lock:
-                    current = self.device.pipeline
-                    if current is not None:
-                        if current.schema.p4info != cfg.p4info:
-                            raise P4Error(code_pb2.UNIMPLEMENTED,
-                                          "RECONCILE_AND_COMMIT keeps forwarding state only for "
-                                          "an unchanged P4Info; use VERIFY_AND_COMMIT")
-                        self.device.install(current.with_config(cfg.p4_device_config,
-                                                                cfg.cookie.cookie))
-                        return pb.SetForwardingPipelineConfigResponse()
-            try:
-                built = self.device.build(cfg.p4info, cfg.p4_device_config, cfg.cookie.cookie)
-            except (ValueError, KeyError) as e:
-                raise P4Error(code_pb2.INVALID_ARGUMENT,
-                              f"pipeline config refused: {e}") from None
+        self._check_device(request.device_id)
+        self._check_primary(request)
+        cfg = request.config
+        if request.action == A.COMMIT:
+            # P4Runtime spec, SetForwardingPipelineConfig: COMMIT realizes the saved config;
+            # NOT_FOUND without one, INVALID_ARGUMENT if a config comes with it
+            if request.HasField("config"):
+                raise P4Error(code_pb2.INVALID_ARGUMENT, "COMMIT takes no config (it commits "
+                                                         "the one VERIFY_AND_SAVE saved)")
             with self.device.lock:
-                if request.action == A.VERIFY_AND_SAVE:
-                    self._saved = built
-                elif request.action != A.VERIFY:
-                    self.device.install(built)
-                    self._saved = None
+                if self._saved is None:
+                    raise P4Error(code_pb2.NOT_FOUND,
+                                  "no saved config to commit (VERIFY_AND_SAVE first)")
+                self.device.install(self._saved)
+                self._saved = None
             return pb.SetForwardingPipelineConfigResponse()
-        except P4Error as e:
-            _abort(context, e)
+        if request.action not in (A.VERIFY, A.VERIFY_AND_SAVE, A.VERIFY_AND_COMMIT,
+                                  A.RECONCILE_AND_COMMIT):
+            raise P4Error(code_pb2.INVALID_ARGUMENT, f"unknown action {request.action}")
+        if not cfg.HasField("p4info"):
+            raise P4Error(code_pb2.INVALID_ARGUMENT, "config has no p4info")
+        if request.action == A.RECONCILE_AND_COMMIT:
+            with self.device.lock:
+                current = self.device.pipeline
+                if current is not None:
+                    if current.schema.p4info != cfg.p4info:
+                        raise P4Error(code_pb2.UNIMPLEMENTED,
+                                      "RECONCILE_AND_COMMIT keeps forwarding state only for "
+                                      "an unchanged P4Info; use VERIFY_AND_COMMIT")
+                    self.device.install(current.with_config(cfg.p4_device_config,
+                                                            cfg.cookie.cookie))
+                    return pb.SetForwardingPipelineConfigResponse()
+        try:  # the spec's answer for a config the target cannot realize: INVALID_ARGUMENT
+            built = self.device.build(cfg.p4info, cfg.p4_device_config, cfg.cookie.cookie)
+        except (ValueError, KeyError) as e:
+            raise P4Error(code_pb2.INVALID_ARGUMENT, f"pipeline config refused: {e}") from None
+        with self.device.lock:
+            if request.action == A.VERIFY_AND_SAVE:
+                self._saved = built
+            elif request.action != A.VERIFY:
+                self.device.install(built)
+                self._saved = None
+        return pb.SetForwardingPipelineConfigResponse()
 
-    def GetForwardingPipelineConfig(self, request, context):
+    def get_pipeline(self, request: pb.GetForwardingPipelineConfigRequest):
         R = pb.GetForwardingPipelineConfigRequest
-        try:
-            self._check_device(request.device_id)
-            p = self._pipeline()
-        except P4Error as e:
-            _abort(context, e)
+        self._check_device(request.device_id)
+        p = self._pipeline()
         rep = pb.GetForwardingPipelineConfigResponse()
         rep.config.cookie.cookie = p.cookie
         if request.response_type in (R.ALL, R.P4INFO_AND_COOKIE):
@@ -300,123 +378,76 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
             rep.config.p4_device_config = p.device_config
         return rep
 
-    def Write(self, request, context):
-        try:
-            self._check_device(request.device_id)
-            self._check_primary(request)
-            self._pipeline()
-            if request.atomicity != pb.WriteRequest.CONTINUE_ON_ERROR:
-                raise P4Error(code_pb2.UNIMPLEMENTED,
-                              "only CONTINUE_ON_ERROR atomicity is supported by this target")
-        except P4Error as e:
-            _abort(context, e)
-        errors: list[P4Error | None] = []
+    def write(self, request: pb.WriteRequest) -> pb.WriteResponse:
+        self._check_device(request.device_id)
+        self._check_primary(request)
+        self._pipeline()
+        if request.atomicity != pb.WriteRequest.CONTINUE_ON_ERROR:
+            raise P4Error(code_pb2.UNIMPLEMENTED,
+                          "only CONTINUE_ON_ERROR atomicity is supported by this target")
+        results: list[tuple[int, str] | None] = []
         with self.device.lock:
             p = self.device.pipeline
             for update in request.updates:
                 try:
                     self._apply(p, update)
-                    errors.append(None)
+                    results.append(None)
                 except P4Error as e:
-                    errors.append(e)
-        failed = sum(e is not None for e in errors)
-        if failed:
-            # P4Runtime 12.3: UNKNOWN, with one p4.v1.Error per update (OK ones included)
-            status = status_pb2.Status(code=code_pb2.UNKNOWN,
-                                       message=f"{failed} of {len(errors)} updates failed")
-            for e in errors:
-                detail = any_pb2.Any()
-                detail.Pack(pb.Error(canonical_code=e.code, message=e.message) if e else pb.Error())
-                status.details.append(detail)
-            context.abort_with_status(_Status(grpc.StatusCode.UNKNOWN, status.message,
-                                              (("grpc-status-details-bin",
-                                                status.SerializeToString()),)))
+                    results.append((e.code, e.message))
+        if any(r is not None for r in results):
+            raise WriteFailed(results)
         return pb.WriteResponse()
 
-    def Read(self, request, context):
-        try:
-            self._check_device(request.device_id)
-            self._pipeline()
-            with self.device.lock:  # one consistent snapshot
-                p = self.device.pipeline
-                found = [f for entity in request.entities for f in self._read(p, entity)]
-        except P4Error as e:
-            _abort(context, e)
-        for i in range(0, max(len(found), 1), READ_BATCH):
-            rep = pb.ReadResponse()
-            for fill in found[i:i + READ_BATCH]:
-                fill(rep.entities.add())
-            yield rep
-
-    def StreamChannel(self, request_iterator, context):
-        stream = _Stream()
-        context.add_callback(lambda: stream.out.put(_CLOSE))
-        threading.Thread(target=self._stream_reader, args=(request_iterator, stream),
-                         name="p4rt-stream", daemon=True).start()
-        try:
-            while True:
-                item = stream.out.get()
-                if item is _CLOSE:
-                    return
-                if isinstance(item, P4Error):
-                    _abort(context, item)
-                yield item
-        finally:
-            self.arbitration.remove(stream)
+    def read(self, request: pb.ReadRequest) -> list[Filler]:
+        """What a Read returns, gathered under the device lock (one consistent snapshot)."""
+        self._check_device(request.device_id)
+        self._pipeline()
+        with self.device.lock:
+            p = self.device.pipeline
+            return [f for entity in request.entities for f in self._read(p, entity)]
 
     # -- stream --
 
-    def _stream_reader(self, requests: Iterator[pb.StreamMessageRequest], stream: _Stream) -> None:
-        try:
-            for req in requests:
-                kind = req.WhichOneof("update")
-                if kind == "arbitration":
-                    a = req.arbitration
-                    try:
-                        self._check_device(a.device_id)
-                        self.arbitration.update(stream, a.device_id, a.role.name, _election(a))
-                    except P4Error as e:  # spec 5.3: these end the stream
-                        stream.out.put(e)
-                        return
-                elif kind == "packet":
-                    self._packet_out(stream, req.packet)
-                else:
-                    self._stream_error(stream, code_pb2.UNIMPLEMENTED,
-                                       f"stream message {kind!r} is not supported by this target")
-        except grpc.RpcError:
-            pass  # the client went away; the RPC's callback closes the stream
-        finally:
-            stream.out.put(_CLOSE)
+    def stream_message(self, stream: Stream, req: pb.StreamMessageRequest) -> bool:
+        """Handle one StreamChannel message; False when it ends the stream (an arbitration
+        error, queued for the client as the stream's status, P4Runtime spec 5.3)."""
+        kind = req.WhichOneof("update")
+        if kind == "arbitration":
+            a = req.arbitration
+            try:
+                self._check_device(a.device_id)
+                self.arbitration.update(stream, a.device_id, a.role.name, _election(a))
+            except P4Error as e:
+                stream.put(e)
+                return False
+        elif kind == "packet":
+            self._packet_out(stream, req.packet)
+        else:
+            stream_error(stream, code_pb2.UNIMPLEMENTED,
+                         f"stream message {kind!r} is not supported by this target")
+        return True
 
-    @staticmethod
-    def _stream_error(stream: _Stream, code: int, message: str, packet: pb.PacketOut | None = None):
-        msg = pb.StreamMessageResponse()
-        msg.error.canonical_code, msg.error.message = code, message
-        if packet is not None:
-            msg.error.packet_out.packet_out.CopyFrom(packet)
-        stream.out.put(msg)
-
-    def _packet_out(self, stream: _Stream, packet: pb.PacketOut) -> None:
+    def _packet_out(self, stream: Stream, packet: pb.PacketOut) -> None:
         if stream.group is None or not self.arbitration.is_primary(*stream.group, stream.election):
-            self._stream_error(stream, code_pb2.PERMISSION_DENIED,
-                               "packet-out from a client that is not primary", packet)
+            stream_error(stream, code_pb2.PERMISSION_DENIED,
+                         "packet-out from a client that is not primary", packet)
             return
         p = self.device.pipeline
         handler = self.device.packet_out_handler
         if p is None or handler is None:
-            self._stream_error(stream, code_pb2.FAILED_PRECONDITION,
-                               NO_PIPELINE if p is None else "this device has no packet-out path",
-                               packet)
+            stream_error(stream, code_pb2.FAILED_PRECONDITION,
+                         NO_PIPELINE if p is None else "this device has no packet-out path",
+                         packet)
             return
         try:
             frame = build_packet_out(p.schema.controller_headers.get("packet_out"), packet)
         except P4Error as e:
-            self._stream_error(stream, e.code, e.message, packet)
+            stream_error(stream, e.code, e.message, packet)
             return
         try:
             handler(frame)
         except Exception as e:  # the stream must outlive a packet the device cannot take
-            self._stream_error(stream, code_pb2.INTERNAL, f"packet-out failed: {e!r}", packet)
+            stream_error(stream, code_pb2.INTERNAL, f"packet-out failed: {e!r}", packet)
 
     def _packet_in(self, frame: bytes) -> None:
         """Device callback (data-plane thread): a frame the program sent to the CPU port."""
@@ -428,9 +459,7 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
             return  # cannot come from the program: it always emits the whole header
         msg = pb.StreamMessageResponse(packet=parse_packet_in(header, frame))
         for s in self.arbitration.primaries(self.device.device_id):
-            if s.out.qsize() < PACKET_IN_BACKLOG:
-                s.out.put(msg)
-            else:
+            if not s.put(msg, limit=PACKET_IN_BACKLOG):
                 self.packet_in_dropped += 1  # the client is not reading its stream
 
     # -- Write --
@@ -588,7 +617,7 @@ class P4RuntimeServicer(p4runtime_pb2_grpc.P4RuntimeServicer):
 
     def _read_counters(self, p: Pipeline, ce: pb.CounterEntry) -> list[Filler]:
         counters = [self._counter(p, ce.counter_id)] if ce.counter_id else list(p.counters.values())
-        return [partial(_fill_counter, c, i, c.packets[i], c.bytes[i])
+        return [partial(_fill_counter, c, i, *c.read(i))
                 for c in counters for i in self._indexes(c, ce)]
 
 
@@ -638,23 +667,173 @@ def _set_counter_data(data: pb.CounterData, unit: str, packets: int, nbytes: int
         data.byte_count = nbytes
 
 
-def serve(device: Device, address: str = "127.0.0.1:9559", max_workers: int = 64) -> grpc.Server:
-    """Start a P4Runtime server for `device` on `address`. Each open stream holds one of the
-    `max_workers` threads. The servicer is `server.p4runtime` (arbitration, packet-in drops).
-    OSError if the address cannot be bound: SO_REUSEPORT is off so that a second target on
-    the same port fails instead of silently sharing the clients with the first."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                    thread_name_prefix="p4rt"),
-                         options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                                  ("grpc.max_receive_message_length", MAX_MESSAGE),
-                                  ("grpc.so_reuseport", 0)])
-    server.p4runtime = P4RuntimeServicer(device)
-    p4runtime_pb2_grpc.add_P4RuntimeServicer_to_server(server.p4runtime, server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as e:  # newer grpcio raises, older ones return 0
-        raise OSError(f"P4Runtime server cannot listen on {address}: {e}") from None
-    if bound == 0:
-        raise OSError(f"P4Runtime server cannot listen on {address}")
-    server.start()
-    return server
+# --- gRPC: raw bytes in, decoded here; unary work on the pool, streams on the loop ---------
+
+class _Rpcs:
+    """The RPC handlers grpc.aio calls on the event loop."""
+
+    def __init__(self, servicer: P4RuntimeServicer, pool: futures.Executor):
+        self.servicer = servicer
+        self._pool = pool
+        self._undecodable = RateLimitedLog()
+        self.streams = 0
+
+    def _decode(self, cls, raw: bytes):
+        try:
+            return cls.FromString(raw)
+        except (DecodeError, RuntimeError, ValueError) as e:
+            self._undecodable.warning("P4Runtime: a %d-byte %s does not decode: %s",
+                                      len(raw), cls.DESCRIPTOR.name, e)
+            raise P4Error(code_pb2.INVALID_ARGUMENT,
+                          f"request bytes are not a valid {cls.DESCRIPTOR.full_name}: {e}") from None
+
+    async def _run(self, context: grpc.aio.ServicerContext, work: Callable, *args):
+        """`work(*args)` on the pool; a P4Error becomes the RPC's status."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        except P4Error as e:
+            await context.abort(_GRPC_CODE[e.code], e.message,
+                                trailing_metadata=getattr(e, "trailer", ()))
+
+    def _decoded(self, cls, work: Callable, raw: bytes):
+        return work(self._decode(cls, raw))
+
+    async def Capabilities(self, raw: bytes, context):
+        return await self._run(context, self._decoded, pb.CapabilitiesRequest,
+                               self.servicer.capabilities, raw)
+
+    async def SetForwardingPipelineConfig(self, raw: bytes, context):
+        return await self._run(context, self._decoded, pb.SetForwardingPipelineConfigRequest,
+                               self.servicer.set_pipeline, raw)
+
+    async def GetForwardingPipelineConfig(self, raw: bytes, context):
+        return await self._run(context, self._decoded, pb.GetForwardingPipelineConfigRequest,
+                               self.servicer.get_pipeline, raw)
+
+    async def Write(self, raw: bytes, context):
+        return await self._run(context, self._decoded, pb.WriteRequest, self.servicer.write, raw)
+
+    async def Read(self, raw: bytes, context) -> AsyncIterator[pb.ReadResponse]:
+        found = await self._run(context, self._decoded, pb.ReadRequest, self.servicer.read, raw)
+        for i in range(0, max(len(found), 1), READ_BATCH):
+            yield await self._run(context, _read_response, found[i:i + READ_BATCH])
+
+    async def StreamChannel(self, requests: AsyncIterator[bytes], context):
+        if self.streams >= MAX_STREAMS:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{MAX_STREAMS} streams are open, the most this target serves")
+        self.streams += 1
+        stream = Stream(asyncio.get_running_loop())
+        reader = asyncio.ensure_future(self._stream_reader(requests, stream))
+        try:
+            while True:
+                item = await stream.get()
+                if item is _CLOSE:
+                    return
+                if isinstance(item, P4Error):
+                    await context.abort(_GRPC_CODE[item.code], item.message)
+                yield item
+        finally:
+            self.streams -= 1
+            reader.cancel()
+            self.servicer.arbitration.remove(stream)
+
+    async def _stream_reader(self, requests: AsyncIterator[bytes], stream: Stream) -> None:
+        try:
+            async for raw in requests:
+                try:
+                    req = self._decode(pb.StreamMessageRequest, raw)
+                except P4Error as e:  # the stream outlives a message it cannot read
+                    stream_error(stream, e.code, e.message, other=True)
+                    continue
+                if not self.servicer.stream_message(stream, req):
+                    return
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the client went away
+        finally:
+            stream.put(_CLOSE)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def out(msg) -> bytes:
+            return msg.SerializeToString()
+        unary = partial(grpc.unary_unary_rpc_method_handler, response_serializer=out)
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Capabilities": unary(self.Capabilities),
+            "SetForwardingPipelineConfig": unary(self.SetForwardingPipelineConfig),
+            "GetForwardingPipelineConfig": unary(self.GetForwardingPipelineConfig),
+            "Write": unary(self.Write),
+            "Read": grpc.unary_stream_rpc_method_handler(self.Read, response_serializer=out),
+            "StreamChannel": grpc.stream_stream_rpc_method_handler(self.StreamChannel,
+                                                                   response_serializer=out),
+        })
+
+
+def _read_response(fillers: list[Filler]) -> pb.ReadResponse:
+    rep = pb.ReadResponse()
+    for fill in fillers:
+        fill(rep.entities.add())
+    return rep
+
+
+class _Loop:
+    """The one event loop, on its own daemon thread, that every server of the process uses."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="p4rt-loop", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
+class P4RuntimeServer:
+    """A running P4Runtime server. `p4runtime` is its servicer (arbitration, packet-in drops);
+    `stop(grace)` returns an event set once it has stopped."""
+
+    def __init__(self, device: Device, address: str):
+        self._loop = _Loop.get()
+        self._pool = futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="p4rt")
+        self.p4runtime = P4RuntimeServicer(device)
+        self._rpcs = _Rpcs(self.p4runtime, self._pool)
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(self._start(address),
+                                                            self._loop).result()
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            raise
+
+    async def _start(self, address: str) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[("grpc.max_send_message_length", MAX_MESSAGE),
+                                          ("grpc.max_receive_message_length", MAX_MESSAGE),
+                                          ("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((self._rpcs.handler(),))
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as e:  # newer grpcio raises, older ones return 0
+            raise OSError(f"P4Runtime server cannot listen on {address}: {e}") from None
+        if bound == 0:
+            raise OSError(f"P4Runtime server cannot listen on {address}")
+        await server.start()
+        return server
+
+    def stop(self, grace: float | None = None) -> threading.Event:
+        done = threading.Event()
+
+        def stopped(_) -> None:
+            self._pool.shutdown(wait=False)
+            done.set()
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop) \
+            .add_done_callback(stopped)
+        return done
+
+
+def serve(device: Device, address: str = "127.0.0.1:9559") -> P4RuntimeServer:
+    """Start a P4Runtime server for `device` on `address`. OSError if the address cannot be
+    bound: SO_REUSEPORT is off so that a second target on the same port fails instead of
+    silently sharing the clients with the first."""
+    return P4RuntimeServer(device, address)

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2
 
-from p4mtcp.p4info import (Action, Counter, MatchField, P4Schema, SchemaError, Table,
-                           decode_int, encode_int)
+from p4mtcp.p4info import (Action, BytestringError, Counter, MatchField, P4Schema, SchemaError,
+                           Table, decode_int, encode_int)
 
 # A canonical match key holds one item per match field, in P4Info order:
 #   exact: value | lpm: (value, prefix_len) | ternary: (value, mask) | range: (low, high)
@@ -43,8 +43,8 @@ def _invalid(message: str) -> P4Error:
 def _decode(data: bytes, bitwidth: int, where: str) -> int:
     try:
         return decode_int(data, bitwidth)
-    except ValueError as e:
-        raise _invalid(f"{where}: {e}") from None
+    except BytestringError as e:  # P4Runtime spec, Bytestrings: empty or too wide is OUT_OF_RANGE
+        raise P4Error(code_pb2.OUT_OF_RANGE, f"{where}: {e}") from None
 
 
 def _full(bitwidth: int) -> int:
@@ -438,23 +438,30 @@ class TableState:
 
 
 class CounterState:
-    """An indexed counter array (packets and bytes); like BMv2, out-of-range indexes are ignored."""
+    """An indexed counter array (packets and bytes); like BMv2, out-of-range indexes are ignored.
+
+    Cells exist only once counted or written, so a declared size costs nothing until used (the
+    size comes from a client's P4Info). Control-plane writes change a cell in place, so the
+    data plane never increments a cell that was replaced under it."""
 
     def __init__(self, counter: Counter):
         self.counter = counter
         self.name = counter.name
         self.size = counter.size
-        self.packets = [0] * counter.size
-        self.bytes = [0] * counter.size
+        self._cells: dict[int, list[int]] = {}
 
     def count(self, index: int, nbytes: int) -> None:
         if 0 <= index < self.size:
-            self.packets[index] += 1
-            self.bytes[index] += nbytes
+            c = self._cells.get(index)
+            if c is None:
+                c = self._cells.setdefault(index, [0, 0])
+            c[0] += 1
+            c[1] += nbytes
 
     def read(self, index: int) -> tuple[int, int]:
-        return self.packets[index], self.bytes[index]
+        c = self._cells.get(index)
+        return (c[0], c[1]) if c is not None else (0, 0)
 
     def write(self, index: int, packets: int, nbytes: int) -> None:
-        self.packets[index] = packets
-        self.bytes[index] = nbytes
+        c = self._cells.setdefault(index, [0, 0])
+        c[0], c[1] = packets, nbytes

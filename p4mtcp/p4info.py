@@ -28,6 +28,11 @@ class SchemaError(KeyError):
         return str(self.args[0])
 
 
+class BytestringError(ValueError):
+    """A byte string that is empty or holds a value wider than its field: the P4Runtime spec
+    (Bytestrings) has the server answer OUT_OF_RANGE for it."""
+
+
 def encode_int(value: int, bitwidth: int) -> bytes:
     """Canonical P4Runtime byte string (P4Runtime spec 8.4): shortest big-endian form, >= 1 byte."""
     if value < 0 or value >> bitwidth:
@@ -36,12 +41,14 @@ def encode_int(value: int, bitwidth: int) -> bytes:
 
 
 def decode_int(data: bytes, bitwidth: int) -> int:
-    """Read a P4Runtime byte string; padded forms are accepted, values wider than the field are not."""
+    """Read a P4Runtime byte string; padded forms are accepted, values wider than the field are not
+    (P4Runtime spec, Bytestrings: any length, but the value must fit the bitwidth; never empty)."""
     if not data:
-        raise ValueError("empty byte string")
+        raise BytestringError("empty byte string")
     value = int.from_bytes(data, "big")
     if value >> bitwidth:
-        raise ValueError(f"0x{data.hex()} does not fit in bit<{bitwidth}>")
+        shown = data.hex() if len(data) <= 32 else f"{data[:16].hex()}...({len(data)} bytes)"
+        raise BytestringError(f"0x{shown} does not fit in bit<{bitwidth}>")
     return value
 
 
@@ -118,8 +125,20 @@ class ControllerHeader:
     fields: tuple[Param, ...]
 
 
+def _unique_ids(owner: str, members) -> None:
+    """Match fields, action parameters and controller metadata are addressed by id within their
+    object (P4Runtime spec: P4Info, TableEntry match, packet I/O): a repeated or zero id would
+    make them ambiguous."""
+    seen: set[int] = set()
+    for m in members:
+        if m.id == 0 or m.id in seen:
+            problem = "id 0" if m.id == 0 else f"a repeated id {m.id}"
+            raise ValueError(f"{owner}: {m.name!r} has {problem}")
+        seen.add(m.id)
+
+
 class P4Schema:
-    """Name and id index over one P4Info message."""
+    """Name and id index over one P4Info message; ValueError for ids that are 0 or not unique."""
 
     def __init__(self, p4info: p4info_pb2.P4Info):
         self.p4info = p4info
@@ -162,6 +181,17 @@ class P4Schema:
                 tuple(Param(m.id, m.name, m.bitwidth) for m in h.metadata)))
 
     def _add(self, index: dict, preamble, obj) -> None:
+        # P4Runtime spec (P4Info; Default-valued Fields): every object has a non-zero id, unique
+        # in the P4Info; requests address objects by id, so a duplicate would be unreachable
+        if preamble.id == 0:
+            raise ValueError(f"P4Info object {preamble.name!r} has id 0")
+        if preamble.id in self._by_id:
+            raise ValueError(f"P4Info id {preamble.id:#x} is used by both "
+                             f"{self._by_id[preamble.id].name!r} and {preamble.name!r}")
+        if preamble.name in index:
+            raise ValueError(f"P4Info has two objects named {preamble.name!r}")
+        _unique_ids(preamble.name, getattr(obj, "params", None) or getattr(obj, "fields", None)
+                    or getattr(obj, "match_fields", ()))
         index[preamble.name] = obj
         self._by_id[preamble.id] = obj
         if preamble.alias and preamble.alias != preamble.name:

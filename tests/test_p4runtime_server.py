@@ -7,6 +7,7 @@ go to the CPU port with a packet_in header, and come from it with a packet_out h
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import threading
@@ -126,6 +127,12 @@ class Client:
             req.config.p4info.CopyFrom(p4info)
         req.config.p4_device_config = device_config
         req.config.cookie.cookie = cookie
+        return self.stub.SetForwardingPipelineConfig(req)
+
+    def commit(self, config: pb.ForwardingPipelineConfig | None = None):
+        req = self._stamp(A(action=A.COMMIT))
+        if config is not None:
+            req.config.CopyFrom(config)
         return self.stub.SetForwardingPipelineConfig(req)
 
     def get_pipeline(self, response_type=pb.GetForwardingPipelineConfigRequest.ALL):
@@ -269,11 +276,14 @@ def test_pipeline_config_actions(target):
     c.arbitrate(1)
     c.set_pipeline(fixture_p4info(), action=A.VERIFY)
     assert target.device.pipeline is None  # VERIFY checks only
-    err = write_error(lambda: c.set_pipeline(action=A.COMMIT))
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    err = write_error(c.commit)  # P4Runtime spec: COMMIT with no saved config is NOT_FOUND
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "VERIFY_AND_SAVE" in err.details()
     c.set_pipeline(fixture_p4info(), action=A.VERIFY_AND_SAVE, cookie=5)
     assert target.device.pipeline is None
-    c.set_pipeline(action=A.COMMIT)
+    err = write_error(lambda: c.commit(pb.ForwardingPipelineConfig(p4_device_config=b"x")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT  # and with a config, INVALID_ARGUMENT
+    assert target.device.pipeline is None
+    c.commit()
     assert c.get_pipeline().cookie.cookie == 5
     c.write(update(INSERT, table_entry=exact_entry(b"\x01", b"\x01")))
     c.set_pipeline(fixture_p4info(), b"new", action=A.RECONCILE_AND_COMMIT, cookie=6)
@@ -415,8 +425,13 @@ def test_modify_missing_and_full_table(primary):
      code_pb2.INVALID_ARGUMENT, "no table with id 999"),
     (lambda: update(INSERT, table_entry=exact_entry(b"\x01", b"\x01", 0)),
      code_pb2.INVALID_ARGUMENT, "entry has no action"),
+    # P4Runtime spec, Bytestrings: wider than the field, or empty, is OUT_OF_RANGE
     (lambda: update(INSERT, table_entry=exact_entry(b"\x02\x00", b"\x01")),
-     code_pb2.INVALID_ARGUMENT, "field hdr.port"),
+     code_pb2.OUT_OF_RANGE, "field hdr.port: 0x0200 does not fit in bit<9>"),
+    (lambda: update(INSERT, table_entry=exact_entry(b"\x01", b"")),
+     code_pb2.OUT_OF_RANGE, "empty byte string"),
+    (lambda: update(INSERT, table_entry=exact_entry(b"\x01", b"\x01", SET_PORT, b"\x00\x02\x00")),
+     code_pb2.OUT_OF_RANGE, "parameter port of Ing.set_port"),
     (lambda: update(INSERT, table_entry=exact_entry(b"\x01", b"\x01", SET_NEXT_HOP)),
      code_pb2.INVALID_ARGUMENT, "not an action of this table"),
     (lambda: update(INSERT, table_entry=ternary_entry(b"\x01", b"\x01", b"\x06", 0)),
@@ -621,12 +636,12 @@ def test_packet_ins_for_a_client_that_does_not_read_are_bounded(target):
     schema = dev.schema
     dev.pipeline.tables["Ing.t_exact"].insert((5, 1), 0, schema.action("Ing.to_cpu"), ())
     servicer = target.server.p4runtime
-    stalled = server_module._Stream()
+    stalled = server_module.Stream(asyncio.new_event_loop())  # a loop that never runs
     servicer.arbitration.update(stalled, 1, "", 9)  # primary, but nobody drains its queue
     extra = 25
     for _ in range(PACKET_IN_BACKLOG + extra):
         assert dev.process(5, b"\x00\x00\x00\x01") == []
-    assert stalled.out.qsize() == PACKET_IN_BACKLOG
+    assert stalled.backlog == PACKET_IN_BACKLOG
     assert servicer.packet_in_dropped == extra + 1  # + the slot of the arbitration reply
 
 

@@ -6,6 +6,7 @@ FIXTURE_P4INFO has one table per match kind; the P4Runtime server tests reuse it
 from __future__ import annotations
 
 import threading
+import tracemalloc
 
 import pytest
 from google.protobuf import text_format
@@ -15,7 +16,7 @@ from p4.v1 import p4runtime_pb2 as pb
 
 from p4mtcp.dataplane.tables import (CounterState, P4Error, TableState, decode_action,
                                      decode_match, encode_match)
-from p4mtcp.p4info import P4Schema
+from p4mtcp.p4info import Counter, P4Schema
 
 FIXTURE_P4INFO = """
 tables {
@@ -124,11 +125,15 @@ def fm_range(fid: int, low: bytes, high: bytes) -> pb.FieldMatch:
     return pb.FieldMatch(field_id=fid, range=pb.FieldMatch.Range(low=low, high=high))
 
 
-def invalid(fn, *args, **kw) -> str:
+def refused(code: int, fn, *args, **kw) -> str:
     with pytest.raises(P4Error) as e:
         fn(*args, **kw)
-    assert e.value.code == code_pb2.INVALID_ARGUMENT
+    assert e.value.code == code
     return e.value.message
+
+
+def invalid(fn, *args, **kw) -> str:
+    return refused(code_pb2.INVALID_ARGUMENT, fn, *args, **kw)
 
 
 # --- lookups -----------------------------------------------------------------------------------
@@ -254,7 +259,22 @@ def test_counter_array_ignores_out_of_range():
     c.count(8, 1000)   # size is 8: ignored, like BMv2
     c.count(-1, 1000)
     assert c.read(3) == (2, 150)
-    assert sum(c.packets) == 2 and sum(c.bytes) == 150
+    assert sum(c.read(i)[0] for i in range(8)) == 2 and sum(c.read(i)[1] for i in range(8)) == 150
+
+
+def test_counter_cells_cost_nothing_until_used():
+    """A declared size comes from a client's P4Info: only the cells counted or written take memory."""
+    huge = Counter(3999, "Ing.huge", 1 << 20, "both")
+    tracemalloc.start()
+    try:
+        c = CounterState(huge)
+        c.count(7, 60)
+        c.write((1 << 20) - 1, 5, 500)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024  # a dense array of 2**20 cells would take megabytes
+    assert (c.read(7), c.read((1 << 20) - 1), c.read(8)) == ((1, 60), (5, 500), (0, 0))
 
 
 # --- match-key canonicalisation (P4Runtime 9.1.1) ---------------------------------------------
@@ -283,8 +303,6 @@ def test_decode_accepts_padded_and_encodes_canonical(schema):
 
 @pytest.mark.parametrize("name,match,words", [
     ("Ing.t_exact", [fm_exact(1, b"\x01")], "field hdr.tag: exact match field is missing"),
-    ("Ing.t_exact", [fm_exact(1, b"\x02\x00"), fm_exact(2, b"\x01")], "field hdr.port"),  # 9 bits
-    ("Ing.t_exact", [fm_exact(1, b""), fm_exact(2, b"\x01")], "empty"),
     ("Ing.t_exact", [fm_exact(1, b"\x01"), fm_exact(1, b"\x01")], "more than once"),
     ("Ing.t_exact", [fm_exact(7, b"\x01")], "no match field with id 7"),
     ("Ing.t_exact", [fm_lpm(1, b"\x01", 9), fm_exact(2, b"\x01")], "request has a lpm match"),
@@ -299,6 +317,21 @@ def test_decode_accepts_padded_and_encodes_canonical(schema):
 def test_decode_rejects_malformed_matches(schema, name, match, words):
     message = invalid(decode_match, schema.table(name), match)
     assert message.startswith(f"table {name}") and words in message
+
+
+@pytest.mark.parametrize("match,words", [
+    ([fm_exact(1, b"\x02\x00"), fm_exact(2, b"\x01")], "field hdr.port: 0x0200"),  # 9 bits
+    ([fm_exact(1, b"\x00\x00\x01\xff"), fm_exact(2, b"\x01")], None),  # padded: accepted
+    ([fm_exact(1, b""), fm_exact(2, b"\x01")], "field hdr.port: empty byte string"),
+])
+def test_bytestrings_wider_than_the_field_or_empty_are_out_of_range(schema, match, words):
+    """P4Runtime spec, Bytestrings: any length is read, but a value wider than the field's
+    bitwidth, or a string of length zero, is refused with OUT_OF_RANGE."""
+    t = schema.table("Ing.t_exact")
+    if words is None:
+        assert decode_match(t, match) == (0x1FF, 1)
+    else:
+        assert words in refused(code_pb2.OUT_OF_RANGE, decode_match, t, match)
 
 
 def test_decode_action_checks_table_scope_and_params(schema):
@@ -316,7 +349,8 @@ def test_decode_action_checks_table_scope_and_params(schema):
         decode_action, schema, t, pb.Action(action_id=2001), default=False)
     wide = pb.Action(action_id=2001)
     wide.params.add(param_id=1, value=b"\x02\x00")
-    assert "parameter port" in invalid(decode_action, schema, t, wide, default=False)
+    assert "parameter port" in refused(code_pb2.OUT_OF_RANGE, decode_action, schema, t, wide,
+                                       default=False)
 
 
 def test_lookups_stay_consistent_while_entries_change(schema):
