@@ -117,7 +117,7 @@ class TcpStack:
         stats = self.stats
         stats.segs_in += 1
         seg = wire.parse(tcp_bytes, src_ip, dst_ip, not self.config.offload_checksum)
-        if seg.__class__ is str:
+        if isinstance(seg, str):
             if seg is wire.BAD_CHECKSUM:
                 stats.bad_checksums += 1
             else:

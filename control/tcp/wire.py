@@ -25,6 +25,15 @@ class Segment:
     __slots__ = ("sport", "dport", "seq", "ack", "flags", "window", "urp", "payload",
                  "mss", "wscale", "sack_ok", "sack", "tsval", "tsecr")
 
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    urp: int
+    payload: memoryview
+
     def __init__(self) -> None:
         self.mss: int | None = None
         self.wscale: int | None = None
@@ -135,13 +144,15 @@ def build(src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int, 
           checksum: bool = True) -> bytes:
     """Serialise a segment; the checksum is computed when ``checksum`` (else left zero for the NIC)."""
     hlen = 20 + len(options)
+    if not checksum:                               # the NIC fills the checksum: one join, no copy
+        return b"".join((HEADER.pack(sport, dport, seq, ack, hlen << 2, flags, window, 0, 0),
+                         options, payload))
     hdr = bytearray(hlen)
     HEADER.pack_into(hdr, 0, sport, dport, seq, ack, hlen << 2, flags, window, 0, 0)
     if options:
         hdr[20:] = options
-    if checksum:
-        s = ones_sum(hdr, pseudo_sum(src_ip, dst_ip, hlen + len(payload)))
-        if payload:
-            s = ones_sum(payload, s)
-        _U16.pack_into(hdr, 16, ~s & 0xFFFF)
+    s = ones_sum(hdr, pseudo_sum(src_ip, dst_ip, hlen + len(payload)))
+    if payload:
+        s = ones_sum(payload, s)
+    _U16.pack_into(hdr, 16, ~s & 0xFFFF)
     return b"".join((hdr, payload)) if payload else bytes(hdr)
