@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from p4mtcp.p4info import P4Schema
 
+from .capture import Capture, CapturedDevice, label_for
 from .device import Device
 from .ports import Port, open_port
 
@@ -67,7 +68,7 @@ class Nic:
 
     def __init__(self, ports: Mapping[int, str | Port], cpu_port: int = 255,
                  grpc_address: str | None = "127.0.0.1:9559", device: Device | None = None,
-                 p4info: str | None = None):
+                 p4info: str | None = None, capture: Capture | None = None):
         if cpu_port in ports:
             raise ValueError(f"port {cpu_port} is the CPU port; it cannot also be a frame port")
         self.cpu_port = cpu_port
@@ -77,6 +78,7 @@ class Nic:
         self._specs = dict(ports)
         self.ports: dict[int, Port] = {}
         self._p4info = p4info
+        self.capture = capture  # dataplane/capture.py: pcap of every port, off when None
         self._server = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -111,6 +113,8 @@ class Nic:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.capture is not None:
+            self.capture.close()
         if self._server is not None:
             self._server.stop(grace=0.5).wait(2)
             self._server = None
@@ -179,6 +183,8 @@ class Nic:
         process = self.device.process
         stats = self.stats
         stats.frames_in += len(frames)
+        if self.capture is not None:
+            self.capture.received(in_port, frames)
         by_port: dict[int, list[bytes]] = {}
         for frame in frames:
             try:
@@ -199,6 +205,8 @@ class Nic:
         ports = self.ports
         stats = self.stats
         for port_num, group in by_port.items():
+            if self.capture is not None:
+                self.capture.sent(port_num, group)
             port = ports.get(port_num)
             if port is not None:
                 stats.frames_out += port.send_batch(group)
@@ -221,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                          "NUM@unix-host:PATH (connect to another NIC)")
     ap.add_argument("--p4info", metavar="FILE",
                     help="install this P4Info at start (else wait for SetForwardingPipelineConfig)")
+    ap.add_argument("--pcap", metavar="DIR",
+                    help="capture every port's received and sent frames into DIR "
+                         "(pcap per port and direction, ns timestamps; off by default)")
+    ap.add_argument("--pcap-max-mb", type=float, default=64.0, metavar="MB",
+                    help="rotate a capture file at this size (default %(default)s)")
+    ap.add_argument("--pcap-files", type=int, default=4, metavar="K",
+                    help="capture files kept per port and direction (default %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -234,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
             if num in ports:
                 raise ValueError(f"-i {arg!r}: port {num} is already {ports[num]!r}")
             ports[num] = spec
+        cap = (Capture(args.pcap, args.cpu_port, {n: label_for(s) for n, s in ports.items()},
+                       int(args.pcap_max_mb * 1e6), args.pcap_files) if args.pcap else None)
         nic = Nic(ports, cpu_port=args.cpu_port, grpc_address=args.grpc,
-                  device=Device(args.device_id, args.cpu_port), p4info=args.p4info)
+                  device=(CapturedDevice(cap, args.device_id, args.cpu_port) if cap
+                          else Device(args.device_id, args.cpu_port)),
+                  p4info=args.p4info, capture=cap)
         nic.start()
     except (ValueError, OSError) as e:
         print(f"p4mtcp nic: {e}", file=sys.stderr)
