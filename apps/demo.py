@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="stop after this many seconds even if requests remain (default 60)")
     p.add_argument("--workdir", help="keep configurations and NIC logs here")
     p.add_argument("--plain", action="store_true", help="plain lines instead of a live display")
+    p.add_argument("--pcap", metavar="DIR",
+                   help="each host's NIC captures its ports into DIR/<host> (p4mtcp nic --pcap)")
     args = p.parse_args(argv)
     for name in ("cores", "requests", "concurrency", "size"):
         if getattr(args, name) < 1 and not (name == "size" and args.size == 0):
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     summary: list[str] = []
     try:
         server, client = two_hosts(fabric, args.cores, args.client_cores, SERVER_IP, CLIENT_IP)
-        fabric.start()
+        fabric.start(**({"nic_pcap": os.path.abspath(args.pcap)} if args.pcap else {}))
         www = fabric.dir / "www"
         make_www(www, args.size)
         board = Dashboard(server, client, args.requests, False if args.plain else None)

@@ -125,6 +125,7 @@ class Fabric:
             f"network_links = {host.network_spec}",
             f"core_links = {' '.join(host.core_specs)}",
             f"steer_socket = {host.dir / 'steer.sock'}",
+            *([f"nic_pcap = {extra['nic_pcap']}/{host.name}"] if extra.get("nic_pcap") else []),
         ]
         conf = host.dir / "mtcp.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -142,7 +143,8 @@ class Fabric:
                 argv = launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
                                          "-i", f"{NETWORK_PORT}@{host.network_spec}",
                                          *[a for i, spec in enumerate(host.core_specs)
-                                           for a in ("-i", f"{CORE_PORT_BASE + i}@{spec}")])
+                                           for a in ("-i", f"{CORE_PORT_BASE + i}@{spec}")],
+                                         *(("--pcap", pcap) if (pcap := load_host(host.conf).mtcp.nic_pcap) else ()))
                 host.nic = launch.Service(argv, f"NIC of {host.name}",
                                           str(host.dir / "nic.log")).start()
                 host.nic.wait_ready(lambda h=host: launch.tcp_listening("127.0.0.1", h.grpc_port)

@@ -37,6 +37,9 @@ core_links          NIC-side port spec of each core            (none: chosen by 
 steer_socket        UNIX socket of the agent's steering        (none: connect gives EAGAIN when
                     server (`control.steering`): connect's     no source port hashes to its
                     flow_steer fallback; at most 107 bytes     core)
+nic_pcap            directory the NIC launched for this host   (none: no capture)
+                    captures every port into (`p4mtcp nic
+                    --pcap`; dataplane/capture.py)
 ==================  =========================================  ==================================
 
 Per-interface lists (network_ports, local_ip, host_mac, network_links) hold one item per name in
@@ -213,6 +216,7 @@ class MtcpConfig:
     network_links: tuple[str, ...] = ()
     core_links: tuple[str, ...] = ()
     steer_socket: str | None = None
+    nic_pcap: str | None = None
 
     def __post_init__(self) -> None:
         # Derived defaults (one per interface) are filled in so every instance is complete.
@@ -283,6 +287,7 @@ _KEYS: dict[str, Callable[[str], Any]] = {
     "network_links": _list(_port_spec),
     "core_links": _list(_port_spec),
     "steer_socket": _path,
+    "nic_pcap": _path,
 }
 
 _MTCP_ONLY = {
@@ -293,7 +298,7 @@ _MTCP_ONLY = {
 """mTCP keys that mean nothing here: refused with the reason rather than silently ignored."""
 
 _PER_INTERFACE = ("network_ports", "local_ip", "host_mac", "network_links")
-_PATH_KEYS = ("p4info", "p4_device_config", "steer_socket")
+_PATH_KEYS = ("p4info", "p4_device_config", "steer_socket", "nic_pcap")
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
