@@ -140,11 +140,12 @@ class Fabric:
         try:
             for host in self.hosts:
                 self.write_configs(host, **conf_extra)
+                pcap = load_host(host.conf).mtcp.nic_pcap  # mtcp.conf's nic_pcap
                 argv = launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
                                          "-i", f"{NETWORK_PORT}@{host.network_spec}",
                                          *[a for i, spec in enumerate(host.core_specs)
                                            for a in ("-i", f"{CORE_PORT_BASE + i}@{spec}")],
-                                         *(("--pcap", pcap) if (pcap := load_host(host.conf).mtcp.nic_pcap) else ()))
+                                         *(("--pcap", pcap) if pcap else ()))
                 host.nic = launch.Service(argv, f"NIC of {host.name}",
                                           str(host.dir / "nic.log")).start()
                 host.nic.wait_ready(lambda h=host: launch.tcp_listening("127.0.0.1", h.grpc_port)
