@@ -36,13 +36,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 @contextmanager
-def in_netns(pid: int) -> Iterator[None]:
-    """Run the block with this thread in process `pid`'s network namespace (sockets opened there
-    stay there after the thread returns home)."""
-    with open(f"/proc/{pid}/ns/net") as target, open("/proc/thread-self/ns/net") as home:
+def in_netns(ns_file: str) -> Iterator[None]:
+    """Run the block with this thread in the network namespace `ns_file` names
+    (/proc/PID/ns/net, /run/netns/NAME); sockets opened there stay there after the thread
+    returns home."""
+    with open(ns_file) as target, open("/proc/thread-self/ns/net") as home:
         if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"setns into the namespace of pid {pid}: {os.strerror(err)}")
+            raise OSError(err, f"setns into the namespace {ns_file}: {os.strerror(err)}")
         try:
             yield
         finally:
@@ -51,16 +52,16 @@ def in_netns(pid: int) -> Iterator[None]:
                 raise OSError(err, f"setns back home: {os.strerror(err)}")
 
 
-def raw_socket(ifname: str, netns_pid: int | None = None) -> socket.socket:
-    """A non-blocking AF_PACKET socket bound to `ifname` (in `netns_pid`'s namespace if given)."""
+def raw_socket(ifname: str, ns_file: str | None = None) -> socket.socket:
+    """A non-blocking AF_PACKET socket bound to `ifname` (in namespace `ns_file` if given)."""
     def make() -> socket.socket:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         s.bind((ifname, 0))
         s.setblocking(False)
         return s
-    if netns_pid is None:
+    if ns_file is None:
         return make()
-    with in_netns(netns_pid):
+    with in_netns(ns_file):
         return make()
 
 
@@ -190,7 +191,7 @@ def frame_fabric(kind: str, workdir: str | Path, plan: Plan = Plan()) -> Iterato
         ctrl.set_pipeline(device_config)
         program(ctrl, plan)
         for port, tester in testers.items():
-            sockets[port] = raw_socket(tester.defaultIntf().name, tester.pid)
+            sockets[port] = raw_socket(tester.defaultIntf().name, f"/proc/{tester.pid}/ns/net")
         yield Fabric(ctrl, sockets, plan)
     finally:
         for s in sockets.values():
