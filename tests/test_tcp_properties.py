@@ -10,15 +10,19 @@ and payload — interleaved with clock jumps.  After every step:
 - the bytes the application can read only ever grow at the end: what was delivered (read or
   readable) never changes, and it starts with exactly what P really sent;
 - every payload E transmits for the connection is the application's data at that offset and
-  lies below SND.MAX.
+  lies below SND.MAX;
+- in LISTEN: the listener keeps listening, and answers only with a SYN-ACK for a SYN it got or
+  the RST RFC 9293 3.10.7.2 prescribes for an ACK.
 
-A second property drives two engines through random application calls over a network that
-loses, duplicates and reorders at random, then heals it: each side must then read exactly what
-the other wrote, and both must reach EOF.
+A second property drives two engines through random application calls (sometimes an abort) over
+a network that loses, duplicates and reorders at random, then heals it: each side must then read
+exactly what the other wrote, and both must reach EOF; after a reset or timeout each side read a
+prefix of the other's bytes and the failed side is CLOSED with its error.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 import struct
@@ -287,10 +291,14 @@ class Watch:
         self.rcv_nxt = conn.rcv.nxt if conn else 0
         self.stream = bytes(scene.read) + (conn.recv(1 << 20, peek=True) if conn else b"")
         self.legit = len(self.stream)          # in-order bytes P really sent that E had
+        self.syns: set[tuple[int, int]] = set()  # LISTEN: (peer port, ISN + 1) of SYNs in
+        self.acks: set[tuple[int, int]] = set()  # LISTEN: (peer port, SEG.ACK) of ACKs in
 
-    def check(self, out: list[tuple[int, int, bytes]]) -> None:
+    def check(self, sent: bytes, out: list[tuple[int, int, bytes]]) -> None:
+        """After E received `sent` (and its clock moved): E's state and what E put out."""
         conn = self.scene.conn
         if conn is None:
+            self._check_listener(sent, out)
             return
         assert conn.una <= conn.nxt <= conn.snd_max, (conn.una, conn.nxt, conn.snd_max)
         assert conn.una >= self.una, f"SND.UNA went back {self.una} -> {conn.una}"
@@ -303,6 +311,32 @@ class Watch:
         self.stream = stream
         for src, dst, seg in out:
             self._check_out(conn, seg)
+
+    def _check_listener(self, sent: bytes, out: list[tuple[int, int, bytes]]) -> None:
+        """LISTEN (RFC 9293 3.10.7.2): the listener stays listening with at most `backlog`
+        connections queued, and answers only with a SYN-ACK for a SYN it received or a RST
+        <SEQ=SEG.ACK> for an ACK it received (<SEQ=0, ACK set> when that had no ACK bit)."""
+        lst = self.scene.listener
+        assert lst is not None and lst.state is State.LISTEN
+        assert lst.pending <= lst.backlog
+        if len(sent) >= 20:
+            sport, seq, ack, fl = struct.unpack_from("!H2xII1xB", sent)
+            if fl & 0x02 and not fl & 0x14:                         # a SYN: may be answered
+                self.syns.add((sport, (seq + 1) & MASK))
+            if fl & 0x10:                                           # an ACK: may be reset
+                self.acks.add((sport, ack))
+        opened = {port for port, _ in self.syns}                # peers a SYN may have given a TCB
+        for _, _, seg in out:
+            assert len(seg) >= 20 and (seg[12] >> 4) * 4 == len(seg), "a reply carrying data"
+            dport, seq, ack, fl = struct.unpack_from("!2xHII1xB", seg)
+            if fl == 0x12:
+                assert (dport, ack) in self.syns, "SYN-ACK for a SYN never received"
+            elif dport in opened:                               # the half-open TCB's answers
+                assert fl in (0x10, 0x04, 0x14), f"SYN-RECEIVED sent flags {fl:#x}"
+            elif fl == 0x04:
+                assert (dport, seq) in self.acks, "RST whose SEQ is no received SEG.ACK"
+            else:
+                assert fl == 0x14 and seq == 0, f"LISTEN sent flags {fl:#x}"
 
     def _check_out(self, conn: Connection, seg: bytes) -> None:
         assert len(seg) >= 20 and 20 <= (seg[12] >> 4) * 4 <= len(seg)
@@ -339,7 +373,7 @@ def run_steps(state: State, script: list[Step]) -> None:
             scene.now += advance
         out = e.poll(scene.now)
         e.events()
-        watch.check(out)
+        watch.check(seg, out)
 
 
 FUZZ = settings(max_examples=60, deadline=None,
@@ -415,6 +449,7 @@ class Pair:
         self.sent = {"a": 0, "b": 0}
         self.got = {"a": bytearray(), "b": bytearray()}
         self.shut = {"a": False, "b": False}
+        self.aborted: set[str] = set()                  # sides whose application aborted
 
     def conn(self, side: str) -> Connection | None:
         return self.ca if side == "a" else self.cb
@@ -432,8 +467,11 @@ class Pair:
         if verb == "tick":
             deadline = min((d for d in (self.a.next_deadline(), self.b.next_deadline())
                             if d is not None), default=None)
-            self.now = max(self.now, deadline) if arg < 0 and deadline else self.now + arg / 1000
-        elif verb in ("send", "recv", "shut"):
+            if arg >= 0:
+                self.now += arg / 1000
+            elif deadline is not None:                   # -1: to the next deadline
+                self.now = max(self.now, deadline)
+        elif verb in ("send", "recv", "shut", "abort"):
             self.app(verb, where, arg)
         else:
             self.net(verb, where, arg)
@@ -445,6 +483,10 @@ class Pair:
             return
         if verb == "recv":                 # data stays readable after the TCB is gone
             self.got[side] += conn.recv(n)
+            return
+        if verb == "abort":                # RST and the TCB is gone, in any state
+            conn.abort()
+            self.aborted.add(side)
             return
         if conn.state not in (State.ESTABLISHED, State.CLOSE_WAIT):
             return
@@ -475,7 +517,9 @@ class Pair:
             q[i], q[j] = q[j], q[i]
 
     def heal(self) -> None:
-        """Perfect network from now on: both apps send the rest, read everything, shut down."""
+        """Perfect network from now on: both apps send the rest, read everything, shut down,
+        until both read EOF — or, once a side was reset or timed out, until nothing is in flight
+        and no timer is left (the survivor may rightly wait forever, e.g. in FIN-WAIT-2)."""
         for _ in range(self.HEAL_ROUNDS):
             for side in ("a", "b"):
                 self.app("recv", side, 1 << 20)
@@ -483,7 +527,7 @@ class Pair:
                     self.app("send", side, 1 << 20)
                 elif not self.shut[side]:
                     self.app("shut", side, 0)
-            if self.done():
+            if self.done() or (self.failed() and self.quiet()):
                 return
             delivered = False
             for d in ("ab", "ba"):
@@ -501,26 +545,52 @@ class Pair:
         return all(c is not None and c.eof and not c.readable_bytes
                    for c in (self.ca, self.cb)) and all(self.shut.values())
 
+    def failed(self) -> bool:
+        return bool(self.aborted) or any(c is not None and c.error for c in (self.ca, self.cb))
+
+    def quiet(self) -> bool:
+        return (not self.q["ab"] and not self.q["ba"]
+                and self.a.next_deadline() is None and self.b.next_deadline() is None)
+
 
 @FUZZ
-@given(rcvbuf=st.sampled_from([2048, 8192, 65536]), handshake=st.booleans(), script=actions)
+@given(rcvbuf=st.sampled_from([2048, 8192, 65536]), handshake=st.booleans(), script=actions,
+       abort=st.sampled_from([None, None, "a", "b"]), abort_at=st.integers(0, 40))
 def test_two_engines_survive_a_hostile_network_then_finish_exactly(
-        rcvbuf: int, handshake: bool, script: list[Action]) -> None:
+        rcvbuf: int, handshake: bool, script: list[Action], abort: str | None,
+        abort_at: int) -> None:
     """Whatever the network did (loss, duplication, reordering, stalls) and whatever the apps
     called, once the network heals each side reads exactly the bytes the other wrote, in order,
     and both reach EOF.  `handshake`: the hostile part starts after a clean handshake (else the
-    handshake itself is exposed)."""
+    handshake itself is exposed).  `abort`: that side's application aborts at `abort_at`; then
+    (as after a timeout) each side read a prefix of the other's bytes, a failed side is CLOSED
+    with a reset/refused/timed-out error, and a side that read EOF read everything."""
     pair = Pair(rcvbuf)
     pair.pump()
     for _ in range(3 if handshake else 0):
         pair.act("flush_ab", 0)
         pair.act("flush_ba", 0)
+    if abort is not None:
+        script = [*script[:abort_at], (f"abort_{abort}", 0), *script[abort_at:]]
     for name, arg in script:
         pair.act(name, arg)
         for side, other in (("a", "b"), ("b", "a")):
             assert pair.streams[other].startswith(bytes(pair.got[side])), "corrupted stream"
-    if pair.ca.error or (pair.cb is not None and pair.cb.error):
-        return                     # a reset (e.g. connect never completed) ends the story
     pair.heal()
     for side, other in (("a", "b"), ("b", "a")):
-        assert bytes(pair.got[side]) == pair.streams[other][:pair.sent[other]]
+        conn = pair.conn(side)
+        got, wrote = bytes(pair.got[side]), pair.streams[other][:pair.sent[other]]
+        if conn is None:                  # B never accepted: A's connect failed or A aborted
+            assert "a" in pair.aborted or pair.ca.error in (
+                errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ECONNRESET)
+            continue
+        assert wrote.startswith(got)
+        if side in pair.aborted:          # its application is gone, and so is the TCB
+            assert conn.state is State.CLOSED
+            continue
+        assert not conn.readable_bytes
+        if conn.error:                    # a reset or a timeout ended it: nothing is left
+            assert conn.error in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ECONNRESET)
+            assert conn.state is State.CLOSED
+        if conn.eof:                      # the other's FIN came after everything it wrote
+            assert got == wrote
