@@ -97,6 +97,8 @@ class CoreClient(CorePoll):
         self.args = args
         self.target = target
         self.request = padded_request(args.host, args.path, args.request_size)
+        # mTCP's epwget: the source ports that steer to this core are chosen before the run.
+        self.m.mtcp_init_rss(mctx, 0, 1, args.host, args.port)
         self.flows: dict[int, Flow] = {}
         self.started = self.done = self.errors = self.incompletes = 0
         self.bytes_body = 0

@@ -359,6 +359,8 @@ def mtcp_init_rss(mctx: Context, saddr_base: str | int, num_addr: int, daddr: st
     if not isinstance(dport, int) or not 0 < dport <= 65535:
         fail(errno.EINVAL, call, f"dport {dport!r}")
     mctx.rss_pool = (range(base, base + num_addr), dst, dport)
+    if mctx.selector is not None:
+        mctx.selector.prepare(base, dst, dport)  # the first connect takes this address
     return 0
 
 

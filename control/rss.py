@@ -98,6 +98,12 @@ class PortSelector:
             self._cache.move_to_end(key)
         return ports
 
+    def prepare(self, local_ip: int, remote_ip: int, remote_port: int) -> None:
+        """Compute a destination's candidate ports now (mtcp_init_rss) rather than inside the
+        first connect to it: one CRC per port of the range, ~0.1 s."""
+        if self.serves_core:
+            self._candidates((local_ip, remote_ip, remote_port))
+
     def pick(self, local_ip: int, remote_ip: int, remote_port: int,
              in_use: Callable[[int], bool]) -> int | None:
         """A free source port whose flow the NIC steers to this core, or None (use flow_steer).
