@@ -24,6 +24,7 @@ from .wire import ACK, FIN, PSH, RST, SYN, Segment
 if TYPE_CHECKING:
     from .listener import Listener
     from .stack import TcpStack
+    from .trace import ConnTrace
 
 # Enum attribute lookups cost ~90 ns each; the hot path uses these module constants.
 CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED = State.CLOSED, State.LISTEN, State.SYN_SENT, State.SYN_RECEIVED
@@ -67,6 +68,7 @@ class Connection:
         "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
         "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask", "reo", "_rescue",
         "_dsack", "_rxt_marks", "_pto_at", "_tlp_end", "_tlp_rxt", "_tlp_dsack",
+        "retransmits", "trace",
     )
 
     def __init__(self, stack: TcpStack, local_ip: int, local_port: int, remote_ip: int,
@@ -138,6 +140,8 @@ class Connection:
         self._dack_at: float | None = None
         self._persist_at: float | None = None
         self._pto_at: float | None = None      # RFC 8985 7: tail loss probe timeout
+        self.retransmits = 0                   # segments sent again (p4mtcp ss, traces)
+        self.trace: ConnTrace | None = None    # trace.py: sampled per ACK while attached
         self._tlp_end: int | None = None       # TLP.end_seq of the probe in flight
         self._tlp_rxt = False                  # ... which resent data (else sent new data)
         self._tlp_dsack = False                # ... and was reported a duplicate (RFC 8985 7.4)
@@ -671,6 +675,8 @@ class Connection:
                 self._enter_recovery(now)
         if ack_off > una:
             self._arm_pto(now)                     # RFC 8985 7.2: restart on a new cumulative ACK
+        if self.trace is not None:
+            self.trace.sample(now, self, self._recovery is not None)
 
     def _arm_pto(self, now: float) -> None:
         """RFC 8985 7.2: schedule a tail loss probe, PTO = 2*SRTT (+ the worst-case delayed ACK
@@ -1033,6 +1039,7 @@ class Connection:
             self.snd_max = top
         else:
             self._stack.stats.retransmits += 1
+            self.retransmits += 1
             self._rtt_off = None                   # Karn: no samples across retransmission
         if self._rto_at is None:                   # RFC 6298 5.1
             self._rto_at = now + self.rtt.rto
@@ -1053,6 +1060,7 @@ class Connection:
         seen (`_resend_lost_retransmissions`)."""
         self._emit(lo, hi - lo, flags, now)
         self._stack.stats.retransmits += 1
+        self.retransmits += 1
         self.reo.retransmitted(lo, hi)
         self._rtt_off = None
         if self._recovery is not None and hi > lo:
@@ -1203,6 +1211,7 @@ class Connection:
             self._send_syn = True
             self._rto_at = now + self.rtt.rto
             self._stack.stats.retransmits += 1
+            self.retransmits += 1
             return
         if self._retries > cfg.max_retries:        # RFC 9293 3.8.3 R2: give up
             self._fail(errno.ETIMEDOUT, EV_ERROR)
@@ -1221,6 +1230,8 @@ class Connection:
         sent = self._retransmit_first(now, 0 if self.snd_wnd else 1)
         self.nxt = self.una + sent                 # go back N for the rest, as cwnd opens
         self._rto_at = now + self.rtt.rto          # RFC 6298 5.6
+        if self.trace is not None:
+            self.trace.sample(now, self, False, timeout=True)
 
     def _on_persist(self, now: float) -> None:
         """Probe a zero window with one octet of new data (RFC 9293 3.8.6.1, MUST-36); into a
