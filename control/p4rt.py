@@ -20,6 +20,7 @@ from p4.v1 import p4runtime_pb2 as p4r
 from p4.v1 import p4runtime_pb2_grpc
 
 from p4mtcp.p4info import P4Schema, decode_int, encode_int
+from p4mtcp.write_errors import update_errors
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +60,22 @@ class P4RuntimeError(Exception):
     @classmethod
     def from_rpc(cls, call: str, err: grpc.RpcError, updates: Sequence[p4r.Update] = (),
                  schema: P4Schema | None = None) -> "P4RuntimeError":
-        """Decode grpc-status-details-bin: P4Runtime 12.3 puts one p4.v1.Error per update there."""
+        """Decode grpc-status-details-bin: P4Runtime 12.3 puts one p4.v1.Error per update there
+        (or, for a batch too big for that, one per distinct error: see p4mtcp.write_errors).
+        Failures a report could not list come as one UpdateError with index -1."""
         code = err.code().name if err.code() else "UNKNOWN"
         details: list[UpdateError] = []
         for key, value in (err.trailing_metadata() or ()):
             if key != "grpc-status-details-bin" or not updates:
                 continue
             status = status_pb2.Status.FromString(value)
-            for i, any_ in enumerate(status.details[:len(updates)]):
-                e = p4r.Error()
-                if not any_.Unpack(e) or e.canonical_code == 0:
-                    continue
-                kind = _UPDATE_TYPES.get(updates[i].type, "?")
-                obj = schema.by_id(updates[i].entity.table_entry.table_id) if schema else None
+            for i, canonical, message in update_errors(status, len(updates)):
+                known = 0 <= i < len(updates)
+                kind = _UPDATE_TYPES.get(updates[i].type, "?") if known else "?"
+                obj = schema.by_id(updates[i].entity.table_entry.table_id) \
+                    if schema and known else None
                 details.append(UpdateError(i, kind, obj.name if obj is not None else "?",
-                                           CODE_NAMES.get(e.canonical_code, str(e.canonical_code)),
-                                           e.message))
+                                           CODE_NAMES.get(canonical, str(canonical)), message))
         return cls(call, code, err.details() or "", tuple(details))
 
 

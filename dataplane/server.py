@@ -821,6 +821,11 @@ class P4RuntimeServer:
         await server.start()
         return server
 
+    @property
+    def open_streams(self) -> int:
+        """StreamChannels open now (at most MAX_STREAMS)."""
+        return self._rpcs.streams
+
     def stop(self, grace: float | None = None) -> threading.Event:
         done = threading.Event()
 

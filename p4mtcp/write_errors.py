@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Iterator, Sequence
 
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 from p4.v1 import p4runtime_pb2
 
@@ -25,11 +25,12 @@ from p4.v1 import p4runtime_pb2
 DETAILS_BUDGET = 7 * 1024
 MESSAGE_CAP = 200             # characters of one failure's message in the report
 GROUPED = "grouped by error"  # in the status message of the grouped form
+BITMAP = "(bitmap)"           # in place of the runs of a group whose indexes are a bitmap
 
 Failure = tuple[int, str]     # (canonical code, message) of one failed update
 
 
-def _detail(error: p4runtime_pb2.Error) -> any_pb2.Any:
+def _detail(error) -> any_pb2.Any:
     """Packed with the type URL "/p4.v1.Error": an Any's URL may be any path whose last segment
     is the type's full name, and every protobuf runtime unpacks it so; the usual
     "type.googleapis.com/" prefix would double the size of an OK update's entry."""
@@ -38,26 +39,43 @@ def _detail(error: p4runtime_pb2.Error) -> any_pb2.Any:
     return a
 
 
+def _group(code: int, message: str, indexes: list[int]) -> any_pb2.Any:
+    runs = format_indexes(indexes)
+    bitmap = bytearray(indexes[-1] // 8 + 1)
+    for i in indexes:
+        bitmap[i >> 3] |= 1 << (i & 7)
+    if len(runs) <= len(bitmap) + 16:
+        return _detail(p4runtime_pb2.Error(canonical_code=code,
+                                           message=f"updates {runs}: {message}"))
+    e = p4runtime_pb2.Error(canonical_code=code, message=f"updates {BITMAP}: {message}")
+    e.details.CopyFrom(_detail(wrappers_pb2.BytesValue(value=bytes(bitmap))))
+    return _detail(e)
+
+
 def _cap(message: str) -> str:
     return message if len(message) <= MESSAGE_CAP else message[:MESSAGE_CAP - 3] + "..."
 
 
 def write_status(results: Sequence[Failure | None]) -> status_pb2.Status:
     """The UNKNOWN status for a batch in which some updates failed (`results[i]` is None for an
-    update that succeeded): per update while that fits DETAILS_BUDGET, else grouped."""
+    update that succeeded): per update while that fits DETAILS_BUDGET (a failure repeating an
+    earlier one's error says only "as update k"), else grouped."""
     failed = sum(r is not None for r in results)
     status = status_pb2.Status(code=code_pb2.UNKNOWN,
                                message=f"{failed} of {len(results)} updates failed")
     ok = _detail(p4runtime_pb2.Error())
-    for r in results:
+    first: dict[Failure, int] = {}
+    for i, r in enumerate(results):
         if r is None:
             status.details.append(ok)
-        else:
-            status.details.append(_detail(p4runtime_pb2.Error(canonical_code=r[0],
-                                                              message=_cap(r[1]))))
-    if status.ByteSize() <= DETAILS_BUDGET:
-        return status
-    return _grouped(results, failed)
+            continue
+        r = (r[0], _cap(r[1]))
+        k = first.setdefault(r, i)
+        status.details.append(_detail(p4runtime_pb2.Error(
+            canonical_code=r[0], message=r[1] if k == i else f"as update {k}")))
+        if status.ByteSize() > DETAILS_BUDGET:
+            return _grouped(results, failed)
+    return status
 
 
 def _grouped(results: Sequence[Failure | None], failed: int) -> status_pb2.Status:
@@ -70,8 +88,7 @@ def _grouped(results: Sequence[Failure | None], failed: int) -> status_pb2.Statu
         "its message starts with the indexes of the updates it applies to"))
     left = failed
     for (code, message), indexes in groups.items():
-        detail = _detail(p4runtime_pb2.Error(
-            canonical_code=code, message=f"updates {format_indexes(indexes)}: {message}"))
+        detail = _group(code, message, indexes)
         if status.ByteSize() + detail.ByteSize() + 8 > DETAILS_BUDGET - 200:
             break  # room is kept for the note below
         status.details.append(detail)
@@ -102,7 +119,8 @@ def update_errors(status: status_pb2.Status, updates: int) -> Iterator[tuple[int
             continue
         m = _PREFIX.match(e.message)
         try:
-            indexes = parse_indexes(m.group(1)) if m else []
+            indexes = (_bitmap_indexes(e) if m.group(1) == BITMAP else parse_indexes(m.group(1))) \
+                if m else []
         except ValueError:
             indexes = []
         if not indexes:
@@ -111,7 +129,15 @@ def update_errors(status: status_pb2.Status, updates: int) -> Iterator[tuple[int
             yield i, e.canonical_code, m.group(2)
 
 
-_PREFIX = re.compile(r"updates ([0-9,/-]+): (.*)\Z", re.S)
+_PREFIX = re.compile(r"updates ([0-9,/-]+|\(bitmap\)): (.*)\Z", re.S)
+
+
+def _bitmap_indexes(e: p4runtime_pb2.Error) -> list[int]:
+    value = wrappers_pb2.BytesValue()
+    if not e.details.Unpack(value):
+        raise ValueError("no bitmap in the details")
+    bitmap = value.value
+    return [i for i in range(len(bitmap) * 8) if bitmap[i >> 3] >> (i & 7) & 1]
 
 
 def format_indexes(indexes: Sequence[int]) -> str:

@@ -139,16 +139,18 @@ class Client:
         return self.stub.GetForwardingPipelineConfig(pb.GetForwardingPipelineConfigRequest(
             device_id=self.device_id, response_type=response_type)).config
 
-    def write(self, *updates: pb.Update, device_id: int | None = None):
+    def write(self, *updates: pb.Update, device_id: int | None = None,
+              timeout: float | None = None):
         req = self._stamp(pb.WriteRequest(updates=updates))
         if device_id is not None:
             req.device_id = device_id
-        return self.stub.Write(req)
+        return self.stub.Write(req, timeout=timeout)
 
-    def read(self, *entities: pb.Entity, device_id: int | None = None) -> list[pb.Entity]:
+    def read(self, *entities: pb.Entity, device_id: int | None = None,
+             timeout: float | None = None) -> list[pb.Entity]:
         req = pb.ReadRequest(device_id=self.device_id if device_id is None else device_id,
                              entities=entities)
-        return [e for rep in self.stub.Read(req) for e in rep.entities]
+        return [e for rep in self.stub.Read(req, timeout=timeout) for e in rep.entities]
 
     def close(self) -> None:
         self._out.put(None)
