@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from p4mtcp import mtcp
 from p4mtcp.apps import launch, stats
 from p4mtcp.apps.corepoll import CorePoll
+from p4mtcp.control.tcp.trace import ConnTrace
 
 PORT = 5001
 CHUNK = 64 * 1024
@@ -78,6 +79,7 @@ class PerfArgs:
     connections: int          # server: stop after this many connections ended (0: never)
     verify: bool
     stat_interval: float = 1.0
+    trace: str | None = None  # client: write the connection's trace (control/tcp/trace.py)
 
 
 class Receiver(CorePoll):
@@ -185,6 +187,9 @@ class Sender:
             pass
         m.mtcp_epoll_ctl(mctx, self.ep, m.MTCP_EPOLL_CTL_ADD, self.s,
                          m.MtcpEpollEvent(m.MTCP_EPOLLOUT | m.MTCP_EPOLLIN, self.s))
+        self.trace = ConnTrace() if args.trace else None   # sampled from the first ACK on
+        if self.trace is not None:
+            mctx.get(self.s, "perf --trace").conn.trace = self.trace
         self.t0 = time.monotonic()
         self.t_end: float | None = None
         self.sent = 0
@@ -294,11 +299,19 @@ def perf_core(core: int, args: PerfArgs, reporter: launch.Reporter, stop) -> int
                           done=lambda: node.done)
         sample()
         results = node.finish("stopped" if stop.is_set() else "timed out")
+        if isinstance(node, Sender) and node.trace is not None:
+            write_trace(node.trace, args.trace if args.cores == 1 else f"{args.trace}.{core}")
         reporter.send("result", connections=results)
         ok = node.ok()
     finally:
         launch.destroy_context(mtcp, mctx)
     return 0 if ok else 1
+
+
+def write_trace(trace: ConnTrace, path: str) -> None:
+    """The trace as JSON lines (the format is documented in control/tcp/trace.py)."""
+    with open(path, "w") as fh:
+        fh.writelines(line + "\n" for line in trace.jsonl())
 
 
 def parse_size(text: str) -> int:
@@ -321,6 +334,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             g = q.add_mutually_exclusive_group()
             g.add_argument("-n", dest="nbytes", type=parse_size, help="bytes per connection")
             g.add_argument("--file", help="send this file")
+            q.add_argument("--trace", metavar="FILE",
+                           help="write the connection's cwnd/RTT trace as JSON lines to FILE "
+                                "(FILE.<core> with several cores); draw it with p4mtcp plot")
         else:
             q.add_argument("--out", help="write each connection's bytes to OUT.<core>.<n>")
             q.add_argument("--connections", type=int, default=0,
@@ -351,7 +367,8 @@ def build(args: argparse.Namespace) -> tuple[list[int], PerfArgs]:
         seconds = 10.0
     return cores, PerfArgs(args.mode, args.conf, args.num_cores or len(cores), host, args.port,
                            nbytes, seconds, file, getattr(args, "out", None),
-                           getattr(args, "connections", 0), args.verify)
+                           getattr(args, "connections", 0), args.verify,
+                           trace=getattr(args, "trace", None))
 
 
 def mbit(nbytes: int, seconds: float) -> float:
