@@ -24,7 +24,7 @@ from p4mtcp.p4src import (  # noqa: E402,I001
     PORT_ROLE, ARP_RESPONDER, LOCAL_IPV4, FLOW_STEER, RETA, IPV4_LPM, NEIGHBOR, PORT_MAC,
     SET_NETWORK_PORT, SET_CORE_PORT, UNKNOWN_PORT, ARP_REPLY, ARP_TO_CPU, SET_LOCAL, NOT_LOCAL,
     STEER_TO_CORE, USE_RSS, NO_CORE, SET_NEXT_HOP, NO_ROUTE, SET_DST_MAC, NEIGHBOR_MISS,
-    SET_SRC_MAC, NOP, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS, PACKET_IN_ARP,
+    SET_SRC_MAC, NOP, DROP, TO_CPU, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS, PACKET_IN_ARP,
     PACKET_IN_NEIGHBOR_MISS,
 )
 
@@ -46,6 +46,8 @@ TABLES: dict[str, tuple[tuple[tuple[str, int, str], ...], dict[str, tuple[tuple[
     PORT_MAC: ((("standard_metadata.egress_spec", 9, "exact"),),
                {SET_SRC_MAC: (("mac", 48),), NOP: ()}, NOP),
 }
+# Every action of the program: the tables' and the two the apply block calls itself.
+ACTIONS = frozenset({a for _, actions, _ in TABLES.values() for a in actions} | {DROP, TO_CPU})
 COUNTERS = {RX_PORT: 512, DROPS: 16, TX_PORT: 512}
 DIRECT_COUNTERS = {FLOW_STEER_HITS: FLOW_STEER}
 CONTROLLER_HEADERS = {
@@ -95,6 +97,9 @@ class CounterState(Protocol):
 def validate(schema: P4Schema) -> None:
     """ValueError naming the first table/action/field/width the mirror does not implement."""
     try:
+        if set(schema.actions) != ACTIONS:
+            raise ValueError(f"actions {sorted(set(schema.actions) ^ ACTIONS)}: in only one of "
+                             "the P4Info and the mirror")
         for tname, (fields, actions, default) in TABLES.items():
             table = schema.table(tname)
             got = tuple((f.name, f.bitwidth, f.match_type) for f in table.match_fields)

@@ -40,6 +40,8 @@ SET_DST_MAC = "NicIngress.set_dst_mac"
 NEIGHBOR_MISS = "NicIngress.neighbor_miss"
 SET_SRC_MAC = "NicIngress.set_src_mac"
 NOP = "NicIngress.nop"
+DROP = "NicIngress.drop"        # drop(reason): counted in DROPS, ends ingress
+TO_CPU = "NicIngress.to_cpu"    # to_cpu(reason): a packet-in with a PACKET_IN_* reason
 
 # Counters (indexed) and the direct counter on flow_steer.
 RX_PORT = "NicIngress.rx_port"

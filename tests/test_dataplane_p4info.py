@@ -52,12 +52,15 @@ def test_no_noaction_and_every_object_has_an_id():
 
 def test_actions_match(schema):
     n = 0
+    in_tables = {ref.id for t in schema.p4info.tables for ref in t.action_refs}
     for name, text in sources():
         for num, aname, params in re.findall(r"@id\((\d+)\)\s+action\s+(\w+)\(([^)]*)\)", text):
             a = schema.action(f"{CONTROLS[name]}.{aname}")
             assert a.id == p4id("action", int(num))
             want = [(p.split()[1], int(re.search(r"bit<(\d+)>", p).group(1)))
                     for p in params.split(",") if p.strip()]
+            if a.id not in in_tables:
+                want = []  # only the program calls it (drop, to_cpu): p4c lists no parameters
             assert [(p.name, p.bitwidth) for p in a.params] == want
             n += 1
     assert n == len(schema.actions)

@@ -399,10 +399,16 @@ def test_validate_names_what_the_mirror_does_not_implement():
     from p4mtcp.p4src import P4INFO
     schema = P4Schema.from_file(P4INFO)
     info = schema.p4info
-    info.actions[1].params[0].bitwidth = 16  # set_core_port(core)
+    action = next(a for a in info.actions if a.preamble.name == "NicIngress.set_core_port")
+    action.params[0].bitwidth = 16
     with pytest.raises(ValueError, match="set_core_port"):
         pl.validate(P4Schema(info))
     info = P4Schema.from_file(P4INFO).p4info
     del info.tables[4:5]  # reta
     with pytest.raises(ValueError, match="reta"):
+        pl.validate(P4Schema(info))
+    info = P4Schema.from_file(P4INFO).p4info
+    info.actions.add().preamble.CopyFrom(info.actions[0].preamble)
+    info.actions[-1].preamble.id, info.actions[-1].preamble.name = 0x010000FF, "NicIngress.extra"
+    with pytest.raises(ValueError, match="NicIngress.extra"):
         pl.validate(P4Schema(info))

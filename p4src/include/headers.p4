@@ -123,8 +123,6 @@ struct metadata_t {
     bit<8>  core;
     bit<8>  rss_bucket;
     bit<32> next_hop;
-    bool    drop;
-    bit<4>  drop_reason;
 }
 
 #endif

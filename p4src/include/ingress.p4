@@ -1,5 +1,8 @@
-/* Ingress: admission checks, ARP responder, TCP steering (receive) and routing (transmit).
- * Every drop sets meta.drop/meta.drop_reason; the end of apply counts it in `drops` once. */
+/* Ingress, in the order dataplane/pipeline.py mirrors it: a packet-out leaves as it is; every
+ * other frame passes admission (parser errors, the port's role, the IPv4 header against the
+ * frame), then is handled by where it came from: a network port (ARP, checksums, local address,
+ * steering to a core) or a core port (routing to the network). Every drop goes through
+ * drop(reason), which counts it and ends ingress; every packet-in through to_cpu(reason). */
 #ifndef MTCP_NIC_INGRESS_P4
 #define MTCP_NIC_INGRESS_P4
 
@@ -10,6 +13,21 @@ control NicIngress(inout headers_t hdr,
     @id(2) counter(16, CounterType.packets_and_bytes) drops;
     @id(1) direct_counter(CounterType.packets_and_bytes) flow_steer_hits;
 
+    /* Counted under its reason (the index of `drops`); nothing after it runs. */
+    @id(17) action drop(bit<4> reason) {
+        drops.count((bit<32>)reason);
+        mark_to_drop(standard_metadata);
+        exit;
+    }
+    /* To the controller as a P4Runtime packet-in, saying where it came from and why. */
+    @id(18) action to_cpu(bit<8> reason) {
+        standard_metadata.egress_spec = CPU_PORT;
+        hdr.packet_in.setValid();
+        hdr.packet_in.ingress_port = standard_metadata.ingress_port;
+        hdr.packet_in._pad = 0;
+        hdr.packet_in.reason = reason;
+    }
+
     @id(1) action set_network_port() {
         meta.port_role = ROLE_NETWORK;
     }
@@ -18,8 +36,7 @@ control NicIngress(inout headers_t hdr,
         meta.core = core;
     }
     @id(3) action unknown_port() {
-        meta.drop = true;
-        meta.drop_reason = DROP_UNKNOWN_PORT;
+        drop(DROP_UNKNOWN_PORT);
     }
     /* RFC 826 "Packet Reception": swap the protocol addresses, answer with our hardware address,
      * send back out of the port the request came in on. */
@@ -35,26 +52,32 @@ control NicIngress(inout headers_t hdr,
         standard_metadata.egress_spec = standard_metadata.ingress_port;
     }
     @id(5) action arp_to_cpu() {
-        standard_metadata.egress_spec = CPU_PORT;
-        hdr.packet_in.setValid();
-        hdr.packet_in.ingress_port = standard_metadata.ingress_port;
-        hdr.packet_in._pad = 0;
-        hdr.packet_in.reason = PACKET_IN_ARP;
+        to_cpu(PACKET_IN_ARP);
     }
     @id(6) action set_local() {
     }
     @id(7) action not_local() {
-        meta.drop = true;
-        meta.drop_reason = DROP_NOT_LOCAL;
+        drop(DROP_NOT_LOCAL);
     }
     @id(8) action steer_to_core(bit<9> port) {
         standard_metadata.egress_spec = port;
     }
+    /* Symmetric RSS: the endpoints are ordered before hashing, so both directions of a flow
+     * land in the same bucket (p4mtcp.hashing.rss_bucket computes the same). */
     @id(9) action use_rss() {
+        bit<32> lo_ip = (hdr.ipv4.src_addr > hdr.ipv4.dst_addr) ? hdr.ipv4.dst_addr
+                                                                 : hdr.ipv4.src_addr;
+        bit<32> hi_ip = (hdr.ipv4.src_addr > hdr.ipv4.dst_addr) ? hdr.ipv4.src_addr
+                                                                 : hdr.ipv4.dst_addr;
+        bit<16> lo_port = (hdr.tcp.src_port > hdr.tcp.dst_port) ? hdr.tcp.dst_port
+                                                                : hdr.tcp.src_port;
+        bit<16> hi_port = (hdr.tcp.src_port > hdr.tcp.dst_port) ? hdr.tcp.src_port
+                                                                : hdr.tcp.dst_port;
+        hash(meta.rss_bucket, HashAlgorithm.crc32, 8w0, { lo_ip, hi_ip, lo_port, hi_port },
+             RETA_SIZE);
     }
     @id(10) action no_core() {
-        meta.drop = true;
-        meta.drop_reason = DROP_NO_CORE;
+        drop(DROP_NO_CORE);
     }
     /* next_hop 0 means on-link: the destination is its own next hop (one entry per subnet). */
     @id(11) action set_next_hop(bit<32> next_hop, bit<9> port) {
@@ -62,19 +85,14 @@ control NicIngress(inout headers_t hdr,
         standard_metadata.egress_spec = port;
     }
     @id(12) action no_route() {
-        meta.drop = true;
-        meta.drop_reason = DROP_NO_ROUTE;
+        drop(DROP_NO_ROUTE);
     }
     @id(13) action set_dst_mac(bit<48> mac) {
         hdr.ethernet.dst_addr = mac;
     }
     /* The agent resolves the next hop (ARP) and may send the frame again as a packet-out. */
     @id(14) action neighbor_miss() {
-        standard_metadata.egress_spec = CPU_PORT;
-        hdr.packet_in.setValid();
-        hdr.packet_in.ingress_port = standard_metadata.ingress_port;
-        hdr.packet_in._pad = 0;
-        hdr.packet_in.reason = PACKET_IN_NEIGHBOR_MISS;
+        to_cpu(PACKET_IN_NEIGHBOR_MISS);
     }
     @id(15) action set_src_mac(bit<48> mac) {
         hdr.ethernet.src_addr = mac;
@@ -149,52 +167,52 @@ control NicIngress(inout headers_t hdr,
         if (hdr.packet_out.isValid()) {
             standard_metadata.egress_spec = hdr.packet_out.egress_port;
             hdr.packet_out.setInvalid();
-        } else if (standard_metadata.parser_error != error.NoError) {
-            meta.drop = true;
-            meta.drop_reason = DROP_PARSER_ERROR;
-        } else {
-            port_role.apply();
+            exit;
         }
 
-        /* IPv4 admission, both directions. */
-        if (!meta.drop && meta.port_role != ROLE_UNKNOWN && hdr.ipv4.isValid()) {
-            bit<32> ip_end = (bit<32>)hdr.ipv4.total_len + 32w14;
+        /* Admission (pipeline.py: ingress, _ipv4_admission). */
+        if (standard_metadata.parser_error != error.NoError) {
+            drop(DROP_PARSER_ERROR);
+        }
+        port_role.apply();
+        if (hdr.ipv4.isValid()) {
             if (hdr.ipv4.ihl != 4w5) {
-                meta.drop = true;
-                meta.drop_reason = DROP_IPV4_OPTIONS;
-            } else if (hdr.ipv4.total_len < 16w20
-                       || ip_end > standard_metadata.packet_length
-                       || (ip_end < standard_metadata.packet_length
-                           && standard_metadata.packet_length > ETH_MIN_FRAME)
-                       || (hdr.tcp.isValid()
-                           && (((bit<16>)hdr.tcp.data_offset) << 2) > meta.l4_len)) {
-                /* RFC 791: total length counts header and data; only Ethernet padding of a
-                 * minimum-size frame may follow the datagram. */
-                meta.drop = true;
-                meta.drop_reason = DROP_BAD_LENGTH;
-            } else if (hdr.ipv4.flags[0:0] == 1w1 || hdr.ipv4.frag_offset != 13w0) {
-                meta.drop = true;
-                meta.drop_reason = DROP_UNHANDLED;
+                drop(DROP_IPV4_OPTIONS);
+            }
+            /* RFC 791: total length counts header and data; only Ethernet padding of a
+             * minimum-size frame may follow the datagram. */
+            bit<32> ip_end = (bit<32>)hdr.ipv4.total_len + 32w14;
+            if (hdr.ipv4.total_len < 16w20
+                    || ip_end > standard_metadata.packet_length
+                    || (ip_end < standard_metadata.packet_length
+                        && standard_metadata.packet_length > ETH_MIN_FRAME)
+                    || (hdr.tcp.isValid()
+                        && (((bit<16>)hdr.tcp.data_offset) << 2) > meta.l4_len)) {
+                drop(DROP_BAD_LENGTH);
+            }
+            if (hdr.ipv4.flags[0:0] == 1w1 || hdr.ipv4.frag_offset != 13w0) {
+                drop(DROP_UNHANDLED);
             }
         }
 
-        if (!meta.drop && meta.port_role == ROLE_NETWORK) {
+        /* From a network port (pipeline.py: _from_network). */
+        if (meta.port_role == ROLE_NETWORK) {
             if (hdr.arp.isValid()) {
-                if (hdr.arp.htype == ARP_HTYPE_ETHERNET && hdr.arp.ptype == ETHERTYPE_IPV4
-                        && hdr.arp.hlen == 8w6 && hdr.arp.plen == 8w4) {
-                    if (hdr.arp.oper == ARP_OPER_REQUEST) {
-                        arp_responder.apply();
-                    } else {
-                        arp_to_cpu();
-                    }
-                } else {
-                    meta.drop = true;
-                    meta.drop_reason = DROP_UNHANDLED;
+                if (hdr.arp.htype != ARP_HTYPE_ETHERNET || hdr.arp.ptype != ETHERTYPE_IPV4
+                        || hdr.arp.hlen != 8w6 || hdr.arp.plen != 8w4) {
+                    drop(DROP_UNHANDLED);
                 }
-            } else if (!hdr.ipv4.isValid()) {
-                meta.drop = true;
-                meta.drop_reason = DROP_UNHANDLED;
-            } else if (standard_metadata.checksum_error == 1w1) {
+                if (hdr.arp.oper == ARP_OPER_REQUEST) {
+                    arp_responder.apply();
+                } else {
+                    to_cpu(PACKET_IN_ARP);
+                }
+                exit;
+            }
+            if (!hdr.ipv4.isValid()) {
+                drop(DROP_UNHANDLED);
+            }
+            if (standard_metadata.checksum_error == 1w1) {
                 /* v1model has one error bit: the header sums to zero (valid) iff the TCP
                  * checksum is the one that failed. */
                 bit<16> ipv4_residue;
@@ -204,57 +222,28 @@ control NicIngress(inout headers_t hdr,
                        hdr.ipv4.ttl, hdr.ipv4.protocol, hdr.ipv4.hdr_checksum,
                        hdr.ipv4.src_addr, hdr.ipv4.dst_addr },
                      32w65536);
-                meta.drop = true;
-                meta.drop_reason = (ipv4_residue == 16w0) ? DROP_BAD_TCP_CSUM : DROP_BAD_IPV4_CSUM;
-            } else {
-                local_ipv4.apply();
-                if (!meta.drop) {
-                    if (!hdr.tcp.isValid()) {
-                        meta.drop = true;
-                        meta.drop_reason = DROP_UNHANDLED;
-                    } else {
-                        switch (flow_steer.apply().action_run) {
-                            use_rss: {
-                                /* Symmetric RSS: both directions of a flow hash alike. */
-                                bit<32> lo_ip = hdr.ipv4.src_addr;
-                                bit<32> hi_ip = hdr.ipv4.dst_addr;
-                                bit<16> lo_port = hdr.tcp.src_port;
-                                bit<16> hi_port = hdr.tcp.dst_port;
-                                if (hdr.ipv4.src_addr > hdr.ipv4.dst_addr) {
-                                    lo_ip = hdr.ipv4.dst_addr;
-                                    hi_ip = hdr.ipv4.src_addr;
-                                }
-                                if (hdr.tcp.src_port > hdr.tcp.dst_port) {
-                                    lo_port = hdr.tcp.dst_port;
-                                    hi_port = hdr.tcp.src_port;
-                                }
-                                hash(meta.rss_bucket, HashAlgorithm.crc32, 8w0,
-                                     { lo_ip, hi_ip, lo_port, hi_port }, RETA_SIZE);
-                                reta.apply();
-                            }
-                        }
-                    }
+                if (ipv4_residue == 16w0) {
+                    drop(DROP_BAD_TCP_CSUM);
                 }
+                drop(DROP_BAD_IPV4_CSUM);
             }
-        } else if (!meta.drop && meta.port_role == ROLE_CORE) {
-            if (!hdr.ipv4.isValid()) {
-                meta.drop = true;
-                meta.drop_reason = DROP_UNHANDLED;
-            } else {
-                ipv4_lpm.apply();
-                if (!meta.drop) {
-                    switch (neighbor.apply().action_run) {
-                        set_dst_mac: {
-                            port_mac.apply();
-                        }
-                    }
-                }
+            local_ipv4.apply();
+            if (!hdr.tcp.isValid()) {
+                drop(DROP_UNHANDLED);
             }
+            switch (flow_steer.apply().action_run) {
+                use_rss: { reta.apply(); }
+            }
+            exit;
         }
 
-        if (meta.drop) {
-            drops.count((bit<32>)meta.drop_reason);
-            mark_to_drop(standard_metadata);
+        /* From a core port (pipeline.py: _from_core). */
+        if (!hdr.ipv4.isValid()) {
+            drop(DROP_UNHANDLED);
+        }
+        ipv4_lpm.apply();
+        switch (neighbor.apply().action_run) {
+            set_dst_mac: { port_mac.apply(); }
         }
     }
 }
