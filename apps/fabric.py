@@ -94,7 +94,7 @@ class Fabric:
         ip = str(iface.ip)
         host = Host(name, ip, iface.network.prefixlen, cores, network_spec,
                     dict(neighbours or {}), hdir, launch.free_tcp_port(), mac or mac_for(ip))
-        host.core_specs = [f"unix:{hdir}/c{i}" for i in range(cores)]
+        host.core_specs = [f"shm:{hdir}/c{i}" for i in range(cores)]  # shared-memory rings
         self.hosts.append(host)
         return host
 
@@ -149,7 +149,8 @@ class Fabric:
                 host.nic = launch.Service(argv, f"NIC of {host.name}",
                                           str(host.dir / "nic.log")).start()
                 host.nic.wait_ready(lambda h=host: launch.tcp_listening("127.0.0.1", h.grpc_port)
-                                    and all(os.path.exists(s[5:]) for s in h.core_specs),
+                                    and all(os.path.exists(s.partition(":")[2])
+                                            for s in h.core_specs),
                                     timeout)
             for host in self.hosts:
                 cfg = load_host(host.conf, host.arp_conf, host.route_conf)

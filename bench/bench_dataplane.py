@@ -106,7 +106,7 @@ def run_links(seconds: float, frame_len: int) -> dict:
     import tempfile
 
     from p4mtcp.dataplane.nic import Nic
-    from p4mtcp.dataplane.ports import open_port
+    from p4mtcp.link import open_port
 
     with tempfile.TemporaryDirectory() as d:
         dev = make_device()

@@ -202,7 +202,7 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
     if port is None:
         if not cfg.core_links:
             fail(errno.EINVAL, call, "mtcp.conf has no core_links to reach the NIC")
-        from p4mtcp.dataplane.ports import open_port
+        from p4mtcp.link import open_port
 
         spec = cfg.core_link(cpu)
         reopen = partial(open_port, spec)

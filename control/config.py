@@ -44,8 +44,8 @@ nic_pcap            directory the NIC launched for this host   (none: no capture
 
 Per-interface lists (network_ports, local_ip, host_mac, network_links) hold one item per name in
 ``port``, in the same order. Relative paths are relative to the file's directory. Port specs are
-``dataplane.ports`` strings (``unix:PATH``, ``IFNAME``); `MtcpConfig.core_link` gives the core's
-side of its link.
+``p4mtcp.link`` strings (``shm:PATH``, ``unix:PATH``, ``IFNAME``); `MtcpConfig.core_link` gives
+the core's side of its link.
 
 arp.conf — ``ARP_ENTRY n`` then n lines ``addr/prefix mac``: a prefix shorter than /32 sends
 every address in it to that MAC (mTCP's way to name a gateway).
@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from p4mtcp.control.tcp.congestion import ALGORITHMS
+from p4mtcp.link import host_side
 
 DEFAULT_P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
 MAX_PORT = 511  # v1model ports are bit<9>; 511 is the drop port
@@ -239,10 +240,9 @@ class MtcpConfig:
         return self.port.index(name)
 
     def core_link(self, core: int) -> str:
-        """The core's side of its link (``unix:P`` on the NIC is ``unix-host:P`` here; other
-        specs are returned as they are)."""
-        spec = self.core_links[core]
-        return "unix-host:" + spec[5:] if spec.startswith("unix:") else spec
+        """The core's side of its link (``shm:P`` on the NIC is ``shm-host:P`` here, ``unix:P``
+        is ``unix-host:P``; other specs are returned as they are)."""
+        return host_side(self.core_links[core])
 
     def conf(self) -> MtcpConf:
         return MtcpConf(self.num_cores, self.max_concurrency, self.max_num_buffers, self.rcvbuf,

@@ -32,12 +32,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from p4mtcp.control import epoll as ep
 from p4mtcp.control.netif import NetIf
 from p4mtcp.control.rss import PortSelector
 from p4mtcp.control.tcp import Connection, EventKind, Listener, State, TcpConfig, TcpStack
+from p4mtcp.link import Port
 
 MAX_WAIT = 0.1
 """Longest single block on the port (seconds); bounds signal latency, not timer accuracy."""
@@ -55,16 +56,6 @@ def fail(err: int, call: str, detail: str = "") -> NoReturn:
     """Raise the OSError subclass for ``err`` (BlockingIOError for EAGAIN, ...) naming the call."""
     msg = f"{call}: {os.strerror(err)}"
     raise OSError(err, f"{msg} ({detail})" if detail else msg)
-
-
-class Port(Protocol):
-    """A frame pipe to the NIC (dataplane/ports.py)."""
-
-    def send(self, frame: bytes) -> bool | None: ...  # False: dropped (peer buffer full)
-    # Optional: ``send_batch(frames) -> n`` (frames[:n] sent, the rest dropped), used when present.
-    def recv_batch(self) -> list[bytes]: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
 
 
 SteerFlow = Callable[[int, int, int, int, int], bool]
@@ -394,7 +385,7 @@ class Context:
     def step(self, timeout: float = 0.0) -> None:
         """One run-to-completion iteration; waits up to ``timeout`` s for frames or a timer."""
         frames = self.port.recv_batch()
-        hung_up = not frames and getattr(self.port, "closed_by_peer", False)
+        hung_up = not frames and self.port.closed_by_peer
         if hung_up and self._reopen is not None:
             hung_up = not self._try_reopen()
         if not frames and timeout > 0:
@@ -405,8 +396,8 @@ class Context:
             if wait > 0:
                 if hung_up:
                     time.sleep(wait)  # a hung-up link's fd stays readable: do not spin on it
-                elif self._poller.poll(wait * 1000.0):
-                    frames = self.port.recv_batch()
+                elif not self.port.arm() or self._poller.poll(wait * 1000.0):
+                    frames = self.port.recv_batch()  # arm(): a ring's doorbell, if it sleeps
         now = self.clock()
         self.stats.loops += 1
         if frames:
@@ -461,13 +452,9 @@ class Context:
         self._dispatch()
 
     def _send(self, frames: list[bytes]) -> list[bytes]:
-        """Hand a loop step's frames to the port, as one batch when it takes batches (one
-        syscall on a UNIX link); the frames it refused."""
-        send_batch = getattr(self.port, "send_batch", None)
-        if send_batch is not None:
-            return frames[send_batch(frames):]  # a batch port refuses a tail
-        send = self.port.send
-        return [f for f in frames if send(f) is False]
+        """Hand a loop step's frames to the port as one batch (one syscall on a UNIX link, none
+        on a ring); the frames it refused, always a tail."""
+        return frames[self.port.send_batch(frames):]
 
     def _dispatch(self) -> None:
         by_tcb = self._by_tcb

@@ -5,7 +5,11 @@ One data-plane thread owns the pipeline: it polls every port, runs each received
 threads; they are queued and run on the data-plane thread too, so the pipeline is never entered
 from two threads at once.
 
-    p4mtcp nic --grpc 127.0.0.1:9559 --cpu-port 255 -i 1@veth0 -i 16@unix:/tmp/x/core0
+    p4mtcp nic --grpc 127.0.0.1:9559 --cpu-port 255 -i 1@veth0 -i 16@shm:/tmp/x/core0
+
+Before it sleeps, the loop arms every port (`Port.arm`): a shared-memory link then rings its
+doorbell for the next frame, and a port whose frames are already waiting is read at once
+instead of slept on. An idle NIC blocks in the kernel and costs no CPU.
 """
 
 from __future__ import annotations
@@ -21,18 +25,18 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from p4mtcp.link import Port, open_port
 from p4mtcp.p4info import P4Schema
 
 from .capture import Capture, CapturedDevice, label_for
 from .device import Device
-from .ports import Port, open_port
 
 log = logging.getLogger("p4mtcp.nic")
 
 MAX_PORT = 510  # v1model: 511 is the drop port
 FLUSH_EVERY = 32
 """Frames in per flush of the grouped outputs. Flushing once per received batch (up to
-ports.BATCH) holds the first frame back until the last is processed and leaves the next process
+link.BATCH) holds the first frame back until the last is processed and leaves the next process
 idle meanwhile; 32 keeps the syscall saving and measured best (bench_bulk, bench_short_conn)."""
 
 
@@ -49,7 +53,7 @@ def parse_port_arg(arg: str) -> tuple[int, str]:
     """`NUM@SPEC` -> (NUM, SPEC); ValueError says what is wrong."""
     num, sep, spec = arg.partition("@")
     if not sep or not spec:
-        raise ValueError(f"-i {arg!r}: expected NUM@SPEC, e.g. 1@veth0 or 16@unix:/run/p4mtcp/core0")
+        raise ValueError(f"-i {arg!r}: expected NUM@SPEC, e.g. 1@veth0 or 16@shm:/run/p4mtcp/core0")
     try:
         port = int(num, 0)
     except ValueError:
@@ -154,20 +158,24 @@ class Nic:
         for num, port in self.ports.items():
             sel.register(port.fileno(), selectors.EVENT_READ, num)
         sel.register(self._wake_r, selectors.EVENT_READ, None)
+        ports = self.ports
         try:
             while not self._stop.is_set():
-                for key, _ in sel.select(timeout=0.5):
-                    if key.data is None:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except BlockingIOError:
-                            pass
-                        while self._packet_outs:
-                            self.forward(self.cpu_port, [self._packet_outs.popleft()])
-                    else:
-                        port = self.ports.get(key.data)
-                        if port is not None:
-                            self.forward(key.data, port.recv_batch())
+                waiting = [num for num, port in ports.items() if not port.arm()]
+                ready = {key.data for key, _ in sel.select(timeout=0 if waiting else 0.5)}
+                if None in ready:
+                    ready.discard(None)
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    while self._packet_outs:
+                        self.forward(self.cpu_port, [self._packet_outs.popleft()])
+                ready.update(waiting)
+                for num in ready:
+                    port = ports.get(num)
+                    if port is not None:
+                        self.forward(num, port.recv_batch())
         finally:
             sel.close()
 
@@ -225,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="v1model port of packet-in/out (default %(default)s, as BMv2 --cpu-port)")
     ap.add_argument("--device-id", type=int, default=1)
     ap.add_argument("-i", "--interface", action="append", default=[], metavar="NUM@SPEC",
-                    help="attach a port: NUM@IFNAME (AF_PACKET), NUM@unix:PATH (a core's link), "
-                         "NUM@unix-host:PATH (connect to another NIC)")
+                    help="attach a port: NUM@IFNAME (AF_PACKET), NUM@shm:PATH or NUM@unix:PATH "
+                         "(a core's link), NUM@unix-host:PATH (connect to another NIC)")
     ap.add_argument("--p4info", metavar="FILE",
                     help="install this P4Info at start (else wait for SetForwardingPipelineConfig)")
     ap.add_argument("--pcap", metavar="DIR",

@@ -1,13 +1,12 @@
 """Two real per-core contexts wired back to back by an in-process frame pipe (no NIC).
 
-The pipe is a pair of UNIX datagram sockets: each end is a "port" with the dataplane contract
-(send / recv_batch / fileno / close), so the contexts exchange real Ethernet/IPv4/TCP frames.
+The pipe is a UNIX SOCK_SEQPACKET pair (p4mtcp.link.unix.pipe_pair): each end is a real port,
+so the contexts exchange real Ethernet/IPv4/TCP frames.
 Both contexts live in the test's thread; ``Pair.pump*`` runs their loops in turn, bounded in time.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,6 +14,8 @@ from typing import TypeVar
 import pytest
 
 from p4mtcp import mtcp
+from p4mtcp.link import Port
+from p4mtcp.link.unix import pipe_pair
 
 T = TypeVar("T")
 
@@ -23,43 +24,9 @@ SERVER_IP = "10.0.0.2"
 PORT = 8080
 
 
-class PipeEnd:
-    """One end of a frame pipe; counts frames it refused to lose silently (none expected)."""
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sent = 0
-        self.dropped = 0
-
-    def send(self, frame: bytes) -> None:
-        try:
-            self.sock.send(frame)
-            self.sent += 1
-        except BlockingIOError:  # a full link drops, like a real one; TCP recovers
-            self.dropped += 1
-
-    def recv_batch(self) -> list[bytes]:
-        out = []
-        for _ in range(512):
-            try:
-                out.append(self.sock.recv(65536))
-            except BlockingIOError:
-                break
-        return out
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def frame_pipe() -> tuple[PipeEnd, PipeEnd]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    return PipeEnd(a), PipeEnd(b)
+def frame_pipe() -> tuple[Port, Port]:
+    """Two ports joined back to back: a real link (p4mtcp.link), in this process."""
+    return pipe_pair()
 
 
 def write_conf(path, **overrides) -> str:

@@ -14,13 +14,14 @@ import socket
 import pytest
 
 from p4mtcp import aio, mtcp
+from p4mtcp.link import OneFrameSend
 
 IP = "10.0.0.1"
 BLACKHOLE = "10.0.0.9"
 _BLACKHOLE = socket.inet_aton(BLACKHOLE)
 
 
-class LoopbackPort:
+class LoopbackPort(OneFrameSend):
     """A frame pipe to itself; frames to BLACKHOLE vanish (counted)."""
 
     def __init__(self) -> None:

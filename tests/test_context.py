@@ -119,11 +119,11 @@ def test_frames_the_port_refuses_count_as_drops_and_tcp_recovers(connected_pair)
     p = connected_pair
     port = p.client.port
     sent = p.client.stats.tx_packets
-    port.send = lambda frame: False  # a full NIC ring
+    port.send_batch = lambda frames: 0  # a full NIC ring
     mtcp.mtcp_write(p.client, p.c, b"lost once")
     p.client.flush()
     assert p.client.stats.tx_dropped == 1 and p.client.stats.tx_packets == sent
-    del port.send  # the ring drains; the retransmission timer resends
+    del port.send_batch  # the ring drains; the retransmission timer resends
     assert p.pump_until(lambda: _try_read(p.server, p.s)) == b"lost once"
     assert p.client.stack.stats.as_dict()["retransmits"] >= 1
 
@@ -397,7 +397,7 @@ def test_core_link_reconnects_after_the_nic_restarts(tmp_path):
 
     from p4mtcp.control.config import MtcpConf
     from p4mtcp.control.context import Context
-    from p4mtcp.dataplane.ports import open_port
+    from p4mtcp.link import open_port
 
     conf = MtcpConf(1, 16, 16, 8192, 8192, 0, 30)
     paths = {side: str(tmp_path / side) for side in ("a", "b")}

@@ -19,7 +19,7 @@ from scapy.layers.l2 import ARP, Ether
 import waiting
 from p4mtcp.dataplane import nic as nicmod
 from p4mtcp.dataplane.nic import Nic, parse_port_arg
-from p4mtcp.dataplane.ports import open_port
+from p4mtcp.link import open_port
 from p4mtcp.p4info import P4Schema, encode_int
 from p4mtcp.p4src import P4INFO
 

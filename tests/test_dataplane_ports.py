@@ -1,4 +1,5 @@
-"""Frame ports: UNIX links (no root) and AF_PACKET on a veth (root, in a netns made here)."""
+"""Frame ports: UNIX links (no root) and AF_PACKET on a veth (root, in a netns made here).
+Shared-memory links: test_link_shm.py; PACKET_MMAP and VLAN tags: test_link_afpacket.py."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 import waiting
-from p4mtcp.dataplane import ports
-from p4mtcp.dataplane.ports import PacketPort, UnixHostPort, UnixNicPort, finish_checksum, open_port
+from p4mtcp.link import open_port, unix
+from p4mtcp.link.afpacket import MmapPacketPort, PacketPort
+from p4mtcp.link.frames import finish_checksum
+from p4mtcp.link.unix import UnixHostPort, UnixNicPort
 from test_dataplane_nic import (  # noqa: F401  (dp_wired is a fixture)
     CORE0, LOCAL_IP, LOCAL_MAC, NET, PEER_IP, PEER_MAC, dp_wired, program)
 
@@ -72,15 +75,15 @@ def test_recv_batch_never_blocks_and_is_bounded(dp_link):
     nic, host = dp_link
     t = time.monotonic()
     assert nic.recv_batch() == [] and host.recv_batch() == []
-    for _ in range(ports.BATCH + 10):
+    for _ in range(unix.BATCH + 10):
         host.send(b"f" * 64)
     first = drain(nic, 1)
     # whole messages are read while one more still fits: a batch ends within MSG_FRAMES of BATCH
-    assert ports.BATCH - ports.MSG_FRAMES < len(first) <= ports.BATCH
-    assert len(first) + len(nic.recv_batch()) == ports.BATCH + 10
-    assert host.send_batch([b"g" * 64] * (2 * ports.BATCH)) == 2 * ports.BATCH
+    assert unix.BATCH - unix.MSG_FRAMES < len(first) <= unix.BATCH
+    assert len(first) + len(nic.recv_batch()) == unix.BATCH + 10
+    assert host.send_batch([b"g" * 64] * (2 * unix.BATCH)) == 2 * unix.BATCH
     sizes = [len(nic.recv_batch()) for _ in range(3)]
-    assert all(s <= ports.BATCH for s in sizes) and sum(sizes) == 2 * ports.BATCH
+    assert all(s <= unix.BATCH for s in sizes) and sum(sizes) == 2 * unix.BATCH
     assert time.monotonic() - t < 1.0
 
 
@@ -175,9 +178,10 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None
 
 @pytest.mark.root
 @needs_root
-def test_af_packet_finishes_checksums_the_kernel_left_partial():
+@pytest.mark.parametrize("kind", [MmapPacketPort, PacketPort])
+def test_af_packet_finishes_checksums_the_kernel_left_partial(kind):
     with veth_netns() as (ifname, ns):
-        port = PacketPort(ifname)
+        port = kind(ifname)
         try:
             connect = ("import socket\ntry:\n socket.create_connection(('10.9.0.1', 80), timeout=1)\n"
                        "except OSError:\n pass\n")
@@ -240,20 +244,20 @@ def test_a_batch_is_split_at_the_message_limits(tmp_path):
     try:
         big = [i.to_bytes(2, "big") * 757 for i in range(100)]  # 1514-byte frames
         small = [i.to_bytes(2, "big") * 30 for i in range(150)]  # 60-byte frames
-        huge = [b"h" * ports.MAX_FRAME]
+        huge = [b"h" * unix.MAX_FRAME]
         assert host.send_batch(big + huge + small) == 251
         conn.settimeout(2)
-        messages = [conn.recv(2 * ports.MAX_MESSAGE) for _ in range(7)]
+        messages = [conn.recv(2 * unix.MAX_MESSAGE) for _ in range(7)]
         conn.setblocking(False)
         with pytest.raises(BlockingIOError):
             conn.recv(10)
         counts = [struct.unpack_from("=I", m)[0] for m in messages]
         assert counts == [43, 43, 14, 1, 64, 64, 22]  # 43 x 1514 fill 64 KiB; <= 64 frames each
-        assert all(len(m) <= ports.MSG_BYTES for m in messages if len(m) != ports.MAX_MESSAGE)
-        assert len(messages[3]) == ports.MAX_MESSAGE  # the jumbo frame travelled alone
+        assert all(len(m) <= unix.MSG_BYTES for m in messages if len(m) != unix.MAX_MESSAGE)
+        assert len(messages[3]) == unix.MAX_MESSAGE  # the jumbo frame travelled alone
         got: list[bytes] = []
         for m in messages:
-            assert ports._unpack(m, got)
+            assert unix._unpack(m, got)
         assert got == big + huge + small
     finally:
         conn.close()
@@ -263,7 +267,7 @@ def test_a_batch_is_split_at_the_message_limits(tmp_path):
 
 def test_a_frame_above_max_frame_drops_itself_and_the_rest_of_the_batch(dp_link):
     nic, host = dp_link
-    frames = [b"a" * 60, b"b" * (ports.MAX_FRAME + 1), b"c" * 60]
+    frames = [b"a" * 60, b"b" * (unix.MAX_FRAME + 1), b"c" * 60]
     assert host.send_batch(frames) == 1
     assert host.stats.tx_frames == 1 and host.stats.tx_dropped == 2
     assert drain(nic, 2, timeout=0.2) == [b"a" * 60]
@@ -275,8 +279,8 @@ def test_a_frame_above_max_frame_drops_itself_and_the_rest_of_the_batch(dp_link)
     struct.pack("=II", 1, 10) + b"x" * 11,                                   # bytes left over
     struct.pack("=III", 2, 3, 3) + b"x" * 5,                                 # lengths overrun
     struct.pack("=I", 2) + b"x" * 4,                                         # table cut short
-    struct.pack("=I", ports.MSG_FRAMES + 1) + b"\0" * 4 * (ports.MSG_FRAMES + 1),  # too many
-    struct.pack("=II", 1, ports.MAX_FRAME + 60) + b"x" * (ports.MAX_FRAME + 60),   # truncated
+    struct.pack("=I", unix.MSG_FRAMES + 1) + b"\0" * 4 * (unix.MSG_FRAMES + 1),  # too many
+    struct.pack("=II", 1, unix.MAX_FRAME + 60) + b"x" * (unix.MAX_FRAME + 60),   # truncated
 ])
 def test_a_malformed_message_is_dropped_and_counted(tmp_path, message):
     nic = open_port(f"unix:{tmp_path}/m")

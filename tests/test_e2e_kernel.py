@@ -25,7 +25,7 @@ import pytest
 from netns import VethNetns, netem_available, veth_pair  # noqa: F401  (fixture)
 from p4mtcp.apps import epserver, epwget, launch, perf
 from p4mtcp.apps.fabric import Fabric, Host
-from p4mtcp.dataplane.ports import open_port
+from p4mtcp.link import open_port
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

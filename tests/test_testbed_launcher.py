@@ -124,7 +124,7 @@ def test_unknown_kind():
 def test_embedded_switch_from_the_launcher_answers_arp(tmp_path):
     """The embedded target started by the launcher, programmed by the testbed controller, answers
     an ARP request arriving on a UNIX-socket port and counts it."""
-    from p4mtcp.dataplane.ports import open_port
+    from p4mtcp.link import open_port
     from p4mtcp.p4src import P4INFO
     from p4mtcp.bmv2.controller import Controller
     from p4mtcp.bmv2.frametests import Plan, program

@@ -1,0 +1,291 @@
+"""AF_PACKET ports on a Linux interface (root): PACKET_MMAP rings, or plain socket calls.
+
+`open_interface` sets up the rings and falls back to the plain socket when it cannot (and logs
+which one is in use):
+
+- receive: a TPACKET_V3 ring. The kernel fills blocks of frames and hands a block over when it
+  is full or RETIRE_MS after its first frame; one poll wake-up reads every frame of every ready
+  block in place, then returns the blocks. (The price of V3 is that the first frame of a quiet
+  block waits up to RETIRE_MS.)
+- transmit: a TPACKET_V3 ring of fixed slots (the kernel's V3 transmit path takes one frame per
+  slot, as V2 does); a batch is written into the slots and flushed with one `send`. A frame that
+  does not fit a slot goes out through a plain `send` after the ring is flushed, in order.
+
+Both paths hand the pipeline the frame as it was on the wire: a VLAN tag the kernel moved into
+the packet metadata (TP_STATUS_VLAN_VALID with tp_vlan_tci / tp_vlan_tpid, in the ring header or
+the PACKET_AUXDATA message) is put back, and a TCP checksum a local kernel peer left unfinished
+(TP_STATUS_CSUMNOTREADY) is finished. A tagged frame is sent as it is: its tag goes on the wire.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import select
+import socket
+import struct
+from collections.abc import Sequence
+
+from .frames import finish_checksum, insert_vlan
+from .port import BATCH, MAX_FRAME, PortStats
+from .unix import big_buffers
+
+log = logging.getLogger("p4mtcp.link")
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_RX_RING, PACKET_AUXDATA, PACKET_VERSION, PACKET_TX_RING = 5, 8, 10, 13
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+TPACKET_V3 = 2
+TP_STATUS_USER = 1                       # rx: the block is ours
+TP_STATUS_SEND_REQUEST = 1               # tx: the slot is ready for the kernel
+TP_STATUS_WRONG_FORMAT = 4               # tx: the kernel refused the slot
+TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+_AUXDATA = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
+_CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
+_REQ3 = struct.Struct("=7I")             # struct tpacket_req3
+_BLOCK = struct.Struct("=III")           # tpacket_block_desc: block_status, num_pkts, first
+_BLOCK_AT = 8                            # offset of block_status in tpacket_block_desc
+_U32 = struct.Struct("=I")
+_PKT = struct.Struct("=IIIIIIHHIIH")     # tpacket3_hdr up to tp_vlan_tpid
+_TX = struct.Struct("=IIIII")            # tpacket3_hdr: next_offset, sec, nsec, snaplen, len
+_STATUS_AT = 20                          # offset of tp_status in tpacket3_hdr
+_TX_DATA = 48                            # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
+_SLL_PKTTYPE = 48 + 10                   # sockaddr_ll.sll_pkttype after the rx header
+
+RX_BLOCK = 1 << 18                       # 256 KiB: ~1,800 64-byte frames per block
+RX_BLOCKS = 16
+RX_FRAME = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
+RETIRE_MS = 1
+TX_SLOT = 1 << 11                        # frames up to TX_SLOT - _TX_DATA bytes use the ring
+TX_SLOTS = 512
+_GONE = (errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ENETDOWN, errno.EMSGSIZE)
+
+
+def _packet_socket(ifname: str) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    except PermissionError:
+        raise PermissionError(errno.EPERM, f"{ifname}: AF_PACKET needs root (CAP_NET_RAW)") from None
+    try:
+        sock.bind((ifname, ETH_P_ALL))
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"{ifname}: cannot bind AF_PACKET socket: {e.strerror}") from None
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)  # Linux 4.20; else filtered below
+    except OSError:
+        pass
+    sock.setblocking(False)
+    return sock
+
+
+def open_interface(ifname: str) -> "PacketPort | MmapPacketPort":
+    """The interface's port: PACKET_MMAP rings when the kernel sets them up, else plain calls."""
+    try:
+        port: PacketPort | MmapPacketPort = MmapPacketPort(ifname)
+    except OSError as e:
+        if isinstance(e, PermissionError) or e.errno in (errno.ENODEV, errno.ENXIO):
+            raise
+        log.warning("%s: PACKET_MMAP unavailable (%s); using plain AF_PACKET calls", ifname, e)
+        return PacketPort(ifname)
+    log.info("%s: PACKET_MMAP (TPACKET_V3 rx ring, tx ring)", ifname)
+    return port
+
+
+class _Sender:
+    """Plain per-frame transmit, shared by both ports (the ring's oversize frames use it)."""
+
+    _sock: socket.socket
+    stats: PortStats
+    closed_by_peer = False  # an interface has no peer that could close it
+
+    def _send_one(self, frame: bytes) -> bool:
+        try:
+            self._sock.send(frame)
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
+            return False
+        return True
+
+    def arm(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, frame: bytes) -> bool:
+        return self.send_batch((frame,)) == 1
+
+
+class PacketPort(_Sender):
+    """AF_PACKET with one system call per frame: the fallback where rings cannot be set up."""
+
+    def __init__(self, ifname: str):
+        self.ifname = ifname
+        self.stats = PortStats()
+        self._sock = _packet_socket(ifname)
+        self._sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        big_buffers(self._sock)
+
+    def recv_batch(self) -> list[bytes]:
+        out: list[bytes] = []
+        recvmsg = self._sock.recvmsg
+        stats = self.stats
+        while len(out) < BATCH:
+            try:
+                data, ancdata, flags, addr = recvmsg(MAX_FRAME, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            if addr[2] == PACKET_OUTGOING:
+                continue  # a frame the host itself sent on this interface
+            if flags & socket.MSG_TRUNC:
+                stats.rx_truncated += 1
+                continue
+            for level, kind, cdata in ancdata:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA:
+                    status, _, _, _, _, tci, tpid = _AUXDATA.unpack_from(cdata)
+                    if status & TP_STATUS_CSUMNOTREADY:
+                        data = finish_checksum(data)
+                        stats.csum_finished += 1
+                    if status & TP_STATUS_VLAN_VALID:
+                        data = insert_vlan(data, tpid if status & TP_STATUS_VLAN_TPID_VALID else 0,
+                                           tci)
+                        stats.vlan_restored += 1
+            out.append(data)
+        stats.rx_frames += len(out)
+        return out
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        """One `send` per frame; n: frames[:n] were sent, the first refusal drops the rest
+        (counted), as on every other link."""
+        send = self._send_one
+        for i, frame in enumerate(frames):
+            if not send(frame):
+                self.stats.tx_frames += i
+                self.stats.tx_dropped += len(frames) - i
+                return i
+        self.stats.tx_frames += len(frames)
+        return len(frames)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class MmapPacketPort(_Sender):
+    """AF_PACKET with a TPACKET_V3 receive ring and a transmit ring in one mapping."""
+
+    def __init__(self, ifname: str):
+        self.ifname = ifname
+        self.stats = PortStats()
+        self._sock = sock = _packet_socket(ifname)
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _REQ3.pack(
+                RX_BLOCK, RX_BLOCKS, RX_FRAME, RX_BLOCK // RX_FRAME * RX_BLOCKS, RETIRE_MS, 0, 0))
+            sock.setsockopt(SOL_PACKET, PACKET_TX_RING, _REQ3.pack(
+                TX_SLOT * TX_SLOTS, 1, TX_SLOT, TX_SLOTS, 0, 0, 0))
+            big_buffers(sock)
+            rx_size = RX_BLOCK * RX_BLOCKS
+            self._map = mmap.mmap(sock.fileno(), rx_size + TX_SLOT * TX_SLOTS)
+        except OSError:
+            sock.close()
+            raise
+        self._rx = memoryview(self._map)[:rx_size]
+        self._tx = memoryview(self._map)[rx_size:]
+        self._block = 0      # the next receive block to read
+        self._slot = 0       # the next transmit slot to fill
+
+    def recv_batch(self) -> list[bytes]:
+        """Every frame of the ready blocks (stopping after the block that reaches BATCH)."""
+        rx, stats = self._rx, self.stats
+        out: list[bytes] = []
+        while len(out) < BATCH:
+            base = self._block * RX_BLOCK
+            status, count, at = _BLOCK.unpack_from(rx, base + _BLOCK_AT)
+            if not status & TP_STATUS_USER:
+                break
+            self._read_block(rx, base, count, base + at, out)
+            _U32.pack_into(rx, base + _BLOCK_AT, 0)  # TP_STATUS_KERNEL: give the block back
+            self._block = (self._block + 1) % RX_BLOCKS
+        stats.rx_frames += len(out)
+        return out
+
+    def _read_block(self, rx: memoryview, base: int, count: int, at: int,
+                    out: list[bytes]) -> None:
+        stats = self.stats
+        unpack = _PKT.unpack_from
+        for _ in range(count):
+            nxt, _, _, snap, length, status, mac, _, _, tci, tpid = unpack(rx, at)
+            if snap < length:
+                stats.rx_truncated += 1
+            elif rx[at + _SLL_PKTTYPE] != PACKET_OUTGOING:
+                frame = rx[at + mac:at + mac + snap].tobytes()
+                if status & TP_STATUS_CSUMNOTREADY:
+                    frame = finish_checksum(frame)
+                    stats.csum_finished += 1
+                if status & TP_STATUS_VLAN_VALID:
+                    frame = insert_vlan(frame, tpid if status & TP_STATUS_VLAN_TPID_VALID else 0,
+                                        tci)
+                    stats.vlan_restored += 1
+                out.append(frame)
+            at += nxt
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        """Frames into free transmit slots, then one `send` to flush them; n: frames[:n] were
+        sent, a full ring drops the rest (counted). Oversize frames go out by plain `send`."""
+        tx, stats = self._tx, self.stats
+        slot = self._slot
+        queued = sent = 0
+        pack, status_of, set_status = _TX.pack_into, _U32.unpack_from, _U32.pack_into
+        for frame in frames:
+            size = len(frame)
+            if size > TX_SLOT - _TX_DATA:
+                if queued:
+                    self._flush()
+                    queued = 0
+                if not self._send_one(frame):
+                    break
+                sent += 1
+                continue
+            at = slot * TX_SLOT
+            status = status_of(tx, at + _STATUS_AT)[0]
+            if status & TP_STATUS_WRONG_FORMAT:
+                log.error("%s: the kernel refused a %d-byte frame in the tx ring", self.ifname,
+                          _TX.unpack_from(tx, at)[4])
+            elif status:
+                break  # the kernel has not sent this slot yet: the ring is full
+            pack(tx, at, 0, 0, 0, size, size)
+            tx[at + _TX_DATA:at + _TX_DATA + size] = frame
+            set_status(tx, at + _STATUS_AT, TP_STATUS_SEND_REQUEST)  # after the data (TSO order)
+            slot = (slot + 1) % TX_SLOTS
+            queued += 1
+            sent += 1
+        self._slot = slot
+        if queued:
+            self._flush()
+        stats.tx_frames += sent
+        stats.tx_dropped += len(frames) - sent
+        return sent
+
+    def _flush(self) -> None:
+        """Hand the queued slots to the kernel: one system call, which does not wait for them.
+        A transient refusal leaves them queued for the next flush, like a NIC's tx ring."""
+        try:
+            self._sock.send(b"", socket.MSG_DONTWAIT)
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._rx.release()
+            self._tx.release()
+            self._map.close()
+            self._map = None
+        self._sock.close()

@@ -1,0 +1,66 @@
+"""The port contract every frame pipe keeps, whatever carries the frames.
+
+The NIC process (dataplane/nic.py) and the per-core contexts (control/context.py) both drive
+ports through this one protocol, so a link type is written once and works on either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+BATCH = 256
+"""Frames one `recv_batch()` returns at most: fairness between the ports of one poll loop."""
+MAX_FRAME = 65536 + 64
+"""The largest frame any link carries (a 64 KiB IPv4 datagram plus L2 headers)."""
+
+
+@dataclass
+class PortStats:
+    rx_frames: int = 0
+    tx_frames: int = 0
+    tx_dropped: int = 0      # peer absent, its ring or buffer full, or a frame above MAX_FRAME
+    rx_malformed: int = 0    # link messages or ring records that broke the format, dropped
+    csum_finished: int = 0   # AF_PACKET frames whose checksum the kernel left to us
+    vlan_restored: int = 0   # AF_PACKET frames whose 802.1Q/802.1ad tag the kernel had stripped
+    rx_truncated: int = 0    # AF_PACKET frames longer than MAX_FRAME (GRO on?), dropped
+    rx_dropped: int = 0      # frames the peer could not put in our full receive ring (shm links)
+
+
+class Port(Protocol):
+    """A frame pipe. Ports never block: a full or absent peer costs counted drops.
+
+    A poll loop calls `arm()` right before it blocks on `fileno()`: a port whose peer only
+    signals a sleeping reader (a shared-memory ring's doorbell) asks for that signal there, and
+    returns False when frames are already waiting, so the loop must not block. Ports whose
+    descriptor is readable by itself (sockets) always return True.
+    """
+
+    stats: PortStats
+    closed_by_peer: bool  # the other end went away (a link's peer died or closed); sticky
+
+    def send(self, frame: bytes) -> bool: ...
+    def send_batch(self, frames: Sequence[bytes]) -> int: ...  # n: frames[:n] sent, rest dropped
+    def recv_batch(self) -> list[bytes]: ...
+    def arm(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class OneFrameSend:
+    """The rest of the protocol for an in-process port that only knows a one-frame `send`
+    (test pipes, scripted ports): its descriptor is readable by itself and it has no peer that
+    could hang up."""
+
+    closed_by_peer = False
+    send: Callable[[bytes], bool | None]  # the subclass's; False: that frame was dropped
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        for i, frame in enumerate(frames):
+            if self.send(frame) is False:
+                return i
+        return len(frames)
+
+    def arm(self) -> bool:
+        return True
