@@ -13,6 +13,7 @@ COMMANDS = {
     "epwget": ("p4mtcp.apps.epwget", "HTTP load generator"),
     "perf": ("p4mtcp.apps.perf", "bulk throughput sender/receiver"),
     "testbed": ("p4mtcp.bmv2.topo", "Mininet topology with a BMv2 or embedded switch"),
+    "packetdrill": ("p4mtcp.testing.packetdrill.cli", "run packetdrill scripts on the stack"),
 }
 
 
