@@ -12,6 +12,7 @@ COMMANDS = {
     "epserver": ("p4mtcp.apps.epserver", "HTTP/1.1 static file server, one context per core"),
     "epwget": ("p4mtcp.apps.epwget", "HTTP load generator"),
     "perf": ("p4mtcp.apps.perf", "bulk throughput sender/receiver"),
+    "plot": ("p4mtcp.apps.plot", "draw a connection trace (perf client --trace) as a PNG"),
     "testbed": ("p4mtcp.bmv2.topo", "Mininet topology with a BMv2 or embedded switch"),
     "packetdrill": ("p4mtcp.testing.packetdrill.cli", "run packetdrill scripts on the stack"),
 }

@@ -91,3 +91,24 @@ def test_jsonl_round_trip_and_bad_files():
         read_jsonl(["{}"])
     with pytest.raises(ValueError, match="line 3"):
         read_jsonl([lines[0], lines[1], '{"t": 1}'])
+
+
+def test_plot_marks_recoveries_and_computes_throughput(tmp_path):
+    plot = pytest.importorskip("p4mtcp.apps.plot")
+    pytest.importorskip("matplotlib")
+    trace = ConnTrace()
+    transfer(trace, drop=DropNthData(100, 600))
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(line + "\n" for line in trace.jsonl()))
+    header, samples = read_jsonl(path.read_text().splitlines())
+    spans, rtos = plot.episodes(samples)
+    assert len(spans) == 2 and rtos == [] and all(a < b for a, b in spans)
+    mids, rates = plot.throughput(samples, bins=10)
+    width = samples[-1]["t"] / 10
+    moved = samples[-1]["delivered"] - samples[0]["delivered"]     # every byte in some interval
+    assert sum(r * width for r in rates) * 1e6 / 8 == pytest.approx(moved, rel=1e-9)
+    assert samples[-1]["delivered"] == len(DATA) and moved > len(DATA) - 3000
+    assert plot.main([str(path), "-o", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    assert plot.main([str(tmp_path / "bad.jsonl")]) == 2
