@@ -60,7 +60,8 @@ class Connection:
     __slots__ = (
         "_stack", "_cfg", "local", "remote", "key", "state", "error", "eof", "listener",
         "passive", "_visible", "_app_closed", "_rd_shut", "nodelay", "keepalive", "linger",
-        "iss", "una", "nxt", "snd_max", "snd_wnd", "max_snd_wnd", "_wl1", "_wl2", "sndbuf",
+        "iss", "una", "nxt", "snd_max", "_tail_start", "snd_wnd", "max_snd_wnd", "_wl1", "_wl2",
+        "sndbuf",
         "fin_off", "_fin_pending", "_want_write", "irs", "rcv", "_rcv_adv", "_fin_rcv_off",
         "_rcv_mss", "_last_ack_sent", "mss_peer", "eff_mss", "snd_wscale", "rcv_wscale",
         "sack_ok", "ts_ok", "ts_recent", "_ts_offset", "rtt", "cc", "_dupacks", "_recovery",
@@ -95,6 +96,7 @@ class Connection:
         self.una = 0
         self.nxt = 0
         self.snd_max = 0
+        self._tail_start = 0                   # where the newest segment sent starts
         self.snd_wnd = 0
         self.max_snd_wnd = 0
         self._wl1 = 0
@@ -391,7 +393,7 @@ class Connection:
             if not flags & RST:                    # RFC 9293 3.10.7.4: <SEQ=SND.NXT><ACK=RCV.NXT><ACK>
                 self._ack_now = True
                 if plen and seq_off + plen <= rnxt:
-                    self._note_duplicate(seq_off, seq_off + plen)
+                    self._note_duplicate(seq_off, seq_off + plen, now)
                 if self.state is TIME_WAIT and flags & FIN and self._cfg.timewait > 0:
                     self._tw_at = now + self._cfg.timewait   # restart the 2 MSL wait
             return
@@ -450,7 +452,7 @@ class Connection:
         if seq_off < rnxt:                         # trim what was already received
             cut = rnxt - seq_off
             if plen:
-                self._note_duplicate(seq_off, min(rnxt, seq_off + plen))
+                self._note_duplicate(seq_off, min(rnxt, seq_off + plen), now)
             payload = payload[cut:] if cut < plen else payload[:0]
             seq_off = rnxt
             plen = len(payload)
@@ -595,6 +597,7 @@ class Connection:
                 self._persist_n = 0
                 self._stack._mark(self)
         sack_new = False
+        fack = self.sb.high                        # the highest SACK known before this ACK
         if self.sack_ok and seg.sack:
             sack_new = self._on_sack(seg.sack, una, ack_off)
         if ack_off > una:
@@ -613,7 +616,10 @@ class Connection:
             self._retries = 0
             self.rtt.reset_backoff()
             if self.sb:
-                self.reo.filled(una, self.sb.high, mss)   # the hole at SND.UNA came in late?
+                # RFC 8985 6.2 step 3 (RFC 4653 3): reordering is a never-retransmitted segment
+                # delivered below what an earlier ACK had already SACKed. A SACK arriving in
+                # this same ACK (after a delayed or lost ACK) says nothing about order.
+                self.reo.filled(una, fack, mss)
                 self.sb.prune(ack_off)
             if self._recovery is not None:
                 if self.reo.first_ack_spurious(seg.tsecr if self.ts_ok else None):
@@ -688,8 +694,8 @@ class Connection:
             self._pto_at = None
             return
         pto = max(2 * self.rtt.srtt, _PTO_MIN)
-        if self.snd_max - self.una <= self.eff_mss:
-            pto += _WC_DELACK
+        if self._tail_start <= self.una:           # FlightSize is one segment: the peer may
+            pto += _WC_DELACK                      # hold its ACK for the delayed-ACK timer
         rto = self._rto_at
         self._pto_at = now + pto if rto is None else min(now + pto, rto)   # PTO = min(RTO, PTO)
 
@@ -842,16 +848,21 @@ class Connection:
                 self._event(EV_READABLE)
         elif off > rcv.nxt:
             if dup:
-                self._note_duplicate(off, off + plen)
+                self._note_duplicate(off, off + plen, now)
             self._emit(self.nxt, 0, ACK, now)      # RFC 5681 4.2: one immediate dup ACK per
         else:                                      # out-of-order segment (not batched)
             self._ack_now = True                   # a duplicate: re-ACK
 
-    def _note_duplicate(self, lo: int, hi: int) -> None:
-        """RFC 2883 4: report a duplicate segment in the first SACK block of the next ACK."""
+    def _note_duplicate(self, lo: int, hi: int, now: float) -> None:
+        """RFC 2883 4: report a duplicate segment in the first SACK block of the next ACK. Each
+        duplicate gets its own report: one still waiting for an ACK goes out in an ACK now
+        (several duplicates can arrive in one batch, and the batch's ACK has one first block)."""
         lo = max(lo, 1)
         if self.sack_ok and hi > lo:
+            if self._dsack is not None:
+                self._emit(self.nxt, 0, ACK, now)
             self._dsack = (lo, hi)
+            self._ack_now = True                   # RFC 5681 4.2: a duplicate is ACKed at once
 
     def _receive_fin(self, now: float) -> None:
         """RFC 9293 3.10.7.4 eighth check."""
@@ -935,9 +946,10 @@ class Connection:
                 self._rto_at = now + self.rtt.rto
             return
         if st in _DATA_OUT:
+            top = self.snd_max
             self._send_data(now)
-            if self._pto_at is None and self.snd_max > self.una:
-                self._arm_pto(now)                 # RFC 8985 7.2: after sending new data
+            if self.snd_max > top or self._pto_at is None and self.snd_max > self.una:
+                self._arm_pto(now)                 # RFC 8985 7.2: start or restart after new data
         if self._ack_now and not self._freed:
             self._emit(self.nxt, 0, ACK, now)
         if st is TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
@@ -1034,6 +1046,7 @@ class Connection:
         top = off + n + (1 if fin else 0)
         self.nxt = top
         if top > self.snd_max:
+            self._tail_start = off                 # where the newest segment in flight starts
             if self._rtt_off is None and not self.ts_ok:
                 self._rtt_off, self._rtt_time = top, now    # time one segment per RTT
             self.snd_max = top
