@@ -155,6 +155,16 @@ class _Line:
         j = self.i + k
         return self.toks[j] if j < len(self.toks) else None
 
+    def kind(self) -> str:
+        """The next token's kind, "" at the end of the line."""
+        t = self.peek()
+        return t.kind if t is not None else ""
+
+    def text(self) -> str:
+        """The next token's text, "" at the end of the line."""
+        t = self.peek()
+        return t.text if t is not None else ""
+
     def next(self) -> _Tok:
         t = self.peek()
         if t is None:
@@ -233,7 +243,7 @@ def _options(c: _Line) -> tuple[Option, ...] | str:
             opts.append(Option("TS", (val, c.number())))
         elif name == "sack":
             blocks = []
-            while c.peek() is not None and c.peek().kind == "num":
+            while c.kind() == "num":
                 left = c.number()
                 c.expect(":")
                 blocks.append((left, c.number()))
@@ -256,8 +266,8 @@ def _packet(c: _Line, direction: str) -> PacketEvent:
     if t is not None and t.text in ("udp", "icmp", "UDP", "ICMP"):
         raise _Unsupported(f"{t.text} packets (p4mtcp speaks TCP)")
     flags = ""
-    while c.peek() is not None and (c.peek().kind == "ident" or c.peek().text == "."):
-        text = c.peek().text
+    while c.kind() == "ident" or c.text() == ".":
+        text = c.text()
         if text == "." or set(text) <= _FLAG_LETTERS:
             flags += c.next().text
         else:
@@ -277,7 +287,7 @@ def _packet(c: _Line, direction: str) -> PacketEvent:
     ack = win = urg = None
     options: tuple[Option, ...] | str | None = None
     while not c.done():
-        word = c.peek().text
+        word = c.text()
         if word == "ack":
             c.next()
             ack = c.number()
@@ -366,7 +376,7 @@ def _syscall(c: _Line) -> Syscall:
             x = c.next().text
             depth += {"(": 1, ")": -1}.get(x, 0)
     if not c.done():
-        raise c.error(f"unexpected {c.peek().text!r} after the return value")
+        raise c.error(f"unexpected {c.text()!r} after the return value")
     return Syscall(name, args, ret, err)
 
 

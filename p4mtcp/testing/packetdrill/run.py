@@ -20,6 +20,7 @@ loop step until it can (its ``a...b`` span is then checked).
 
 from __future__ import annotations
 
+import dataclasses
 import time as wallclock
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,10 +29,13 @@ from typing import Any
 from scapy.layers.inet import TCP
 from scapy.packet import Packet, Raw
 
+from p4mtcp.control.tcp import TcpConfig
+
 from ..host import Host
 from ..match import ANY, Mismatch, compare, describe_template
 from .parse import parse_file
-from .script import ELLIPSIS, Event, Failure, PacketEvent, Script, ScriptError, Syscall, Unmapped
+from .script import (
+    Event, Failure, Option, PacketEvent, Script, ScriptError, Syscall, Unmapped)
 from .syscalls import Syscalls
 
 DEFAULT_TOLERANCE = 0.004        # packetdrill's --tolerance_usecs default (4000)
@@ -55,12 +59,12 @@ class Outcome:
         return f"{self.status.upper():7} {where}" + (f": {self.reason}" if self.reason else "")
 
 
-def _options(opts: tuple | str | None, in_space: bool, ecr_map: dict[int, int],
+def _options(opts: tuple[Option, ...] | str | None, in_space: bool, ecr_map: dict[int, int],
              last_tsval: int | None) -> list[tuple[str, Any]] | None:
     """packetdrill options as scapy's; ``in_space``: an inbound packet (TS ecr is mapped)."""
     if opts is None:
         return []
-    if opts == ELLIPSIS:
+    if isinstance(opts, str):      # ELLIPSIS: <...>
         return None
     out: list[tuple[str, Any]] = []
     for o in opts:
@@ -117,6 +121,9 @@ class Runner:
         self.tolerance_percent = float(opts.get("tolerance_percent", 0))
         if "mss" in opts:
             merged.setdefault("mss", int(opts["mss"]))
+        unknown = sorted(set(merged) - {f.name for f in dataclasses.fields(TcpConfig)})
+        if unknown:
+            raise ValueError(f"unknown setting {', '.join(unknown)} (TcpConfig fields and nic)")
         self.host = Host(tcp=merged, nic=self.nic)
         self.calls = Syscalls(self.host, bind_port=int(opts.get("bind_port", 8080)),
                               connect_port=int(opts.get("connect_port", 8080)))
@@ -234,20 +241,19 @@ def run_script(script: Script, *, settings: Mapping[str, Any] | None = None, nic
         return Outcome(script.path, "skipped", script.skip, script.skip_line)
     if not script.events:
         return Outcome(script.path, "error", "no events in the script")
-    runner = None
     try:
         runner = Runner(script, settings=settings, nic=nic, tolerance=tolerance)
+    except (TypeError, ValueError) as exc:   # a setting TcpConfig refuses
+        return Outcome(script.path, "error", f"settings: {exc}")
+    try:
         n = runner.run()
         out = Outcome(script.path, "passed", events=n)
     except Unmapped as u:
         out = Outcome(script.path, "skipped", u.reason, u.line)
     except Failure as f:
         out = Outcome(script.path, "failed", f.reason, f.line, f.detail)
-    except (TypeError, ValueError) as exc:   # a setting TcpConfig refuses, a bad argument
-        out = Outcome(script.path, "error", str(exc))
     finally:
-        if runner is not None:
-            runner.host.close()
+        runner.host.close()
     out.wall_seconds = wallclock.monotonic() - t0
     return out
 

@@ -126,6 +126,8 @@ class Syscalls:
         except (Unmapped, Failure) as exc:
             exc.line = exc.line or line
             raise
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise Failure(line, f"arguments do not fit the call: {exc!r}") from None
         except OSError as exc:
             return -1, exc.errno or errnos.EIO
 
