@@ -125,6 +125,7 @@ class Fabric:
             f"network_links = {host.network_spec}",
             f"core_links = {' '.join(host.core_specs)}",
             f"steer_socket = {host.dir / 'steer.sock'}",
+            f"ss_dir = {host.dir / 'ss'}",
             *([f"nic_pcap = {extra['nic_pcap']}/{host.name}"] if extra.get("nic_pcap") else []),
         ]
         conf = host.dir / "mtcp.conf"

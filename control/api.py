@@ -23,6 +23,7 @@ from p4mtcp.control.config import MtcpConf, MtcpConfig, load_host_beside
 from p4mtcp.control.context import Context, Pipe, Socket, SockType, apply_option, fail
 from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.control.rss import PortSelector, round_robin_reta
+from p4mtcp.control.sockstat import SockStatServer
 from p4mtcp.control.steering import SteeringClient
 from p4mtcp.control.tcp import Connection, State
 
@@ -225,6 +226,8 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
         port.close()
         fail(errno.EINVAL, call, str(exc))
     _proc.contexts[cpu] = ctx
+    if cfg.ss_dir:  # the core's connection table for p4mtcp ss
+        ctx.introspect = SockStatServer(ctx, os.path.join(cfg.ss_dir, f"core{cpu}.sock"))
     if steering is not None:
         _proc.steering[cpu] = steering
     return ctx

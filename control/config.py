@@ -40,6 +40,9 @@ steer_socket        UNIX socket of the agent's steering        (none: connect gi
 nic_pcap            directory the NIC launched for this host   (none: no capture)
                     captures every port into (`p4mtcp nic
                     --pcap`; dataplane/capture.py)
+ss_dir              directory where each core process serves   (none: p4mtcp ss cannot see
+                    its connections (coreN.sock) to            this host)
+                    `p4mtcp ss`
 ==================  =========================================  ==================================
 
 Per-interface lists (network_ports, local_ip, host_mac, network_links) hold one item per name in
@@ -218,6 +221,7 @@ class MtcpConfig:
     core_links: tuple[str, ...] = ()
     steer_socket: str | None = None
     nic_pcap: str | None = None
+    ss_dir: str | None = None
 
     def __post_init__(self) -> None:
         # Derived defaults (one per interface) are filled in so every instance is complete.
@@ -288,6 +292,7 @@ _KEYS: dict[str, Callable[[str], Any]] = {
     "core_links": _list(_port_spec),
     "steer_socket": _path,
     "nic_pcap": _path,
+    "ss_dir": _path,
 }
 
 _MTCP_ONLY = {
@@ -298,7 +303,7 @@ _MTCP_ONLY = {
 """mTCP keys that mean nothing here: refused with the reason rather than silently ignored."""
 
 _PER_INTERFACE = ("network_ports", "local_ip", "host_mac", "network_links")
-_PATH_KEYS = ("p4info", "p4_device_config", "steer_socket", "nic_pcap")
+_PATH_KEYS = ("p4info", "p4_device_config", "steer_socket", "nic_pcap", "ss_dir")
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 

@@ -198,6 +198,7 @@ class Context:
         self._next_reopen = 0.0
         self._poller = select.poll()
         self._poller.register(port.fileno(), select.POLLIN)
+        self.introspect: Any = None  # control/sockstat.py's server for p4mtcp ss, polled per step
 
     # ---------------------------------------------------------------- socket table and pool
 
@@ -224,6 +225,10 @@ class Context:
         """(local, remote) (ip, port) pairs of this core's live connections (its flow table)."""
         return [(s.conn.local, s.conn.remote) for s in self._by_tcb.values()
                 if s.conn is not None and not s.tcb_freed]
+
+    def connections(self) -> list[Connection]:
+        """This core's live engine connections (what p4mtcp ss shows)."""
+        return [s.conn for s in self._by_tcb.values() if s.conn is not None and not s.tcb_freed]
 
     def buffers_in_use(self) -> tuple[int, int]:
         """(send buffers, receive buffers) currently taken from the max_num_buffers pools."""
@@ -317,6 +322,8 @@ class Context:
             self.done = True
             self._poller.unregister(self.port.fileno())
             self.port.close()
+            if self.introspect is not None:
+                self.introspect.close()
 
     # ---------------------------------------------------------------- epoll
 
@@ -408,6 +415,8 @@ class Context:
             for src, dst, tcp in self.netif.decode_batch(frames):
                 receive(src, dst, tcp, now)
         self._transmit(now)
+        if self.introspect is not None:
+            self.introspect.poll(now)
 
     def _try_reopen(self) -> bool:
         """The NIC hung up (restart): reconnect the core link, at most every RECONNECT s.

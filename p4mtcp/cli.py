@@ -13,6 +13,7 @@ COMMANDS = {
     "epwget": ("p4mtcp.apps.epwget", "HTTP load generator"),
     "perf": ("p4mtcp.apps.perf", "bulk throughput sender/receiver"),
     "plot": ("p4mtcp.apps.plot", "draw a connection trace (perf client --trace) as a PNG"),
+    "ss": ("p4mtcp.apps.ss", "list a running host's connections per core, like ss -tni"),
     "testbed": ("p4mtcp.bmv2.topo", "Mininet topology with a BMv2 or embedded switch"),
     "packetdrill": ("p4mtcp.testing.packetdrill.cli", "run packetdrill scripts on the stack"),
 }

@@ -15,9 +15,9 @@ File format (JSON lines): a header object ``{"p4mtcp_trace": 1, "local": "ip:por
 
 ==============  ==================================================================
 t               seconds since the first sample
-state           TCP state name
 event           ``ack``, ``rto``, ``recovery_start`` or ``recovery_end`` (this ACK
                 started / ended a fast-recovery episode)
+state           TCP state name
 cwnd            congestion window, bytes
 ssthresh        slow-start threshold, bytes (null while still "infinite")
 in_flight       bytes sent and not cumulatively acknowledged (SND.MAX - SND.UNA)
@@ -40,10 +40,34 @@ DEFAULT_LIMIT = 200_000
 _INFINITE_SSTHRESH = 1 << 29     # congestion modules start ssthresh "arbitrarily high"
 
 
+class SenderState(NamedTuple):
+    """A connection's sender as ``p4mtcp ss`` and the traces show it."""
+
+    state: str
+    cwnd: int
+    ssthresh: int | None
+    in_flight: int
+    srtt: float | None
+    rttvar: float | None
+    rto: float
+    delivered: int
+    retransmits: int
+
+
+def sender_state(conn: Any) -> SenderState:
+    """``conn``'s sender state now (public attributes of the Connection only)."""
+    cc, rtt = conn.cc, conn.rtt
+    srtt = rtt.srtt
+    return SenderState(conn.state.name, cc.cwnd,
+                       cc.ssthresh if cc.ssthresh < _INFINITE_SSTHRESH else None,
+                       conn.snd_max - conn.una, srtt, rtt.rttvar if srtt is not None else None,
+                       rtt.rto, _delivered(conn), conn.retransmits)
+
+
 class Sample(NamedTuple):
     t: float
-    state: str
     event: str
+    state: str
     cwnd: int
     ssthresh: int | None
     in_flight: int
@@ -69,18 +93,14 @@ class ConnTrace:
         self.dropped = 0
         self.local: tuple[int, int] | None = None
         self.remote: tuple[int, int] | None = None
-        self._last: tuple[Any, ...] | None = None
+        self._last: SenderState | None = None
         self._t0: float | None = None
         self._recovering = False
 
     def sample(self, now: float, conn: Any, recovering: bool, timeout: bool = False) -> None:
         """Record ``conn``'s sender state at ``now`` if it changed. ``recovering``: the
         connection is in fast recovery after this ACK; ``timeout``: an RTO just fired."""
-        cc, rtt = conn.cc, conn.rtt
-        ssthresh = cc.ssthresh if cc.ssthresh < _INFINITE_SSTHRESH else None
-        state = conn.state.name
-        values = (state, cc.cwnd, ssthresh, conn.snd_max - conn.una, rtt.srtt, rtt.rttvar,
-                  rtt.rto, _delivered(conn), conn.retransmits)
+        values = sender_state(conn)
         if timeout:
             event = "rto"
         elif recovering != self._recovering:
@@ -96,10 +116,7 @@ class ConnTrace:
             self.local, self.remote = conn.local, conn.remote
         if len(self.samples) == self.samples.maxlen:
             self.dropped += 1
-        srtt = values[4]
-        self.samples.append(Sample(now - self._t0, state, event, values[1], ssthresh, values[3],
-                                   srtt, values[5] if srtt is not None else None, values[6],
-                                   values[7], values[8]))
+        self.samples.append(Sample(now - self._t0, event, *values))
 
     def jsonl(self) -> Iterator[str]:
         """The trace file's lines (without newlines): the header, then one per sample."""
