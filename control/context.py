@@ -619,11 +619,15 @@ class Context:
                 port = sel.pick(lip, rip, rport, taken)
                 if port is None and self.steer_flow is not None:
                     # RSS cannot place this flow on our core: an exact flow_steer entry can.
-                    # Another core may hold the tuple (EADDRINUSE): try a few other ports.
+                    # Another core may hold the tuple (EADDRINUSE): try a few other ports, never
+                    # one already refused (a random pick could ask for it again every time).
+                    refused: set[int] = set()
                     for _ in range(FALLBACK_TRIES):
-                        port = sel.pick_any(lip, rip, rport, taken)
+                        port = sel.pick_any(lip, rip, rport,
+                                            lambda p: taken(p) or p in refused)
                         if port is None or self._steer(lip, port, rip, rport):
                             break
+                        refused.add(port)
                         port, note = None, self._steer_note()
                         if not self._steer_refused_as_taken():
                             break

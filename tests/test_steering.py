@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import multiprocessing as mp
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -266,23 +267,33 @@ def test_connect_steers_and_the_freed_connection_unsteers(steer_pair, agent, ser
     assert agent.calls[-1] == ("unsteer", RIP, LIP, PORT, port) and server.owned() == {}
 
 
+class LowestFirst(random.Random):
+    """A selector's random start that is always the range's first port."""
+
+    def randrange(self, start, stop=None, step=1):
+        return start
+
+
 def test_fallback_ports_are_apart_from_hash_picks_and_skip_other_cores_tuples(steer_pair,
                                                                                agent, server):
     """The fallback takes its port from FALLBACK, a range no core picks by hash, so it can never
     be another core's RSS choice; a fallback port another core already holds is refused by the
-    steering server (EADDRINUSE) and connect moves on to the next one."""
+    steering server (EADDRINUSE) and connect moves on to the next one — never asking for the
+    refused one again (a random pick did, up to every try, and the connect then fell through to
+    the pair's other local address)."""
     p = steer_pair
     sel = p.client.selector
     assert sel.range[1] < FALLBACK[0] and sel.fallback_range == FALLBACK
     hash_port = other_core_port(p.client, 40000)
     held, free = FALLBACK[0], FALLBACK[0] + 1
     p.client.selector = PortSelector(sel.reta, sel.core_port, (hash_port, hash_port),
-                                     fallback_range=(held, free))
+                                     fallback_range=(held, free), rng=LowestFirst())
     other = SteeringClient(server.path)                       # another core holds `held`
     assert other.steer(1, LIP, held, RIP, PORT)
     try:
-        for _ in range(3):              # whichever fallback port comes first, `free` is used
+        for _ in range(3):              # `held` is asked for first, refused, then `free` used
             s = mtcp.mtcp_socket(p.client, mtcp.AF_INET, mtcp.SOCK_STREAM, 0)
+            mtcp.mtcp_bind(p.client, s, (CLIENT_IP, 0))   # this address only, any port
             assert mtcp.mtcp_connect(p.client, s, (SERVER_IP, PORT)) == mtcp.EINPROGRESS
             assert mtcp.mtcp_getsockname(p.client, s) == (CLIENT_IP, free)
             assert agent.entries == {(RIP, LIP, PORT, held): 1, (RIP, LIP, PORT, free): 0}
