@@ -93,6 +93,8 @@ def test_timing_tolerance_follows_packetdrill():
     assert run(delayed_ack.format(".05"), tolerance=0.011).status == "passed"
     assert run(delayed_ack.format(".03~+.05")).status == "passed"   # a range
     assert run(delayed_ack.replace("+{} >", "* >")).status == "passed"
+    # --tolerance_percent: a share of the time since the previous event, when larger
+    assert run("--tolerance_percent=50\n" + delayed_ack.format(".03")).status == "passed"
 
 
 def test_syscall_results_and_errnos_are_checked():
