@@ -9,14 +9,13 @@ from dataclasses import asdict, dataclass
 
 from . import wire
 from .config import TcpConfig
-from .connection import Connection
+from .connection import Connection, connection_key
 from .events import Event, EventKind, State
 from .isn import initial_seq
 from .listener import Listener
 from .seq import MASK
 from .wire import ACK, FIN, RST, SYN, Segment
 
-Key = tuple[int, int, int, int]
 _TIME_WAIT = State.TIME_WAIT
 
 
@@ -66,7 +65,7 @@ class TcpStack:
             raise ValueError(f"isn_secret must be at least 16 bytes (RFC 6528), got {len(isn_secret)}")
         self.config = config or TcpConfig()
         self._secret = bytes(isn_secret)
-        self._conns: dict[Key, Connection] = {}
+        self._conns: dict[int, Connection] = {}   # connection_key -> Connection
         self._listeners: dict[tuple[int, int], Listener] = {}
         self._out: list[tuple[int, int, bytes]] = []
         self._events: list[Event] = []
@@ -100,8 +99,7 @@ class TcpStack:
         if not _unicast(local_ip) or not _unicast(remote_ip):   # RFC 9293 3.9.1 MUST-46
             raise OSError(errno.EINVAL, f"connect: {_fmt(local_ip, 0)} -> {_fmt(remote_ip, 0)}: "
                           "addresses must be unicast (not 0, broadcast or multicast)")
-        key = (local_ip, local_port, remote_ip, remote_port)
-        if key in self._conns:
+        if connection_key(local_ip, local_port, remote_ip, remote_port) in self._conns:
             raise OSError(errno.EADDRINUSE, f"connect: {_fmt(local_ip, local_port)} -> "
                           f"{_fmt(remote_ip, remote_port)} already in use")
         self._now = now
@@ -124,7 +122,7 @@ class TcpStack:
                 stats.bad_segments += 1
             self.last_error = f"{seg} (from {_fmt(src_ip, 0)} to {_fmt(dst_ip, 0)})"
             return
-        conn = self._conns.get((dst_ip, seg.dport, src_ip, seg.sport))
+        conn = self._conns.get(dst_ip << 64 | seg.dport << 48 | src_ip << 16 | seg.sport)
         if conn is not None and conn.state is _TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
                 and conn._timewait_reusable(seg):
             conn._free()                           # RFC 6191 / RFC 9293 3.6.1: reuse TIME-WAIT
@@ -191,7 +189,7 @@ class TcpStack:
         return ev
 
     def in_use(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> bool:
-        return (local_ip, local_port, remote_ip, remote_port) in self._conns
+        return connection_key(local_ip, local_port, remote_ip, remote_port) in self._conns
 
     @property
     def connections(self) -> int:
@@ -275,7 +273,8 @@ class TcpStack:
         self.stats.challenge_acks += 1
         conn._ack_now = True
 
-    def _send_syn_cookie(self, key: Key, cookie: int, seg: Segment, mss: int) -> None:
+    def _send_syn_cookie(self, key: tuple[int, int, int, int], cookie: int, seg: Segment,
+                         mss: int) -> None:
         """A stateless SYN-ACK whose ISN is the cookie; only MSS is offered (syncookies.py)."""
         self.stats.syncookies_sent += 1
         self.stats.segs_out += 1
