@@ -46,12 +46,33 @@ class Reporter:
         self._q.put({"kind": kind, "core": self.core, "cpu_s": time.process_time(), **fields})
 
 
+class _ParentStop:
+    """A core's view of its parent's stop event: also set once the parent process is gone, so
+    an orphaned core (its parent killed, or interrupted while stopping it) still stops."""
+
+    def __init__(self, event: Any, parent_pid: int):
+        self._event = event
+        self._parent_pid = parent_pid
+
+    def is_set(self) -> bool:
+        if not self._event.is_set() and os.getppid() != self._parent_pid:
+            self._event.set()
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+
+
 def _worker_main(target: WorkerFn, core: int, args: Any, q: Any, stop: Any,
                  profile_path: str | None) -> None:
-    # Ctrl-C reaches every process in the terminal's group: turn it into the stop event so the
-    # worker leaves its loop and destroys its context instead of dying mid-call.
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Ctrl-C reaches every process in the terminal's group. The parent owns the shutdown: a core
+    # that stopped on Ctrl-C by itself could end before the parent saw the interrupt, and the
+    # parent would report a core that died. So a core ignores SIGINT and leaves its loop (and
+    # destroys its context) when the parent sets the stop event, on SIGTERM, or once the
+    # parent is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _ParentStop(stop, os.getppid())
     reporter = Reporter(q, core)
     try:
         if profile_path:
