@@ -149,6 +149,21 @@ def test_settings_come_from_directives_and_the_runner():
     assert bad.status == "error" and "no_such_knob" in bad.reason
 
 
+def test_tso_option_takes_contiguous_segments_as_one():
+    linux_style = LISTEN + "+0 write(4, ..., 3000) = 3000\n+0 > P. 1:3001(3000) ack 1\n"
+    assert run(linux_style).status == "failed"        # p4mtcp sends three 1000-byte segments
+    assert run(linux_style, tso=True).status == "passed"
+    gap = run(LISTEN + "+0 write(4, ..., 1000) = 1000\n+0 > P. 1:3001(3000) ack 1\n", tso=True)
+    assert gap.status == "failed" and gap.reason == "tcp.payload length: expected 3000, got 1000"
+
+
+def test_ignore_psh_option():
+    no_push = LISTEN + "+0 write(4, ..., 10) = 10\n+0 > . 1:11(10) ack 1\n"
+    failed = run(no_push)
+    assert failed.status == "failed" and failed.reason == "tcp.flags: expected ., got P."
+    assert run(no_push, ignore_psh=True).status == "passed"
+
+
 @pytest.mark.parametrize("nic", [False, True], ids=["host", "nic"])
 def test_project_scripts_pass(nic):
     outcomes = [run_path(str(p), nic=nic) for p in sorted(SCRIPTS.glob("*.pkt"))]

@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. --set initial_window=4 --set rto_min=1)")
     ap.add_argument("--tolerance-usecs", type=int, metavar="N",
                     help="timing tolerance, over the scripts' own --tolerance_usecs")
+    ap.add_argument("--tso", action="store_true",
+                    help="take a run of contiguous segments where a script expects one larger "
+                         "segment (scripts written for Linux with TSO/GSO)")
+    ap.add_argument("--ignore-psh", action="store_true",
+                    help="do not compare the PSH flag of outbound packets")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each failure's full diff")
     args = ap.parse_args(argv)
     try:
@@ -58,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     tol = None if args.tolerance_usecs is None else args.tolerance_usecs / 1e6
     outcomes = []
     for f in files:
-        o = run_path(f, settings=settings, nic=args.nic, tolerance=tol)
+        o = run_path(f, settings=settings, nic=args.nic, tolerance=tol, tso=args.tso,
+                     ignore_psh=args.ignore_psh)
         outcomes.append(o)
         if args.verbose and o.status == "failed":
             print(o.detail, file=sys.stderr)

@@ -21,6 +21,8 @@ loop step until it can (its ``a...b`` span is then checked).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import time as wallclock
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,13 +34,14 @@ from scapy.packet import Packet, Raw
 from p4mtcp.control.tcp import TcpConfig
 
 from ..host import Host
-from ..match import ANY, Mismatch, compare, describe_template
+from ..match import ANY, MASK, Mismatch, compare, describe_template, payload_of
 from .parse import parse_file
 from .script import (
     Event, Failure, Option, PacketEvent, Script, ScriptError, Syscall, Unmapped)
 from .syscalls import Syscalls
 
 DEFAULT_TOLERANCE = 0.004        # packetdrill's --tolerance_usecs default (4000)
+_PSH = 0x08
 _SCAPY_FLAGS = {"S": "S", "F": "F", "R": "R", "P": "P", ".": "A", "U": "U", "E": "E", "W": "C"}
 
 
@@ -110,8 +113,11 @@ class Runner:
     """Executes one parsed script; ``settings`` override the script's p4mtcp directives."""
 
     def __init__(self, script: Script, *, settings: Mapping[str, Any] | None = None,
-                 nic: bool = False, tolerance: float | None = None):
+                 nic: bool = False, tolerance: float | None = None, tso: bool = False,
+                 ignore_psh: bool = False):
         self.script = script
+        self.tso = tso
+        self.ignore_psh = ignore_psh
         merged = dict(script.settings)
         merged.update(settings or {})
         self.nic = bool(merged.pop("nic", nic))
@@ -198,11 +204,17 @@ class Runner:
         if got is None:
             raise Failure(ev.line, f"expected outbound packet at {start:.6f} s, none sent by "
                                    f"{deadline:.6f} s", f"script: {script_line}")
+        if self.tso and len(payload_of(got[TCP])) < p.length:
+            got = self._coalesce(got, p.length, deadline)
         actual = self.host.show(got)
         if got.checksum_errors:
             raise Failure(ev.line, f"outbound packet with a {got.checksum_errors[0]}",
                           f"actual: {actual}")
         f = self.host.flow(got[TCP].sport, got[TCP].dport)
+        if self.ignore_psh:     # PSH is advisory (RFC 9293 3.9.1); senders set it differently
+            got = got.copy()
+            got[TCP].flags = int(got[TCP].flags) & ~_PSH
+            tpl[TCP].flags = int(tpl[TCP].flags) & ~_PSH
         diffs = compare(got, tpl, f.stack_isn or 0)
         if diffs:
             m = Mismatch(f"outbound packet at {got.time:.6f} s differs", diffs,
@@ -214,6 +226,33 @@ class Runner:
             raise Failure(ev.line, f"timing error: expected outbound packet at {when} s but it "
                                    f"left at {got.time:.6f} s; tolerance {tol:.6f} s",
                           f"script: {script_line}\nactual: {actual}")
+
+    def _coalesce(self, first: Packet, length: int, deadline: float) -> Packet:
+        """Contiguous segments taken as one of ``length`` bytes, the way a Linux sender's TSO/GSO
+        super-segment would appear (packetdrill does the same in its wire mode): the payloads
+        joined, the flags of all of them, the time of the last."""
+        parts = [first]
+        end = (first[TCP].seq + len(payload_of(first[TCP]))) & MASK
+        total = len(payload_of(first[TCP]))
+        while total < length:
+            nxt = self.host.next_segment(deadline)
+            if nxt is None:
+                break
+            if nxt[TCP].seq != end or not payload_of(nxt[TCP]):
+                self.host.sent.appendleft(nxt)
+                break
+            parts.append(nxt)
+            n = len(payload_of(nxt[TCP]))
+            end, total = (end + n) & MASK, total + n
+        if len(parts) == 1:
+            return first
+        merged = first.copy()
+        merged[TCP].remove_payload()
+        merged[TCP].add_payload(Raw(b"".join(payload_of(x[TCP]) for x in parts)))
+        merged[TCP].flags = functools.reduce(operator.or_, (int(x[TCP].flags) for x in parts))
+        merged.time = parts[-1].time
+        merged.checksum_errors = [e for x in parts for e in x.checksum_errors]
+        return merged
 
     def _learn_tsval(self, p: PacketEvent, got: Packet) -> None:
         live = dict(got[TCP].options).get("Timestamp")
@@ -234,7 +273,8 @@ class Runner:
 
 
 def run_script(script: Script, *, settings: Mapping[str, Any] | None = None, nic: bool = False,
-               tolerance: float | None = None) -> Outcome:
+               tolerance: float | None = None, tso: bool = False, ignore_psh: bool = False
+               ) -> Outcome:
     """Run one parsed script; never raises for what the script or the stack does."""
     t0 = wallclock.monotonic()
     if script.skip:
@@ -242,7 +282,8 @@ def run_script(script: Script, *, settings: Mapping[str, Any] | None = None, nic
     if not script.events:
         return Outcome(script.path, "error", "no events in the script")
     try:
-        runner = Runner(script, settings=settings, nic=nic, tolerance=tolerance)
+        runner = Runner(script, settings=settings, nic=nic, tolerance=tolerance, tso=tso,
+                        ignore_psh=ignore_psh)
     except (TypeError, ValueError) as exc:   # a setting TcpConfig refuses
         return Outcome(script.path, "error", f"settings: {exc}")
     try:
