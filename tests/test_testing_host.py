@@ -94,9 +94,13 @@ def test_expect_silence_reports_what_was_sent(p4mtcp_host):
         h.expect_silence(0.1)
 
 
-def test_inject_refuses_a_packet_without_tcp(p4mtcp_host):
-    with pytest.raises(TypeError, match="no TCP layer"):
+def test_inject_and_expect_refuse_what_is_not_a_tcp_packet(p4mtcp_host):
+    with pytest.raises(TypeError, match="not a scapy packet with a TCP layer"):
         p4mtcp_host.inject(IP())
+    with pytest.raises(TypeError, match="not a scapy packet with a TCP layer"):
+        p4mtcp_host.inject(b"\x45\x00")
+    with pytest.raises(TypeError, match="has no TCP layer"):
+        p4mtcp_host.expect(IP(), timeout=0.1)
 
 
 def test_tcp_settings_reach_the_engine():

@@ -227,9 +227,9 @@ class Host:
         checksums; set a field explicitly (e.g. ``chksum=0``) to send it as it is. With
         ``relative``, ``ack`` and SACK blocks count from the stack's initial sequence number, as
         :meth:`expect` shows them. Returns the packet as sent (Ether/IP/TCP)."""
+        if not isinstance(pkt, Packet) or TCP not in pkt:
+            raise TypeError(f"inject: {pkt!r} is not a scapy packet with a TCP layer")
         pkt = pkt.copy()
-        if TCP not in pkt:
-            raise TypeError(f"inject: {pkt!r} has no TCP layer")
         if IP not in pkt:
             pkt = IP() / pkt
         ip, tcp = pkt[IP], pkt[TCP]
@@ -279,10 +279,10 @@ class Host:
         ``template``: only the fields it sets are compared; ``seq`` counts from the stack's
         initial sequence number when ``relative``. ``within=(lo, hi)``: it must leave between
         lo and hi seconds from now. Raises :class:`Mismatch` with a field-by-field diff."""
+        wanted = describe_template(template) if template is not None else ""  # checks it too
         start = self.now
         deadline = start + (within[1] if within else timeout)
         pkt = self.next_segment(deadline)
-        wanted = describe_template(template) if template is not None else ""
         if pkt is None:
             raise Mismatch(f"no segment sent within {deadline - start:.3f} s (until "
                            f"t={deadline:.3f} s)", expected=wanted)

@@ -122,7 +122,7 @@ def describe(pkt: Packet, seq_base: int = 0, ack_base: int = 0, direction: str =
 
 def describe_template(tpl: Packet) -> str:
     """A template in the same notation; unset fields print as ``*``."""
-    tcp = tpl[TCP] if TCP in tpl else tpl
+    tcp = _template_layers(tpl)[1]
     f = tcp.fields
     flags = flag_text(int(f["flags"])) if "flags" in f else "*"
     n = len(payload_of(tcp))
@@ -141,7 +141,7 @@ def describe_template(tpl: Packet) -> str:
 
 
 def _template_layers(tpl: Packet) -> tuple[Packet | None, Packet]:
-    if TCP not in tpl:
+    if not isinstance(tpl, Packet) or TCP not in tpl:
         raise TypeError(f"template {tpl!r} has no TCP layer")
     return (tpl[IP] if IP in tpl else None), tpl[TCP]
 
