@@ -74,6 +74,12 @@ def test_unmapped_socket_option_is_skipped_at_run_time():
     assert out.status == "skipped" and "TCP_CONGESTION" in out.reason and out.line == 8
 
 
+def test_the_first_event_is_at_time_zero():
+    assert run("+0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n").status == "passed"
+    late = run("0.1 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+    assert late.status == "failed" and late.reason == "the first event must be at time 0"
+
+
 def test_first_mismatch_and_full_diff_of_a_failure():
     out = run(LISTEN + "+0 write(4, ..., 10) = 10\n+0 > P. 1:11(10) ack 2\n")
     assert out.status == "failed" and out.line == 9

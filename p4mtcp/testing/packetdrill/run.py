@@ -174,7 +174,7 @@ class Runner:
     def run(self) -> int:
         """Run every event; Failure on the first that does not hold. Returns events run."""
         for n, ev in enumerate(self.script.events):
-            if n == 0 and not (ev.time.kind == "abs" and ev.time.start == 0):
+            if n == 0 and (ev.time.kind == "any" or ev.time.start != 0):
                 raise Failure(ev.line, "the first event must be at time 0")
             start, end, checked = self._window(ev)
             if isinstance(ev.body, PacketEvent) and ev.body.direction == ">":
