@@ -139,7 +139,9 @@ class Host:
             else:
                 link = DirectLink()
         self.link = link
-        self.host_mac = getattr(link, "host_mac", "02:00:c0:a8:00:01")
+        # The NIC's port MAC when it is on the path; else mtcp.conf's default form (02:00:<ip>).
+        self.host_mac = getattr(link, "host_mac", "02:00:" + ":".join(
+            f"{b:02x}" for b in socket.inet_aton(local_ip)))
         self.tcp_config = _tcp_config(tcp, link.offload_checksum)
         cfg = self.tcp_config
         conf = MtcpConf(num_cores=1, max_concurrency=max_concurrency,
