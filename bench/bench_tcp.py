@@ -1,8 +1,11 @@
 """Benchmark of the sans-IO TCP engine: two engines back to back in one process (no NIC).
 
 Reports bulk-transfer MB/s and segments/s, and short connections per second (connect, 64-byte
-request, 64-byte reply, close). Writes bench/results/tcp.json and a cProfile top-15 of the bulk
-run to bench/results/tcp_profile.txt.
+request, 64-byte reply, close), for the pure-Python engine and, when a current compiled build
+exists (``python -m p4mtcp.control.tcp.accelbuild``), for the compiled one in the same run, each
+in its own process, with the speed-ups. Writes bench/results/tcp.json and a cProfile top-25 of
+smaller bulk and short-connection runs (the engine this process loaded: pure Python unless
+P4MTCP_ACCEL=1) to bench/results/tcp_profile.txt.
 
     python bench/bench_tcp.py [--mb 50] [--conns 5000]
 """
@@ -16,11 +19,12 @@ import json
 import os
 import platform
 import pstats
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from p4mtcp.control.tcp import TcpConfig, TcpStack
+from p4mtcp.control.tcp import ACCELERATED, TcpConfig, TcpStack, accel
 
 A, B = 0x0A000001, 0x0A000002
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -109,27 +113,61 @@ def short_connections(count: int, cfg: TcpConfig) -> dict:
             "connections_per_s": round(count / dt), "segments_per_connection": round(segs / count, 2)}
 
 
+BULK_CFG = TcpConfig(rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0)
+SHORT_CFG = TcpConfig(idle_timeout=0, nodelay=True)
+
+
+def measure(mb: int, conns: int) -> dict:
+    """The three measurements with whichever engine this process loaded."""
+    return {
+        "compiled": ACCELERATED,
+        "bulk_default_checksum": bulk(mb, BULK_CFG),
+        "bulk_offload_checksum": bulk(mb, TcpConfig(rcvbuf=256 << 10, sndbuf=256 << 10,
+                                                    idle_timeout=0, offload_checksum=True)),
+        "short_connections": short_connections(conns, SHORT_CFG),
+    }
+
+
+def in_child(mb: int, conns: int, compiled: bool) -> dict:
+    env = dict(os.environ, **{accel.ENV_ENABLE: "1" if compiled else "0"})
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", __file__, "--mb",
+                           str(mb), "--conns", str(conns), "--measure-only"], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=50, help="bulk transfer size in MiB")
     ap.add_argument("--conns", type=int, default=5000, help="short connections to run")
+    ap.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    bulk_cfg = TcpConfig(rcvbuf=256 << 10, sndbuf=256 << 10, idle_timeout=0)
-    short_cfg = TcpConfig(idle_timeout=0, nodelay=True)
-    results = {
-        "python": platform.python_version(), "machine": platform.machine(),
-        "bulk_default_checksum": bulk(args.mb, bulk_cfg),
-        "bulk_offload_checksum": bulk(args.mb, TcpConfig(rcvbuf=256 << 10, sndbuf=256 << 10,
-                                                         idle_timeout=0, offload_checksum=True)),
-        "short_connections": short_connections(args.conns, short_cfg),
-    }
+    if args.measure_only:
+        print(json.dumps(measure(args.mb, args.conns)))
+        return 0
+    usable, why = accel.check(accel.build_dir())
+    results: dict = {"python": platform.python_version(), "machine": platform.machine(),
+                     "pure_python": in_child(args.mb, args.conns, False)}
+    if usable:
+        comp = results["compiled"] = in_child(args.mb, args.conns, True)
+        pure = results["pure_python"]
+        results["compiled_speedup"] = {
+            "bulk_default_checksum": round(comp["bulk_default_checksum"]["MB_per_s"]
+                                           / pure["bulk_default_checksum"]["MB_per_s"], 2),
+            "bulk_offload_checksum": round(comp["bulk_offload_checksum"]["MB_per_s"]
+                                           / pure["bulk_offload_checksum"]["MB_per_s"], 2),
+            "short_connections": round(comp["short_connections"]["connections_per_s"]
+                                       / pure["short_connections"]["connections_per_s"], 2)}
+    else:
+        results["compiled"] = f"not measured: {why}"
+    bulk_cfg, short_cfg = BULK_CFG, SHORT_CFG
     prof = cProfile.Profile()
     prof.enable()
     bulk(max(1, args.mb // 5), bulk_cfg)
     short_connections(max(100, args.conns // 5), short_cfg)
     prof.disable()
     text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(15)
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tcp.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "tcp_profile.txt").write_text(text.getvalue())

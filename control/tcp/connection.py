@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from . import wire
 from .buffers import RecvBuffer, SendBuffer
+from .congestion import CongestionControl
 from .congestion import make as make_congestion_control
 from .reorder import DUP_THRESH, Reordering
 from .events import EventKind, State
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .seq import MASK, seq_diff, seq_lt
-from .wire import ACK, FIN, PSH, RST, SYN, Segment
+from .wire import ACK, FIN, PSH, RST, SYN, TS_OPTION, Segment
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -43,6 +44,9 @@ _DEFAULT_MSS = 536          # RFC 9293 3.7.1 (MUST-15): assume 536 when no MSS o
 _WC_DELACK = 0.2            # RFC 8985 7.2 WCDelAckT: the worst-case delayed ACK a probe waits out
 _PTO_MIN = 0.01             # a floor under 2*SRTT on very short paths (Linux: 10 ms)
 _MAX_WINDOW = 65535
+# The algorithm is built once the MSS is negotiated (_set_mss), before any state that sends
+# data; until then every connection points at this one inert instance, never changed.
+_BEFORE_MSS = CongestionControl(_DEFAULT_MSS, 10)
 
 
 def connection_key(local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
@@ -127,7 +131,7 @@ class Connection:
         self.ts_recent = 0
         # loss recovery and congestion control
         self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
-        self.cc = make_congestion_control(cfg.congestion, _DEFAULT_MSS, cfg.initial_window)
+        self.cc = _BEFORE_MSS
         self._dupacks = 0
         self._recovery: int | None = None     # RFC 6582 "recover" point while in recovery
         self._recover = 0                     # highest offset sent when the last RTO fired
@@ -627,7 +631,7 @@ class Connection:
             self.sndbuf.release(ack_off)
             self._retries = 0
             self.rtt.reset_backoff()
-            if self.sb:
+            if self.sb.starts:
                 # RFC 8985 6.2 step 3 (RFC 4653 3): reordering is a never-retransmitted segment
                 # delivered below what an earlier ACK had already SACKed. A SACK arriving in
                 # this same ACK (after a delayed or lost ACK) says nothing about order.
@@ -987,7 +991,7 @@ class Connection:
         sb = self.sb
         while True:
             off = self.nxt
-            if sb and off < self.snd_max:
+            if sb.starts and off < self.snd_max:
                 # RFC 6675 5.1: going back N after an RTO, skip what the peer SACKed since.
                 off = self.nxt = sb.skip(off)
             if off < end:
@@ -1113,9 +1117,11 @@ class Connection:
             self._rcv_adv = rcv.nxt + wnd
         else:
             wnd = self._advertise()
-            if self.ts_ok or (self.sack_ok and (rcv.has_ooo or self._dsack)):
+            if self.sack_ok and (rcv.has_ooo or self._dsack is not None):
                 opts = wire.data_options((self._ts_now(), self.ts_recent) if self.ts_ok else None,
-                                         self._sack_blocks() if self.sack_ok else None)
+                                         self._sack_blocks())
+            elif self.ts_ok:                       # the common case: timestamps alone
+                opts = TS_OPTION.pack(0x0101, wire.OPT_TS, 10, self._ts_now(), self.ts_recent)
         ack = 0
         if flags & ACK:
             ack = (self.irs + rcv.nxt) & MASK
@@ -1174,9 +1180,18 @@ class Connection:
 
     def _deadline(self) -> float | None:
         d = self._rto_at
-        for t in (self._dack_at, self._persist_at, self._tw_at, self._pto_at):
-            if t is not None and (d is None or t < d):
-                d = t
+        t = self._dack_at
+        if t is not None and (d is None or t < d):
+            d = t
+        t = self._pto_at
+        if t is not None and (d is None or t < d):
+            d = t
+        t = self._persist_at
+        if t is not None and (d is None or t < d):
+            d = t
+        t = self._tw_at
+        if t is not None and (d is None or t < d):
+            d = t
         st = self.state
         if st is ESTABLISHED or st is CLOSE_WAIT:
             cfg = self._cfg

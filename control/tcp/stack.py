@@ -142,7 +142,8 @@ class TcpStack:
     def poll(self, now: float) -> list[tuple[int, int, bytes]]:
         """Run due timers and pending output; return (src_ip, dst_ip, tcp_bytes) to transmit."""
         self._now = now
-        self._flush(now)
+        if self._dirty:
+            self._flush(now)
         timers = self._timers
         budget = len(timers) + 16                  # a timer re-armed in the past waits a poll
         while timers and timers[0][0] <= now and budget:
@@ -154,7 +155,8 @@ class TcpStack:
             conn._on_timer(now)
             if not conn._freed:
                 self._schedule(conn)
-        self._flush(now)
+        if self._dirty:
+            self._flush(now)
         out, self._out = self._out, []
         return out
 

@@ -11,7 +11,7 @@ from p4mtcp.hashing import ones_sum
 HEADER = struct.Struct("!HHIIBBHHH")
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
-_TS_FAST = struct.Struct("!HBBII")   # NOP NOP kind=8 len=10 val ecr
+TS_OPTION = struct.Struct("!HBBII")  # NOP NOP kind=8 len=10 val ecr: every data segment's option
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 BAD_CHECKSUM = "bad TCP checksum"
@@ -70,7 +70,10 @@ def parse(data: bytes | bytearray | memoryview, src_ip: int, dst_ip: int,
     seg.window = window
     seg.urp = urp
     seg.payload = mv[hlen:]
-    if hlen > 20:
+    if hlen == 32 and mv[20] == OPT_NOP and mv[21] == OPT_NOP and mv[22] == OPT_TS \
+            and mv[23] == 10:                      # timestamps alone: the common data segment
+        _, _, _, seg.tsval, seg.tsecr = TS_OPTION.unpack_from(mv, 20)
+    elif hlen > 20:
         err = _parse_options(mv, hlen, seg)
         if err:
             return err
@@ -79,9 +82,6 @@ def parse(data: bytes | bytearray | memoryview, src_ip: int, dst_ip: int,
 
 def _parse_options(mv: memoryview, hlen: int, seg: Segment) -> str | None:
     """Fill option fields; unknown kinds are skipped by their length (RFC 9293 3.2, MUST-68)."""
-    if hlen == 32 and mv[20] == OPT_NOP and mv[21] == OPT_NOP and mv[22] == OPT_TS and mv[23] == 10:
-        _, _, _, seg.tsval, seg.tsecr = _TS_FAST.unpack_from(mv, 20)   # the common data segment
-        return None
     i = 20
     while i < hlen:
         kind = mv[i]
@@ -132,7 +132,7 @@ def data_options(ts: tuple[int, int] | None, sack: list[tuple[int, int]] | None)
     """Options for a non-SYN segment: NOP NOP TS, then NOP NOP SACK blocks (RFC 7323, 2018)."""
     out = b""
     if ts is not None:
-        out = _TS_FAST.pack(0x0101, OPT_TS, 10, ts[0], ts[1])
+        out = TS_OPTION.pack(0x0101, OPT_TS, 10, ts[0], ts[1])
     if sack:
         out += struct.pack(f"!BBBB{2 * len(sack)}I", OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(sack),
                            *[x for block in sack for x in block])
