@@ -261,6 +261,13 @@ def run_cores(workers: CoreWorkers, on_message: Callable[[Message], None],
     return workers
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` (all its threads) has used so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Service:
     """A helper command (e.g. `p4mtcp nic ...`) run as a child process with bounded start/stop."""
 
@@ -304,9 +311,7 @@ class Service:
         """User + system CPU time the running process has used so far (from /proc)."""
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def _log_tail(self) -> str:
         if not self.log_path or not os.path.exists(self.log_path):

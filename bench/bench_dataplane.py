@@ -1,13 +1,19 @@
-"""Packets per second through the embedded pipeline (Device.process), both directions.
+"""Packets per second through the embedded pipeline and through the NIC process.
 
-  receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
-  transmit: core port -> network port, routed, MACs rewritten, both checksums computed
+  pipeline alone (Device.process in this process), for 64-byte and 1514-byte frames over 1024
+  flows:
+    receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
+    transmit: core port -> network port, routed, MACs rewritten, both checksums computed
+  whole NIC in this process: a UNIX link in, shared-memory rings out to the cores
+  NIC process on AF_PACKET veths (root; bench/veth_nic.py): `p4mtcp nic`, and BMv2
+    `simple_switch_grpc` when it and p4c-bm2-ss are on PATH, on the same veths, same program,
+    same entries, in the same run: lossless kpps of 64-byte frames, network->core and
+    core->network, and the NIC's CPU time per frame
 
-for 64-byte and 1514-byte frames (a 1500-byte IPv4 datagram), over 1024 flows; then the whole
-NIC (UNIX links, data-plane thread, pipeline) network -> cores. Results go to
-bench/results/dataplane.json, a cProfile summary of each case to bench/results/dataplane_profile.txt.
+Results: bench/results/dataplane.json; cProfile of the pipeline cases in dataplane_profile.txt;
+a py-spy profile of the NIC process (when py-spy is installed) in dataplane_nic_profile.txt.
 
-    python bench/bench_dataplane.py [--seconds 2]
+    python bench/bench_dataplane.py [--seconds 2] [--no-veths]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pstats
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from scapy.layers.inet import IP, TCP
@@ -32,8 +39,12 @@ from p4mtcp.dataplane.device import Device
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO
 
-RESULTS = Path(__file__).resolve().parent / "results"
-BMV2_KPPS = 80.0  # simple_switch built optimised (DESIGN.md section 10)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))       # namespace helpers
+RESULTS = HERE / "results"
+PROFILE_SECONDS = 4.0
+IDLE_SECONDS = 2.0
 NET, CORE0, CORES, FLOWS = 1, 16, 4, 1024
 LOCAL, PEER = "10.0.0.1", "10.0.0.2"
 
@@ -101,8 +112,9 @@ def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[in
 
 
 def run_links(seconds: float, frame_len: int) -> dict:
-    """Network -> core through the whole NIC: UNIX links, the data-plane thread, the pipeline.
-    The sender and receiver share the process (and the GIL) with the NIC, so this is a floor."""
+    """Network -> core through the whole NIC in this process: a UNIX link from the "wire",
+    shared-memory rings to the cores (the default core link), the data-plane thread, the
+    pipeline. The sender and receivers share the process (and the GIL) with the NIC."""
     import tempfile
 
     from p4mtcp.dataplane.nic import Nic
@@ -110,16 +122,15 @@ def run_links(seconds: float, frame_len: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         dev = make_device()
-        nic = Nic({NET: f"unix:{d}/wire", **{CORE0 + c: f"unix:{d}/c{c}" for c in range(CORES)}},
+        nic = Nic({NET: f"unix:{d}/wire", **{CORE0 + c: f"shm:{d}/c{c}" for c in range(CORES)}},
                   grpc_address=None, device=dev).start()
         wire = open_port(f"unix-host:{d}/wire")
-        cores = [open_port(f"unix-host:{d}/c{c}") for c in range(CORES)]
+        cores = [open_port(f"shm-host:{d}/c{c}", connect_timeout=5) for c in range(CORES)]
         batch = [f for _, f in frames("receive", frame_len)][:256]
         sent = received = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            for f in batch:
-                sent += wire.send(f)
+            sent += wire.send_batch(batch[:64]) + wire.send_batch(batch[64:128])
             deadline = time.perf_counter() + 1.0
             while received < sent and time.perf_counter() < deadline:
                 got = sum(len(c.recv_batch()) for c in cores)
@@ -127,20 +138,134 @@ def run_links(seconds: float, frame_len: int) -> dict:
                 if not got:
                     time.sleep(0.0002)
         elapsed = time.perf_counter() - start
+        nic.stop()
         for p in (wire, *cores):
             p.close()
-        nic.stop()
     kpps = received / elapsed / 1000
-    return {"direction": "receive via UNIX links (whole NIC)", "frame_bytes": frame_len,
-            "packets": received, "sent": sent, "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
+    return {"direction": "receive via a UNIX link and shm rings (whole NIC, one process)",
+            "frame_bytes": frame_len, "packets": received, "sent": sent,
+            "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
             "us_per_packet": round(1e6 * elapsed / max(received, 1), 2),
-            "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1),
-            "vs_bmv2_80kpps": round(kpps / BMV2_KPPS, 2)}
+            "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
+
+
+def run_veths(pipeline_us: dict[str, float]) -> dict:
+    """The NIC process on AF_PACKET veths: `p4mtcp nic`, then BMv2 when installed, same veths,
+    program and entries; ratios between them and against the pipeline alone (same run)."""
+    import tempfile
+
+    from veth_nic import DIRECTIONS, PLAN, Tester, lossless_rate, veth_ports
+
+    from p4mtcp.apps.launch import process_cpu_seconds
+    from p4mtcp.bmv2 import launcher
+    from p4mtcp.bmv2.controller import Controller
+    from p4mtcp.bmv2.frametests import program
+
+    targets = {"embedded": 20.0}
+    if launcher.have(launcher.SIMPLE_SWITCH_GRPC) and launcher.have(launcher.P4C_BM2_SS):
+        targets["bmv2"] = 2.0
+    out: dict = {"targets": {}}
+    with tempfile.TemporaryDirectory() as d, veth_ports() as (ports, ends):
+        tester = Tester(ends)
+        try:
+            for kind, start_kpps in targets.items():
+                grpc = f"127.0.0.1:{launcher.free_port()}"
+                if kind == "bmv2":  # no --log-file: BMv2 logs nothing per frame
+                    config = launcher.compile_program(Path(d) / "build").json.read_bytes()
+                    argv = launcher.bmv2_argv(ports, grpc)
+                else:
+                    config, argv = b"", launcher.embedded_argv(ports, grpc)
+                with launcher.SwitchProcess(argv, grpc, kind, Path(d) / f"{kind}.log") as sw, \
+                        Controller(grpc, P4INFO) as ctrl:
+                    ctrl.set_pipeline(config)
+                    program(ctrl, PLAN)
+                    pid = sw.proc.pid
+                    cpu = partial(process_cpu_seconds, pid)
+                    before = cpu()
+                    time.sleep(IDLE_SECONDS)
+                    idle = 100 * (cpu() - before) / IDLE_SECONDS
+                    print(f"{kind:8} idle: {idle:.1f} % of a CPU")
+                    rows = [dict(lossless_rate(tester, direction, start_kpps, cpu),
+                                 idle_cpu_percent=round(idle, 1)) for direction in DIRECTIONS]
+                    for row in rows:
+                        print(f"{kind:8} {row['direction']:13} 64 B on veths: "
+                              f"{row['lossless_kpps']:7.1f} kpps lossless, NIC CPU "
+                              f"{row['nic_cpu_us_per_frame']} us/frame")
+                    out["targets"][kind] = rows
+                    if kind == "embedded":
+                        out["profile"] = profile_nic(tester, pid, rows[0], cpu)
+        finally:
+            tester.close()
+    emb = {r["direction"]: r for r in out["targets"]["embedded"]}
+    pipeline = dict(zip(DIRECTIONS, (pipeline_us["receive"], pipeline_us["transmit"])))
+    out["embedded_cpu_per_frame_vs_pipeline_alone"] = {
+        d: round(r["nic_cpu_us_per_frame"] / pipeline[d], 2) for d, r in emb.items()
+        if r["nic_cpu_us_per_frame"]}
+    if "bmv2" in out["targets"]:
+        out["embedded_vs_bmv2_lossless"] = {
+            r["direction"]: round(emb[r["direction"]]["lossless_kpps"] / r["lossless_kpps"], 2)
+            for r in out["targets"]["bmv2"] if r["lossless_kpps"]}
+    print(f"embedded NIC CPU per frame / pipeline alone: "
+          f"{out['embedded_cpu_per_frame_vs_pipeline_alone']}; embedded / BMv2 lossless kpps: "
+          f"{out.get('embedded_vs_bmv2_lossless', 'BMv2 not installed')}")
+    return out
+
+
+def profile_nic(tester, pid: int, row: dict, cpu) -> str | None:
+    """py-spy samples of the NIC process while the tester offers the lossless rate found;
+    a summary goes to dataplane_nic_profile.txt. None when py-spy is not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    spy = shutil.which("py-spy")
+    if spy is None or not row["lossless_kpps"]:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".txt") as raw:
+        proc = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(PROFILE_SECONDS)),
+                                 "-r", "500", "-F", "-f", "raw", "-o", raw.name, "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + PROFILE_SECONDS
+        while time.monotonic() < end:
+            tester.offer(row["direction"], row["lossless_kpps"], cpu)
+        proc.wait(30)
+        text = summarize_stacks(Path(raw.name).read_text(),
+                                f"py-spy of the embedded NIC process, {row['direction']}, "
+                                f"64 B frames offered at {row['lossless_kpps']} kpps")
+    path = RESULTS / "dataplane_nic_profile.txt"
+    path.write_text(text)
+    return path.name
+
+
+def summarize_stacks(raw: str, title: str, top: int = 30) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    lines = [title, f"{total} samples (all threads of the process, idle waits excluded)", ""]
+    for name, table in (("self", own), ("inclusive", incl)):
+        lines.append(f"--- {name} ---")
+        for f, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"{100 * n / max(total, 1):6.1f}%  {f}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=2.0, help="per case (default %(default)s)")
+    ap.add_argument("--no-veths", action="store_true",
+                    help="skip the NIC process on veths (which needs root)")
     args = ap.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     dev = make_device()
@@ -156,12 +281,11 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
                     "kpps_best_pass": round(best / 1000, 1),
                     "us_per_packet": round(1e6 * elapsed / n, 2),
-                    "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1),
-                    "vs_bmv2_80kpps": round(kpps / BMV2_KPPS, 2)}
+                    "us_per_packet_best_pass": round(1e6 / best, 2),
+                    "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
             cases.append(case)
             print(f"{direction:8} {frame_len:5} B: {kpps:7.1f} kpps (best pass {best / 1000:6.1f})"
-                  f"  {case['us_per_packet']:6.2f} us/pkt"
-                  f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)")
+                  f"  {case['us_per_packet']:6.2f} us/pkt  {case['mbit_per_s']:8.1f} Mbit/s")
             prof = cProfile.Profile()
             prof.enable()
             run(dev, batch, min(args.seconds, 1.0))
@@ -173,17 +297,23 @@ def main(argv: list[str] | None = None) -> int:
         case = run_links(args.seconds, frame_len)
         cases.append(case)
         print(f"links    {frame_len:5} B: {case['kpps']:7.1f} kpps  {case['us_per_packet']:6.2f} us/pkt"
-              f"  {case['mbit_per_s']:8.1f} Mbit/s  = {case['vs_bmv2_80kpps']:.2f} x BMv2 (~80 kpps)"
-              f"  [{case['sent'] - case['packets']} lost]")
+              f"  {case['mbit_per_s']:8.1f} Mbit/s  [{case['sent'] - case['packets']} lost]")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
               "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-              "bmv2_reference_kpps": BMV2_KPPS, "cases": cases}
+              "cases": cases}
+    if args.no_veths or os.geteuid() != 0:
+        print("NIC process on veths: skipped (" + ("--no-veths" if args.no_veths else "needs root")
+              + ")")
+    else:
+        pipeline_us = {c["direction"]: c["us_per_packet_best_pass"] for c in cases
+                       if c.get("frame_bytes") == 64 and "us_per_packet_best_pass" in c}
+        result["nic_process"] = run_veths(pipeline_us)
     (RESULTS / "dataplane.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "dataplane_profile.txt").write_text(profile_text.getvalue())
     print(f"load average {result['load_average_1min']} on {result['cpus']} CPUs "
           "(other processes share the CPUs: compare runs at similar load)")
-    print(f"wrote {RESULTS / 'dataplane.json'} and {RESULTS / 'dataplane_profile.txt'}")
+    print(f"wrote {RESULTS / 'dataplane.json'} and the profiles beside it")
     return 0
 
 

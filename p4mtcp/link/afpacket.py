@@ -35,11 +35,12 @@ log = logging.getLogger("p4mtcp.link")
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
-PACKET_RX_RING, PACKET_AUXDATA, PACKET_VERSION, PACKET_TX_RING = 5, 8, 10, 13
+PACKET_RX_RING, PACKET_STATISTICS, PACKET_AUXDATA, PACKET_VERSION, PACKET_TX_RING = 5, 6, 8, 10, 13
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 TPACKET_V3 = 2
 TP_STATUS_USER = 1                       # rx: the block is ours
+TP_STATUS_LOSING = 4                     # rx: the kernel dropped frames, the ring was full
 TP_STATUS_SEND_REQUEST = 1               # tx: the slot is ready for the kernel
 TP_STATUS_WRONG_FORMAT = 4               # tx: the kernel refused the slot
 TP_STATUS_CSUMNOTREADY = 1 << 3
@@ -48,17 +49,23 @@ TP_STATUS_VLAN_TPID_VALID = 1 << 6
 _AUXDATA = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 _REQ3 = struct.Struct("=7I")             # struct tpacket_req3
+_STATS3 = struct.Struct("=III")          # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
 _BLOCK = struct.Struct("=III")           # tpacket_block_desc: block_status, num_pkts, first
 _BLOCK_AT = 8                            # offset of block_status in tpacket_block_desc
 _U32 = struct.Struct("=I")
-_PKT = struct.Struct("=IIIIIIHHIIH")     # tpacket3_hdr up to tp_vlan_tpid
-_TX = struct.Struct("=IIIII")            # tpacket3_hdr: next_offset, sec, nsec, snaplen, len
+_PKT = struct.Struct("=I8xIIIH")         # tpacket3_hdr: next_offset, snaplen, len, status, mac
+_VLAN = struct.Struct("=II H")           # tpacket3_hdr at 28: rxhash, vlan_tci, vlan_tpid
+_VLAN_AT = 28
+_TX = struct.Struct("=IIIIII")           # tpacket3_hdr: next_offset, sec, nsec, snaplen, len,
+                                         # status; struct writes fields in order: status last
 _STATUS_AT = 20                          # offset of tp_status in tpacket3_hdr
 _TX_DATA = 48                            # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
 _SLL_PKTTYPE = 48 + 10                   # sockaddr_ll.sll_pkttype after the rx header
 
-RX_BLOCK = 1 << 18                       # 256 KiB: ~1,800 64-byte frames per block
-RX_BLOCKS = 16
+RX_BLOCK = 1 << 15                       # 32 KiB: ~200 64-byte frames per block
+RX_BLOCKS = 256                          # many small blocks: a quiet block retires after
+                                         # RETIRE_MS holding few frames, so the ring's depth in
+                                         # time is about RX_BLOCKS x RETIRE_MS at low rates
 RX_FRAME = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
 RETIRE_MS = 1
 TX_SLOT = 1 << 11                        # frames up to TX_SLOT - _TX_DATA bytes use the ring
@@ -210,6 +217,10 @@ class MmapPacketPort(_Sender):
             status, count, at = _BLOCK.unpack_from(rx, base + _BLOCK_AT)
             if not status & TP_STATUS_USER:
                 break
+            if status & TP_STATUS_LOSING:  # read (and reset) the kernel's drop count
+                drops = _STATS3.unpack(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                                             _STATS3.size))[1]
+                stats.rx_dropped += drops
             self._read_block(rx, base, count, base + at, out)
             _U32.pack_into(rx, base + _BLOCK_AT, 0)  # TP_STATUS_KERNEL: give the block back
             self._block = (self._block + 1) % RX_BLOCKS
@@ -221,7 +232,7 @@ class MmapPacketPort(_Sender):
         stats = self.stats
         unpack = _PKT.unpack_from
         for _ in range(count):
-            nxt, _, _, snap, length, status, mac, _, _, tci, tpid = unpack(rx, at)
+            nxt, snap, length, status, mac = unpack(rx, at)
             if snap < length:
                 stats.rx_truncated += 1
             elif rx[at + _SLL_PKTTYPE] != PACKET_OUTGOING:
@@ -230,6 +241,7 @@ class MmapPacketPort(_Sender):
                     frame = finish_checksum(frame)
                     stats.csum_finished += 1
                 if status & TP_STATUS_VLAN_VALID:
+                    _, tci, tpid = _VLAN.unpack_from(rx, at + _VLAN_AT)
                     frame = insert_vlan(frame, tpid if status & TP_STATUS_VLAN_TPID_VALID else 0,
                                         tci)
                     stats.vlan_restored += 1
@@ -242,7 +254,7 @@ class MmapPacketPort(_Sender):
         tx, stats = self._tx, self.stats
         slot = self._slot
         queued = sent = 0
-        pack, status_of, set_status = _TX.pack_into, _U32.unpack_from, _U32.pack_into
+        pack, status_of = _TX.pack_into, _U32.unpack_from
         for frame in frames:
             size = len(frame)
             if size > TX_SLOT - _TX_DATA:
@@ -260,9 +272,10 @@ class MmapPacketPort(_Sender):
                           _TX.unpack_from(tx, at)[4])
             elif status:
                 break  # the kernel has not sent this slot yet: the ring is full
-            pack(tx, at, 0, 0, 0, size, size)
             tx[at + _TX_DATA:at + _TX_DATA + size] = frame
-            set_status(tx, at + _STATUS_AT, TP_STATUS_SEND_REQUEST)  # after the data (TSO order)
+            # the header after the data, its status last: x86-64 keeps the stores in order,
+            # so the kernel never takes a slot whose frame is not whole
+            pack(tx, at, 0, 0, 0, size, size, TP_STATUS_SEND_REQUEST)
             slot = (slot + 1) % TX_SLOTS
             queued += 1
             sent += 1

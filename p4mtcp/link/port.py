@@ -25,7 +25,7 @@ class PortStats:
     csum_finished: int = 0   # AF_PACKET frames whose checksum the kernel left to us
     vlan_restored: int = 0   # AF_PACKET frames whose 802.1Q/802.1ad tag the kernel had stripped
     rx_truncated: int = 0    # AF_PACKET frames longer than MAX_FRAME (GRO on?), dropped
-    rx_dropped: int = 0      # frames the peer could not put in our full receive ring (shm links)
+    rx_dropped: int = 0      # frames lost because our receive ring was full (shm, PACKET_MMAP)
 
 
 class Port(Protocol):
