@@ -197,10 +197,8 @@ def test_finish_delivers_the_messages_sent_while_stopping():
 
 def test_service_cpu_seconds_grow_while_it_computes():
     with launch.Service([sys.executable, "-c", "while True: pass"], "spinner") as svc:
-        time.sleep(0.5)
-        first = svc.cpu_seconds()
-        time.sleep(0.5)
-        assert svc.cpu_seconds() > first > 0
+        first = wait_for(svc.cpu_seconds, 30, "the spinner's first CPU tick")
+        wait_for(lambda: svc.cpu_seconds() > first, 30, "its CPU time to grow")
     assert svc.cpu_seconds() == 0.0          # stopped: nothing to read
 
 
