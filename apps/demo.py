@@ -6,6 +6,8 @@
 Host A (10.0.0.1) runs `epserver` on N cores, host B (10.0.0.2) runs `epwget` against it; each
 host has its own embedded P4 NIC process, programmed over P4Runtime by its agent in this process,
 and the two NICs' network ports are joined by a UNIX-socket link. No root, nothing but PyPI.
+With `--nic bmv2` each NIC is BMv2 running the program compiled from p4src/, wired by veth pairs
+(root, simple_switch_grpc and p4c-bm2-ss); everything else is the same.
 Every second it prints mTCP-style statistics — the client's connects/MB/completions/response
 times, each server core's RX/TX pps and Gbit/s and open flows, and both NICs' per-port counters
 read over P4Runtime — then a final summary that shows how the NIC spread the connections over
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from p4mtcp.apps import epserver, epwget, launch, stats
-from p4mtcp.apps.fabric import Fabric, Host, nic_sample, steered_core, two_hosts
+from p4mtcp.apps.fabric import NIC_KINDS, Fabric, Host, nic_sample, steered_core, two_hosts
 
 SERVER_IP, CLIENT_IP = "10.0.0.1", "10.0.0.2"
 
@@ -44,6 +46,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="stop after this many seconds even if requests remain (default 60)")
     p.add_argument("--workdir", help="keep configurations and NIC logs here")
     p.add_argument("--plain", action="store_true", help="plain lines instead of a live display")
+    p.add_argument("--nic", choices=NIC_KINDS, default="embedded",
+                   help="each host's NIC: the embedded target (default) or BMv2 running the "
+                        "program compiled from p4src/ (needs root, simple_switch_grpc, p4c)")
     p.add_argument("--pcap", metavar="DIR",
                    help="each host's NIC captures its ports into DIR/<host> (p4mtcp nic --pcap)")
     args = p.parse_args(argv)
@@ -159,7 +164,7 @@ def quiet_agent_logs(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fabric = Fabric(args.workdir)
+    fabric = Fabric(args.workdir, nic=args.nic)
     quiet_agent_logs(fabric.dir / "agent.log")
     servers = clients = None
     board = None

@@ -9,8 +9,13 @@ and reads the counters the statistics show) and, beside it, the steering server 
 host's core processes ask for flow_steer entries (`steer_socket` in mtcp.conf); the applications'
 core processes are started by the caller with `launch.CoreWorkers` on `host.conf`.
 
+The NICs are embedded targets (`p4mtcp nic`) by default. `Fabric(nic="bmv2")` makes each one a
+BMv2 `simple_switch_grpc` running the program compiled from p4src/ on the fly; a BMv2 port is a
+Linux interface, so its links are veth pairs (bmv2/veth.py; root) and its core processes reach it
+over AF_PACKET. Agents, steering, configs and statistics are the same for both kinds.
+
 Everything started here is stopped by `Fabric.stop()` (also from `with`), steering servers and
-agents first, then NICs in reverse start order, each bounded in time.
+agents first, then NICs in reverse start order, each bounded in time, then any veths.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from p4mtcp.hashing import rss_bucket
 NETWORK_PORT = 1
 CORE_PORT_BASE = 16
 CPU_PORT = 255
+NIC_KINDS = ("embedded", "bmv2")
 
 
 def mac_for(ip: str) -> str:
@@ -57,7 +63,8 @@ class Host:
     nic: launch.Service | None = None
     agent: Any = None
     steering: Any = None          # the agent's flow_steer server for the host's core processes
-    core_specs: list[str] = field(default_factory=list)
+    core_specs: list[str] = field(default_factory=list)       # each core's link (mtcp.conf)
+    nic_core_specs: list[str] = field(default_factory=list)   # ... and the NIC's side of it
 
     @property
     def grpc(self) -> str:
@@ -78,7 +85,14 @@ class Host:
 class Fabric:
     """Hosts and their NICs; `start()` brings them up in the order they were added."""
 
-    def __init__(self, workdir: str | None = None, keep: bool = False):
+    def __init__(self, workdir: str | None = None, keep: bool = False, nic: str = "embedded"):
+        if nic not in NIC_KINDS:
+            raise ValueError(f"NIC kind {nic!r}: expected one of {', '.join(NIC_KINDS)}")
+        self.nic = nic
+        self._veths: list[tuple[str, str]] = []      # created by start(), removed by stop()
+        self._created: list[str] = []
+        self._tag = os.urandom(2).hex()
+        self.device_config = ""                      # BMv2 JSON, compiled by start()
         # UNIX socket paths are limited to 107 bytes: keep the directory short.
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="p4m", dir="/tmp"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -95,14 +109,29 @@ class Fabric:
         host = Host(name, ip, iface.network.prefixlen, cores, network_spec,
                     dict(neighbours or {}), hdir, launch.free_tcp_port(), mac or mac_for(ip))
         host.core_specs = [f"shm:{hdir}/c{i}" for i in range(cores)]  # shared-memory rings
+        if self.nic == "bmv2":
+            n = len(self.hosts)
+            pairs = [self._veth(f"h{n}n{i}", f"h{n}c{i}") for i in range(cores)]
+            host.nic_core_specs, host.core_specs = [a for a, _ in pairs], [b for _, b in pairs]
+        else:
+            host.nic_core_specs = list(host.core_specs)
         self.hosts.append(host)
         return host
 
     def link_spec(self) -> tuple[str, str]:
-        """A fresh UNIX link between two NICs: (spec for the NIC that listens, for the other)."""
+        """A fresh link between two NICs: (spec for the NIC that listens, for the other); a UNIX
+        socket between embedded NICs, a veth pair between BMv2 ones."""
         self._links += 1
+        if self.nic == "bmv2":
+            return self._veth(f"l{self._links}a", f"l{self._links}b")
         path = self.dir / f"link{self._links}"
         return f"unix:{path}", f"unix-host:{path}"
+
+    def _veth(self, a: str, b: str) -> tuple[str, str]:
+        """Names of a veth pair start() creates (at most 15 characters each)."""
+        pair = (f"p4m{self._tag}{a}", f"p4m{self._tag}{b}")
+        self._veths.append(pair)
+        return pair
 
     def write_configs(self, host: Host, **extra: Any) -> None:
         lines = [
@@ -115,7 +144,8 @@ class Fabric:
             "tcp_timewait = 0",
             f"congestion_control = {extra.get('congestion_control', 'newreno')}",
             "port = net0",
-            "nic_target = embedded",
+            f"nic_target = {self.nic}",
+            *([f"p4_device_config = {self.device_config}"] if self.nic == "bmv2" else []),
             f"p4runtime = {host.grpc}",
             f"cpu_port = {CPU_PORT}",
             f"core_port_base = {CORE_PORT_BASE}",
@@ -139,19 +169,16 @@ class Fabric:
 
     def start(self, timeout: float = 30.0, **conf_extra: Any) -> "Fabric":
         try:
+            if self.nic == "bmv2":
+                self._prepare_bmv2()
             for host in self.hosts:
                 self.write_configs(host, **conf_extra)
                 pcap = load_host(host.conf).mtcp.nic_pcap  # mtcp.conf's nic_pcap
-                argv = launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
-                                         "-i", f"{NETWORK_PORT}@{host.network_spec}",
-                                         *[a for i, spec in enumerate(host.core_specs)
-                                           for a in ("-i", f"{CORE_PORT_BASE + i}@{spec}")],
-                                         *(("--pcap", pcap) if pcap else ()))
-                host.nic = launch.Service(argv, f"NIC of {host.name}",
+                host.nic = launch.Service(self._nic_argv(host, pcap), f"NIC of {host.name}",
                                           str(host.dir / "nic.log")).start()
                 host.nic.wait_ready(lambda h=host: launch.tcp_listening("127.0.0.1", h.grpc_port)
                                     and all(os.path.exists(s.partition(":")[2])
-                                            for s in h.core_specs),
+                                            for s in h.core_specs if s.startswith("shm:")),
                                     timeout)
             for host in self.hosts:
                 cfg = load_host(host.conf, host.arp_conf, host.route_conf)
@@ -161,6 +188,33 @@ class Fabric:
             self.stop()
             raise
         return self
+
+    def _prepare_bmv2(self) -> None:
+        """Compile p4src/ for BMv2 and create the veths (needs root, BMv2 and p4c)."""
+        from p4mtcp.bmv2 import veth
+        from p4mtcp.bmv2.launcher import P4C_BM2_SS, SIMPLE_SWITCH_GRPC, compile_program, require
+        if os.geteuid() != 0:
+            raise RuntimeError("BMv2 NICs need root: their ports are veth interfaces")
+        require(SIMPLE_SWITCH_GRPC)
+        require(P4C_BM2_SS)
+        self.device_config = str(compile_program(self.dir / "build").json)
+        for a, b in self._veths:
+            veth.create(a, b)
+            self._created.append(a)
+
+    def _nic_argv(self, host: Host, pcap: str | None) -> list[str]:
+        """The command line of `host`'s NIC: `p4mtcp nic` or BMv2 on the same ports."""
+        ports = {NETWORK_PORT: host.network_spec,
+                 **{CORE_PORT_BASE + i: spec for i, spec in enumerate(host.nic_core_specs)}}
+        if self.nic == "bmv2":
+            from p4mtcp.bmv2.launcher import bmv2_argv
+            if pcap:
+                os.makedirs(pcap, exist_ok=True)
+            return bmv2_argv(ports, host.grpc, cpu_port=CPU_PORT,
+                             thrift_port=launch.free_tcp_port(), pcap_dir=pcap)
+        return launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
+                                 *[a for num, spec in ports.items() for a in ("-i", f"{num}@{spec}")],
+                                 *(("--pcap", pcap) if pcap else ()))
 
     def check(self) -> None:
         """RuntimeError if a NIC process died."""
@@ -175,6 +229,11 @@ class Fabric:
         for host in reversed(self.hosts):
             if host.nic is not None:
                 host.nic.stop()
+        if self._created:
+            from p4mtcp.bmv2 import veth
+            for name in self._created:
+                veth.delete(name)
+            self._created.clear()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -115,15 +115,17 @@ def _port_args(ports: Mapping[int, str], cpu_port: int) -> list[str]:
 
 def bmv2_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
               cpu_port: int = CPU_PORT, log_file: str | None = None, json: str | None = None,
-              thrift_port: int | None = None) -> list[str]:
+              thrift_port: int | None = None, pcap_dir: str | None = None) -> list[str]:
     """The simple_switch_grpc command line; without `json` it starts empty (`--no-p4`) and waits
-    for SetForwardingPipelineConfig."""
+    for SetForwardingPipelineConfig. `pcap_dir`: BMv2 writes each port's frames there."""
     argv = [require(SIMPLE_SWITCH_GRPC), *_port_args(ports, cpu_port),
             "--device-id", str(device_id)]
     if thrift_port is not None:
         argv += ["--thrift-port", str(thrift_port)]
     if log_file:
         argv += ["--log-file", log_file, "--log-flush"]
+    if pcap_dir:
+        argv.append(f"--pcap={pcap_dir}")
     argv += [json] if json else ["--no-p4"]
     return argv + ["--", "--grpc-server-addr", grpc, "--cpu-port", str(cpu_port)]
 
