@@ -17,7 +17,8 @@ from p4mtcp.control.p4rt import encode_entry
 from p4mtcp.dataplane.device import Device
 from p4mtcp.dataplane.tables import decode_action, decode_match
 from p4mtcp.p4info import P4Schema
-from p4mtcp.p4src import DROP_REASONS, DROPS, P4INFO
+from p4mtcp.apps.stats import drop_reason
+from p4mtcp.p4src import DROPS, P4INFO
 
 from .links import ScriptedPort
 
@@ -81,5 +82,4 @@ class NicLink:
     def drops(self) -> dict[str, int]:
         """``NicIngress.drops`` by reason name, nonzero ones only."""
         counts = {i: self._drops.read(i)[0] for i in range(self._drops.size)}
-        return {DROP_REASONS[i] if i < len(DROP_REASONS) else f"reason {i}": n
-                for i, n in counts.items() if n}
+        return {drop_reason(i): n for i, n in counts.items() if n}
