@@ -552,38 +552,46 @@ def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
     assert p.server.buffers_in_use() == (0, 0)  # the end of the stream was read
 
 
-def test_write_after_reset_reports_it_once_then_epipe(connected_pair):
-    p = connected_pair
+def reset_by_peer(p: Pair, before: str) -> None:
+    """The client resets the connection: at once ("rst"), after data the server has queued
+    ("data"), or after closing (FIN) when the server's write reaches its closed socket, which
+    answers RST (RFC 2525 2.17) while the server is in CLOSE-WAIT ("fin")."""
+    if before == "data":
+        mtcp.mtcp_write(p.client, p.c, b"hello")
+        p.pump_until(lambda: mtcp.mtcp_socket_ioctl(p.server, p.s, mtcp.FIONREAD) == 5)
+    if before == "fin":
+        mtcp.mtcp_close(p.client, p.c)
+        assert read_when_ready(p, p.server, p.s) == b""  # the FIN
+        assert mtcp.mtcp_write(p.server, p.s, b"anyone there?") == 13
+        wait_so_error(p, errno.EPIPE)  # Linux's errno for a reset in CLOSE-WAIT
+        return
     mtcp.mtcp_abort(p.client, p.c)
     wait_so_error(p, errno.ECONNRESET)
-    raises(errno.ECONNRESET, mtcp.mtcp_write, p.server, p.s, b"x")
-    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
-    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
 
 
-def test_data_queued_before_a_reset_is_read_first(connected_pair):
-    p = connected_pair
-    mtcp.mtcp_write(p.client, p.c, b"hello")
-    p.pump_until(lambda: mtcp.mtcp_socket_ioctl(p.server, p.s, mtcp.FIONREAD) == 5)
-    mtcp.mtcp_abort(p.client, p.c)
-    wait_so_error(p, errno.ECONNRESET)
-    assert mtcp.mtcp_read(p.server, p.s, 10) == b"hello"
-    raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
-    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
-    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
+def call_result(p: Pair, call: str) -> bytes | int:
+    """The server socket's read (bytes) or 1-byte write (bytes taken), or the errno raised."""
+    try:
+        if call == "read":
+            return mtcp.mtcp_read(p.server, p.s, 10)
+        return mtcp.mtcp_write(p.server, p.s, b"x")
+    except OSError as exc:
+        assert f"mtcp_{call}" in str(exc)
+        return exc.errno
 
 
-def test_write_to_a_peer_that_closed_and_reset_is_epipe(connected_pair):
-    """The peer closed (FIN), our write reaches its closed socket and it answers RST
-    (RFC 2525 2.17): a reset in CLOSE-WAIT is EPIPE in Linux, and reads still say end of stream."""
-    p = connected_pair
-    mtcp.mtcp_close(p.client, p.c)
-    assert read_when_ready(p, p.server, p.s) == b""  # the FIN
-    assert mtcp.mtcp_write(p.server, p.s, b"anyone there?") == 13
-    wait_so_error(p, errno.EPIPE)
-    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
-    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
-    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
+@pytest.mark.parametrize("before, calls", [  # what Linux answered, in each order of calls
+    ("rst", [("write", errno.ECONNRESET), ("write", errno.EPIPE), ("read", b""), ("read", b"")]),
+    ("data", [("read", b"hello"), ("read", errno.ECONNRESET), ("read", b""),
+              ("write", errno.EPIPE)]),
+    ("data", [("write", errno.ECONNRESET), ("read", b"hello"), ("read", b"")]),
+    ("fin", [("write", errno.EPIPE), ("write", errno.EPIPE), ("read", b"")]),
+    ("fin", [("read", b""), ("write", errno.EPIPE), ("write", errno.EPIPE)]),
+], ids=["rst-write-first", "data-read-first", "data-write-first", "fin-write-first",
+        "fin-read-first"])
+def test_reset_errors_in_every_order_of_calls_as_linux(connected_pair, before, calls):
+    reset_by_peer(connected_pair, before)
+    assert [(call, call_result(connected_pair, call)) for call, _ in calls] == calls
 
 
 def test_close_twice_is_ebadf(connected_pair):
