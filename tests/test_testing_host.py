@@ -104,7 +104,7 @@ def test_inject_and_expect_refuse_what_is_not_a_tcp_packet(p4mtcp_host):
 
 
 def test_tcp_settings_reach_the_engine():
-    with Host(tcp={"initial_window": 2, "mss": 536}) as h:
+    with Host(tcp={"initial_window": 2, "mss": 536, "tail_loss_probe": False}) as h:
         ls = h.listen(8080)
         h.inject(TCP(dport=8080, flags="S", seq=0, options=[("MSS", 1460)]))
         h.expect(TCP(flags="SA", options=[("MSS", 536)]))
