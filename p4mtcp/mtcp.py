@@ -82,8 +82,9 @@ Deliberate differences from mTCP (where mTCP is a stub, buggy, or C-specific):
   (``mctx.stats.reconnects``); its connections survive and retransmit what was lost.
 - A connection's error is reported once, as Linux does (mTCP moves a reset stream to
   CLOSE_WAIT and returns the queued data, then 0, without an error): after the peer's RST
-  mtcp_read returns the data still queued, then raises ECONNRESET, then returns ``b""``; a
-  write first raises ECONNRESET instead, and every later write EPIPE. A reset after the peer's
+  mtcp_read returns the data still queued, then raises ECONNRESET, then returns ``b""``; if a
+  write comes first, it raises ECONNRESET (reads then give the queued data and ``b""``); every
+  later write raises EPIPE. A timeout (ETIMEDOUT) is reported once too. A reset after the peer's
   FIN (CLOSE_WAIT, e.g. our write reached the peer's closed socket) is EPIPE, as in Linux.
   SO_ERROR shows the error until a call has raised it (reading it does not clear it, unlike
   Linux); EPOLLERR is reported only until then, EPOLLHUP stays. Reads in
