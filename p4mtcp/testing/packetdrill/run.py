@@ -13,7 +13,7 @@ is used as written. An outbound packet's TS val is not checked (packetdrill's de
 TS ecr values name outbound TS vals by their script value, and are mapped to what the stack
 really sent (or its latest TS val when the script's value was never seen).
 
-System calls run on the mTCP API (:mod:`p4mtcp.testing.syscalls`); p4mtcp sockets never block,
+System calls run on the mTCP API (:mod:`p4mtcp.testing.packetdrill.syscalls`); p4mtcp sockets never block,
 so a call on a socket the script left blocking that cannot finish yet is retried after every
 loop step until it can (its ``a...b`` span is then checked).
 """
@@ -62,9 +62,10 @@ class Outcome:
         return f"{self.status.upper():7} {where}" + (f": {self.reason}" if self.reason else "")
 
 
-def _options(opts: tuple[Option, ...] | str | None, in_space: bool, ecr_map: dict[int, int],
+def _options(opts: tuple[Option, ...] | str | None, inbound: bool, ecr_map: dict[int, int],
              last_tsval: int | None) -> list[tuple[str, Any]] | None:
-    """packetdrill options as scapy's; ``in_space``: an inbound packet (TS ecr is mapped)."""
+    """packetdrill options as scapy's (None for ``<...>``); inbound TS ecr values are mapped to
+    the stack's, outbound TS vals become wildcards."""
     if opts is None:
         return []
     if isinstance(opts, str):      # ELLIPSIS: <...>
@@ -85,7 +86,7 @@ def _options(opts: tuple[Option, ...] | str | None, in_space: bool, ecr_map: dic
             out.append(("SAck", tuple(x for block in o.value for x in block)))
         elif o.name == "TS":
             val, ecr = o.value
-            if in_space:
+            if inbound:
                 live = ecr_map.get(ecr, ecr if ecr == 0 or last_tsval is None else last_tsval)
                 out.append(("Timestamp", (val, live)))
             else:
