@@ -161,59 +161,72 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
     from p4mtcp.bmv2.controller import Controller
     from p4mtcp.bmv2.frametests import program
 
-    targets = {"embedded": 20.0}
+    # (name, switch kind, first rate tried, environment): the embedded NIC with PACKET_MMAP
+    # rings, the same with plain per-frame socket calls (its old path), BMv2 when installed
+    targets = [("embedded", "embedded", 20.0, {}),
+               ("embedded_plain_socket", "embedded", 20.0, {"P4MTCP_PACKET_MMAP": "0"})]
     if launcher.have(launcher.SIMPLE_SWITCH_GRPC) and launcher.have(launcher.P4C_BM2_SS):
-        targets["bmv2"] = 2.0
+        targets.append(("bmv2", "bmv2", 2.0, {}))
     out: dict = {"targets": {}}
+    profiles = []
     with tempfile.TemporaryDirectory() as d, veth_ports() as (ports, ends):
         tester = Tester(ends)
         try:
-            for kind, start_kpps in targets.items():
+            for name, kind, start_kpps, env in targets:
                 grpc = f"127.0.0.1:{launcher.free_port()}"
                 if kind == "bmv2":  # no --log-file: BMv2 logs nothing per frame
                     config = launcher.compile_program(Path(d) / "build").json.read_bytes()
                     argv = launcher.bmv2_argv(ports, grpc)
                 else:
                     config, argv = b"", launcher.embedded_argv(ports, grpc)
-                with launcher.SwitchProcess(argv, grpc, kind, Path(d) / f"{kind}.log") as sw, \
-                        Controller(grpc, P4INFO) as ctrl:
+                os.environ.update(env)
+                try:
+                    sw = launcher.SwitchProcess(argv, grpc, name, Path(d) / f"{name}.log").start()
+                finally:
+                    for key in env:
+                        del os.environ[key]
+                with sw, Controller(grpc, P4INFO) as ctrl:
                     ctrl.set_pipeline(config)
                     program(ctrl, PLAN)
-                    pid = sw.proc.pid
-                    cpu = partial(process_cpu_seconds, pid)
+                    cpu = partial(process_cpu_seconds, sw.proc.pid)
                     before = cpu()
                     time.sleep(IDLE_SECONDS)
                     idle = 100 * (cpu() - before) / IDLE_SECONDS
-                    print(f"{kind:8} idle: {idle:.1f} % of a CPU")
+                    print(f"{name:22} idle: {idle:.1f} % of a CPU")
                     rows = [dict(lossless_rate(tester, direction, start_kpps, cpu),
                                  idle_cpu_percent=round(idle, 1)) for direction in DIRECTIONS]
                     for row in rows:
-                        print(f"{kind:8} {row['direction']:13} 64 B on veths: "
+                        print(f"{name:22} {row['direction']:13} 64 B on veths: "
                               f"{row['lossless_kpps']:7.1f} kpps lossless, NIC CPU "
                               f"{row['nic_cpu_us_per_frame']} us/frame")
-                    out["targets"][kind] = rows
+                    out["targets"][name] = rows
                     if kind == "embedded":
-                        out["profile"] = profile_nic(tester, pid, rows[0], cpu)
+                        profiles.append(profile_nic(tester, sw.proc.pid, rows[0], cpu, name))
         finally:
             tester.close()
+    if all(profiles):
+        (RESULTS / "dataplane_nic_profile.txt").write_text("\n\n".join(profiles))
+        out["profile"] = "dataplane_nic_profile.txt"
     emb = {r["direction"]: r for r in out["targets"]["embedded"]}
     pipeline = dict(zip(DIRECTIONS, (pipeline_us["receive"], pipeline_us["transmit"])))
     out["embedded_cpu_per_frame_vs_pipeline_alone"] = {
         d: round(r["nic_cpu_us_per_frame"] / pipeline[d], 2) for d, r in emb.items()
         if r["nic_cpu_us_per_frame"]}
-    if "bmv2" in out["targets"]:
-        out["embedded_vs_bmv2_lossless"] = {
-            r["direction"]: round(emb[r["direction"]]["lossless_kpps"] / r["lossless_kpps"], 2)
-            for r in out["targets"]["bmv2"] if r["lossless_kpps"]}
+    for peer in ("embedded_plain_socket", "bmv2"):
+        if peer in out["targets"]:
+            out[f"embedded_vs_{peer}_lossless"] = {
+                r["direction"]: round(emb[r["direction"]]["lossless_kpps"] / r["lossless_kpps"], 2)
+                for r in out["targets"][peer] if r["lossless_kpps"]}
     print(f"embedded NIC CPU per frame / pipeline alone: "
-          f"{out['embedded_cpu_per_frame_vs_pipeline_alone']}; embedded / BMv2 lossless kpps: "
-          f"{out.get('embedded_vs_bmv2_lossless', 'BMv2 not installed')}")
+          f"{out['embedded_cpu_per_frame_vs_pipeline_alone']}")
+    for key in ("embedded_vs_embedded_plain_socket_lossless", "embedded_vs_bmv2_lossless"):
+        print(f"{key}: {out.get(key, 'not measured (BMv2 not installed)')}")
     return out
 
 
-def profile_nic(tester, pid: int, row: dict, cpu) -> str | None:
-    """py-spy samples of the NIC process while the tester offers the lossless rate found;
-    a summary goes to dataplane_nic_profile.txt. None when py-spy is not installed."""
+def profile_nic(tester, pid: int, row: dict, cpu, name: str) -> str | None:
+    """py-spy samples of the NIC process while the tester offers the lossless rate found,
+    summarised; None when py-spy is not installed."""
     import shutil
     import subprocess
     import tempfile
@@ -229,12 +242,9 @@ def profile_nic(tester, pid: int, row: dict, cpu) -> str | None:
         while time.monotonic() < end:
             tester.offer(row["direction"], row["lossless_kpps"], cpu)
         proc.wait(30)
-        text = summarize_stacks(Path(raw.name).read_text(),
-                                f"py-spy of the embedded NIC process, {row['direction']}, "
-                                f"64 B frames offered at {row['lossless_kpps']} kpps")
-    path = RESULTS / "dataplane_nic_profile.txt"
-    path.write_text(text)
-    return path.name
+        return summarize_stacks(Path(raw.name).read_text(),
+                                f"=== py-spy of the NIC process ({name}), {row['direction']}, "
+                                f"64 B frames offered at {row['lossless_kpps']} kpps ===")
 
 
 def summarize_stacks(raw: str, title: str, top: int = 30) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import mmap
-import select
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -92,7 +92,11 @@ def _packet_socket(ifname: str) -> socket.socket:
 
 
 def open_interface(ifname: str) -> "PacketPort | MmapPacketPort":
-    """The interface's port: PACKET_MMAP rings when the kernel sets them up, else plain calls."""
+    """The interface's port: PACKET_MMAP rings when the kernel sets them up, else plain calls
+    (also when P4MTCP_PACKET_MMAP=0 is in the environment: to compare, or to rule the rings out)."""
+    if os.environ.get("P4MTCP_PACKET_MMAP") == "0":
+        log.info("%s: plain AF_PACKET calls (P4MTCP_PACKET_MMAP=0)", ifname)
+        return PacketPort(ifname)
     try:
         port: PacketPort | MmapPacketPort = MmapPacketPort(ifname)
     except OSError as e:
