@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from p4mtcp.cli import main as p4mtcp_main
 from p4mtcp.testing.packetdrill import ScriptError, parse, run_path, run_script
+from p4mtcp.testing.packetdrill.run import Runner
 from p4mtcp.testing.packetdrill.script import Option
 
 pytest_plugins = ["pytester"]
@@ -47,6 +49,21 @@ def test_parse_times_packets_options_and_calls():
     assert s.events[2].time.kind == "any" and inb.options == "..." and inb.win == 257
     assert (call.name, call.ret, call.errno, s.events[3].time.block_end) == (
         "connect", -1, "EINPROGRESS", 0.2)
+
+
+def test_comments_hide_shell_commands_and_keep_line_numbers():
+    s = parse('/* a\n `not run` */\n// `nor this` "x\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n')
+    assert s.skip is None and [e.line for e in s.events] == [4]
+
+
+def test_addresses_from_script_options():
+    runner = Runner(parse("--local_ip=10.1.0.1\n--remote_ip=10.2.0.9\n" + LISTEN, "t.pkt"))
+    try:
+        runner.run()
+        ip = lambda text: int(ipaddress.IPv4Address(text))  # noqa: E731
+        assert runner.host.ctx.flows() == [((ip("10.1.0.1"), 8080), (ip("10.2.0.9"), 48000))]
+    finally:
+        runner.host.close()
 
 
 def test_parse_errors_name_file_and_line():

@@ -33,7 +33,7 @@ _TOKEN = re.compile(r"""
   | (?P<ident>[A-Za-z_][A-Za-z0-9_-]*)
   | (?P<punct>[<>()\[\]{},=|:+*~.\-!&])
 """, re.VERBOSE | re.DOTALL | re.MULTILINE)
-_COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+_SPANS = re.compile(r'/\*.*?\*/|//[^\n]*|`[^`]*`|"[^"]*"|%\{.*?\}%', re.DOTALL)
 _DIRECTIVE = re.compile(r"//\s*p4mtcp:([^\n]*)")
 _FLAG_LETTERS = set("SFRPUEW.")
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
@@ -62,27 +62,24 @@ class _Tok:
 
 def _strip_comments(text: str) -> tuple[str, dict[str, Any]]:
     """The text with comments blanked (newlines kept, so line numbers hold) and the p4mtcp
-    directives found in them."""
+    directives found in them. One left-to-right scan: whichever starts first wins, so "//" in a
+    string or shell command stays, and a backtick in a comment is no shell command."""
     settings: dict[str, Any] = {}
 
     def blank(m: re.Match[str]) -> str:
-        d = _DIRECTIVE.match(m.group(0))
+        found = m.group(0)
+        if not found.startswith("/"):
+            return found                      # a string, shell command or code block
+        d = _DIRECTIVE.match(found)
         if d:
             for item in d.group(1).split():
                 key, sep, value = item.partition("=")
                 if not sep:
                     raise ValueError(f"p4mtcp directive {item!r} is not key=value")
                 settings[key] = setting_value(value)
-        return re.sub(r"[^\n]", " ", m.group(0))
+        return re.sub(r"[^\n]", " ", found)
 
-    # Strings and backticks may hold "//": blank comments only outside them.
-    out, pos = [], 0
-    for m in re.finditer(r'`[^`]*`|"[^"]*"|%\{.*?\}%', text, re.DOTALL):
-        out.append(_COMMENTS.sub(blank, text[pos:m.start()]))
-        out.append(m.group(0))
-        pos = m.end()
-    out.append(_COMMENTS.sub(blank, text[pos:]))
-    return "".join(out), settings
+    return _SPANS.sub(blank, text), settings
 
 
 def setting_value(text: str) -> Any:

@@ -131,7 +131,8 @@ class Runner:
         unknown = sorted(set(merged) - {f.name for f in dataclasses.fields(TcpConfig)})
         if unknown:
             raise ValueError(f"unknown setting {', '.join(unknown)} (TcpConfig fields and nic)")
-        self.host = Host(tcp=merged, nic=self.nic)
+        addresses = {k: opts[k] for k in ("local_ip", "remote_ip") if k in opts}
+        self.host = Host(tcp=merged, nic=self.nic, **addresses)
         self.calls = Syscalls(self.host, bind_port=int(opts.get("bind_port", 8080)),
                               connect_port=int(opts.get("connect_port", 8080)))
         self.host.on_step = self.calls.retry_pending
