@@ -33,7 +33,7 @@ from scapy.packet import Packet, Raw
 
 from p4mtcp.control.tcp import TcpConfig
 
-from ..host import Host
+from ..host import LOCAL_IP, REMOTE_IP, Host
 from ..match import ANY, MASK, Mismatch, compare, describe_template, payload_of
 from .parse import parse_file
 from .script import (
@@ -131,8 +131,8 @@ class Runner:
         unknown = sorted(set(merged) - {f.name for f in dataclasses.fields(TcpConfig)})
         if unknown:
             raise ValueError(f"unknown setting {', '.join(unknown)} (TcpConfig fields and nic)")
-        addresses = {k: opts[k] for k in ("local_ip", "remote_ip") if k in opts}
-        self.host = Host(tcp=merged, nic=self.nic, **addresses)
+        self.host = Host(tcp=merged, nic=self.nic, local_ip=opts.get("local_ip", LOCAL_IP),
+                         remote_ip=opts.get("remote_ip", REMOTE_IP))
         self.calls = Syscalls(self.host, bind_port=int(opts.get("bind_port", 8080)),
                               connect_port=int(opts.get("connect_port", 8080)))
         self.host.on_step = self.calls.retry_pending
