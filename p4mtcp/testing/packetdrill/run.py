@@ -286,7 +286,7 @@ def run_script(script: Script, *, settings: Mapping[str, Any] | None = None, nic
     try:
         runner = Runner(script, settings=settings, nic=nic, tolerance=tolerance, tso=tso,
                         ignore_psh=ignore_psh)
-    except (TypeError, ValueError) as exc:   # a setting TcpConfig refuses
+    except (TypeError, ValueError, OSError) as exc:   # a setting or address refused
         return Outcome(script.path, "error", f"settings: {exc}")
     try:
         n = runner.run()
