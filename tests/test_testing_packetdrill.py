@@ -52,7 +52,8 @@ def test_parse_times_packets_options_and_calls():
 
 
 def test_comments_hide_shell_commands_and_keep_line_numbers():
-    s = parse('/* a\n `not run` */\n// `nor this` "x\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n')
+    s = parse('/* a\n `not run` */\n// `nor this` "x\n'
+              "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
     assert s.skip is None and [e.line for e in s.events] == [4]
 
 
@@ -142,7 +143,8 @@ def test_blocking_calls_return_when_the_stack_lets_them():
                "+0 > S 0:0(0) <...>\n+.1 < S. 0:0(0) ack 1 win 65535 <mss 1000>\n"
                "+0 > . 1:1(0) ack 1\n")
     assert run(connect).status == "passed"
-    refused = run(connect.replace("< S. 0:0(0) ack 1 win 65535 <mss 1000>", "< R. 0:0(0) ack 1 win 0")
+    refused = run(connect.replace("< S. 0:0(0) ack 1 win 65535 <mss 1000>",
+                                  "< R. 0:0(0) ack 1 win 0")
                   .replace("= 0\n+0 > S", "= -1 ECONNREFUSED (Connection refused)\n+0 > S")
                   .replace("+0 > . 1:1(0) ack 1\n", ""))
     assert refused.status == "passed", refused.detail

@@ -246,7 +246,8 @@ class Host:
         if relative and f.stack_isn is not None:
             if flags & _ACK:
                 tcp.ack = (tcp.ack + f.stack_isn) & MASK
-            tcp.options = [(n, tuple((x + f.stack_isn) & MASK for x in v)) if n == "SAck" else (n, v)
+            isn = f.stack_isn
+            tcp.options = [(n, tuple((x + isn) & MASK for x in v)) if n == "SAck" else (n, v)
                            for n, v in tcp.options]
         if flags & _SYN:
             f.peer_isn = tcp.seq

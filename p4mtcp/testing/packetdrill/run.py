@@ -13,9 +13,9 @@ is used as written. An outbound packet's TS val is not checked (packetdrill's de
 TS ecr values name outbound TS vals by their script value, and are mapped to what the stack
 really sent (or its latest TS val when the script's value was never seen).
 
-System calls run on the mTCP API (:mod:`p4mtcp.testing.packetdrill.syscalls`); p4mtcp sockets never block,
-so a call on a socket the script left blocking that cannot finish yet is retried after every
-loop step until it can (its ``a...b`` span is then checked).
+System calls run on the mTCP API (:mod:`p4mtcp.testing.packetdrill.syscalls`); p4mtcp sockets
+never block, so a call on a socket the script left blocking that cannot finish yet is retried
+after every loop step until it can (its ``a...b`` span is then checked).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ O_NONBLOCK = os.O_NONBLOCK
 F_GETFL, F_SETFL = 3, 4      # Linux fcntl commands
 CONSTANTS: dict[str, int] = {
     "AF_INET": socket.AF_INET, "SOCK_STREAM": socket.SOCK_STREAM, "IPPROTO_TCP": socket.IPPROTO_TCP,
-    "SOL_TCP": socket.IPPROTO_TCP, "SOCK_NONBLOCK": O_NONBLOCK, "SOL_SOCKET": socket.SOL_SOCKET, "IPPROTO_IP": 0,
+    "SOL_TCP": socket.IPPROTO_TCP, "SOCK_NONBLOCK": O_NONBLOCK, "SOL_SOCKET": socket.SOL_SOCKET,
+    "IPPROTO_IP": 0,
     "SO_REUSEADDR": socket.SO_REUSEADDR, "SO_KEEPALIVE": socket.SO_KEEPALIVE,
     "SO_LINGER": socket.SO_LINGER, "SO_RCVBUF": socket.SO_RCVBUF, "SO_SNDBUF": socket.SO_SNDBUF,
     "SO_ERROR": socket.SO_ERROR, "TCP_NODELAY": socket.TCP_NODELAY,
@@ -39,7 +40,8 @@ CONSTANTS: dict[str, int] = {
     "POLLIN": select.POLLIN, "POLLOUT": select.POLLOUT, "POLLERR": select.POLLERR,
     "POLLHUP": select.POLLHUP, "POLLRDHUP": 0x2000, "POLLPRI": select.POLLPRI,
     "POLLRDNORM": select.POLLRDNORM, "POLLWRNORM": select.POLLWRNORM,
-    "EPOLLIN": ep.EPOLLIN, "EPOLLOUT": ep.EPOLLOUT, "EPOLLERR": ep.EPOLLERR,
+    "EPOLLIN": ep.EPOLLIN, "EPOLLPRI": ep.EPOLLPRI, "EPOLLOUT": ep.EPOLLOUT,
+    "EPOLLERR": ep.EPOLLERR,
     "EPOLLHUP": ep.EPOLLHUP, "EPOLLRDHUP": ep.EPOLLRDHUP, "EPOLLET": ep.EPOLLET,
     "EPOLLONESHOT": ep.EPOLLONESHOT, "EPOLL_CTL_ADD": ep.EPOLL_CTL_ADD,
     "EPOLL_CTL_DEL": ep.EPOLL_CTL_DEL, "EPOLL_CTL_MOD": ep.EPOLL_CTL_MOD,
@@ -177,7 +179,8 @@ class Syscalls:
         return self.fds[fd]
 
     def _new_fd(self, call: Syscall, sid: int, blocking: bool) -> int:
-        fd = call.ret if isinstance(call.ret, int) and call.ret >= 0 else max(self.fds, default=2) + 1
+        fd = (call.ret if isinstance(call.ret, int) and call.ret >= 0
+              else max(self.fds, default=2) + 1)
         self.fds[fd] = sid
         if blocking:
             self.blocking.add(fd)
@@ -383,6 +386,7 @@ class Syscalls:
 
 
 def _bit_names(bits: int, prefix: str) -> str:
-    names = [n for n, v in CONSTANTS.items() if n.startswith(prefix) and v and bits & v == v
-             and n[len(prefix):] in ("IN", "OUT", "ERR", "HUP", "RDHUP", "PRI")]
+    """Readiness bits as the script would write them, e.g. ``POLLIN|POLLOUT``."""
+    names = [prefix + n for n in ("IN", "PRI", "OUT", "ERR", "HUP", "RDHUP")
+             if bits & CONSTANTS[prefix + n]]
     return "|".join(names) or "0"
