@@ -3,9 +3,9 @@
 The context talks to its NIC through a port (the link layer's port protocol: ``send``,
 ``send_batch``, ``recv_batch``, ``arm``, ``fileno``, ``close``, ``closed_by_peer``).
 :class:`ScriptedPort` is that port with no NIC behind it: frames the test queues are what the
-next loop step receives, frames the stack sends are kept for the test. A link decides what happens on the way: :class:`DirectLink` hands frames over unchanged
-(the stack computes and verifies its own checksums); ``nic.NicLink`` runs them through the P4
-pipeline of the embedded NIC first.
+next loop step receives, frames the stack sends are kept for the test. A link decides what
+happens on the way: :class:`DirectLink` hands frames over unchanged (the stack computes and
+verifies its own checksums); ``nic.NicLink`` runs them through the embedded NIC's P4 pipeline.
 """
 
 from __future__ import annotations
