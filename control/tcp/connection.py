@@ -20,6 +20,7 @@ from .events import EventKind, State
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .seq import MASK, seq_diff, seq_lt
+from .states import ALLOWED
 from .wire import ACK, FIN, PSH, RST, SYN, TS_OPTION, Segment
 
 if TYPE_CHECKING:
@@ -178,6 +179,14 @@ class Connection:
     def remote(self) -> tuple[int, int]:
         return self._rip, self._rport
 
+    def _set_state(self, new: State) -> None:
+        """Every state change passes here: one RFC 9293 figure 5 does not draw raises (states.py)
+        and changes nothing."""
+        old = self.state
+        if not ALLOWED[old] >> new & 1:
+            raise RuntimeError(f"{self!r}: RFC 9293 has no transition {old.name} -> {new.name}")
+        self.state = new
+
     # ------------------------------------------------------------------ application interface
 
     @property
@@ -297,7 +306,7 @@ class Connection:
     # ------------------------------------------------------------------ opening
 
     def _open_active(self) -> None:
-        self.state = SYN_SENT
+        self._set_state(SYN_SENT)
         self._visible = True
         self._send_syn = True
         self._stack._mark(self)
@@ -312,7 +321,7 @@ class Connection:
         self._negotiate(seg)
         self.snd_wnd = seg.window                  # RFC 7323 2.2: a SYN's window is never scaled
         self.max_snd_wnd = self.snd_wnd
-        self.state = SYN_RECEIVED
+        self._set_state(SYN_RECEIVED)
         self._send_syn = True
         self._last_rx = now
 
@@ -329,7 +338,7 @@ class Connection:
         self.una = self.nxt = self.snd_max = 1
         self.snd_wnd = self.max_snd_wnd = seg.window
         self._wl1, self._wl2 = 1, 1
-        self.state = ESTABLISHED
+        self._set_state(ESTABLISHED)
         self._last_rx = now
 
     def _negotiate(self, seg: Segment) -> None:
@@ -453,7 +462,8 @@ class Connection:
         fin_acked = self.fin_off is not None and self.una > self.fin_off
         if fin_acked:
             if st is FIN_WAIT_1:             # RFC 9293: FIN acked -> FIN-WAIT-2
-                st = self.state = FIN_WAIT_2
+                self._set_state(FIN_WAIT_2)
+                st = FIN_WAIT_2
                 if self._app_closed:
                     self._tw_at = now + self._cfg.fin_timeout
             elif st is CLOSING:              # FIN acked -> TIME-WAIT
@@ -553,7 +563,7 @@ class Connection:
                 self.rtt.sample(now - self._rtt_time)
                 self._rtt_off = None
             self._wl1, self._wl2 = 0, 1
-            self.state = ESTABLISHED
+            self._set_state(ESTABLISHED)
             self._send_syn = False
             self._ack_now = True
             self._event(EV_CONNECTED)
@@ -563,7 +573,7 @@ class Connection:
             if len(seg.payload) or flags & FIN:    # data on a SYN-ACK: continue at the text step
                 self._syn_text(seg, now)
         else:                                      # simultaneous open (RFC 9293 3.5, figure 8)
-            self.state = SYN_RECEIVED
+            self._set_state(SYN_RECEIVED)
             self._send_syn = True
 
     def _syn_text(self, seg: Segment, now: float) -> None:
@@ -576,7 +586,7 @@ class Connection:
 
     def _established(self, seg: Segment, seq_off: int) -> None:
         """SYN-RECEIVED -> ESTABLISHED: set the window from this ACK (RFC 9293 3.10.7.4)."""
-        self.state = ESTABLISHED
+        self._set_state(ESTABLISHED)
         if self._retries:
             self.rtt.after_syn_timeout()
         if self._send_syn:                         # simultaneous open: our SYN-ACK never left,
@@ -893,10 +903,10 @@ class Connection:
         self._ack_now = True
         st = self.state
         if st is ESTABLISHED or st is SYN_RECEIVED:
-            self.state = CLOSE_WAIT
+            self._set_state(CLOSE_WAIT)
         elif st is FIN_WAIT_1:
             # our FIN not yet acked (else we would be in FIN-WAIT-2): simultaneous close
-            self.state = CLOSING
+            self._set_state(CLOSING)
         elif st is FIN_WAIT_2:
             self._enter_time_wait(now)
         if self._visible:
@@ -910,7 +920,7 @@ class Connection:
         return seq_lt((self.irs + self.rcv.nxt) & MASK, seg.seq)
 
     def _enter_time_wait(self, now: float) -> None:
-        self.state = TIME_WAIT
+        self._set_state(TIME_WAIT)
         self._rto_at = self._persist_at = self._dack_at = self._pto_at = None
         self._tw_at = now + self._cfg.timewait
 
@@ -938,9 +948,9 @@ class Connection:
             self._fin_pending = True               # RFC 9293 3.10.4: FIN once established
             return
         if st is ESTABLISHED:
-            self.state = FIN_WAIT_1
+            self._set_state(FIN_WAIT_1)
         elif st is CLOSE_WAIT:
-            self.state = LAST_ACK
+            self._set_state(LAST_ACK)
         else:
             return
         self._fin_pending = False
@@ -1308,7 +1318,8 @@ class Connection:
         if self._freed:
             return
         self._freed = True
-        self.state = CLOSED
+        if self.state is not CLOSED:
+            self._set_state(CLOSED)
         self._rto_at = self._dack_at = self._persist_at = self._tw_at = self._pto_at = None
         if self.listener is not None:
             self.listener._forget(self)
