@@ -14,8 +14,8 @@ import pytest
 
 import waiting
 from p4mtcp.link import open_port
-from p4mtcp.link.shm import ShmHostPort, ShmNicPort
-from p4mtcp.link.shmring import _HEAD_W, MIN_CAPACITY, Ring, RingError, Role
+from p4mtcp.link.shm import GONE, ShmHostPort, ShmNicPort
+from p4mtcp.link.shmring import _HEAD_W, _TAIL_W, MIN_CAPACITY, Ring, RingError, Role
 
 CHILD_TIMEOUT = 20.0
 
@@ -163,8 +163,17 @@ def test_corrupted_indices_in_use_end_the_link_with_a_clear_log(shm_link, caplog
     with caplog.at_level(logging.WARNING, logger="p4mtcp.link"):
         assert nic.recv_batch() == []
     assert "corrupt indices" in caplog.text and not nic.connected
-    waiting.wait_for(lambda: host.recv_batch() == [] and host.closed_by_peer,
+    waiting.wait_for(lambda: (host.arm(), host.recv_batch(), host.closed_by_peer)[2],
                      what="the core to see the NIC drop the link")
+
+
+def test_a_scribbled_consumer_index_stops_the_producer_with_a_clear_log(shm_link, caplog):
+    nic, host = shm_link
+    host.rx._idx[_TAIL_W] = 5 * MIN_CAPACITY  # past everything the NIC ever wrote
+    with caplog.at_level(logging.WARNING, logger="p4mtcp.link"):
+        assert nic.send(b"x" * 60) is False
+    assert "corrupt indices" in caplog.text and not nic.connected
+    assert nic.stats.tx_dropped == 1
 
 
 def test_a_bad_record_length_is_an_error_not_a_frame(ring_path):
@@ -227,7 +236,7 @@ def test_a_producer_killed_mid_batch_is_noticed_and_leaves_no_torn_frame(tmp_pat
         with caplog.at_level(logging.WARNING, logger="p4mtcp.link"):
             waiting.wait_for(lambda: got.extend(nic.recv_batch()) or not nic.connected,
                              what="the NIC to notice its core died")
-        assert "the core closed its link or died" in caplog.text
+        assert GONE in caplog.text
         seqs = [check(f) for f in got]  # whole frames only, in order, none twice
         assert len(seqs) >= 2000 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert nic.send(b"x" * 60) is False and nic.stats.tx_dropped == 1  # counted, no hang
@@ -250,7 +259,7 @@ def test_a_consumer_killed_mid_batch_is_noticed_by_the_producer(tmp_path, caplog
         with caplog.at_level(logging.WARNING, logger="p4mtcp.link"):
             waiting.wait_for(lambda: nic.recv_batch() == [] and not nic.connected,
                              what="the NIC to notice its core died")
-        assert "the core closed its link or died" in caplog.text
+        assert GONE in caplog.text
         assert sent > 0 and nic.send_batch([b"y" * 60] * 4) == 0
         assert nic.stats.tx_dropped >= 4
     finally:
@@ -262,7 +271,8 @@ def test_a_consumer_killed_mid_batch_is_noticed_by_the_producer(tmp_path, caplog
 def test_the_core_notices_its_nic_die(tmp_path, caplog):
     code = ("import sys, time\nfrom p4mtcp.link import open_port\n"
             "nic = open_port('shm:' + sys.argv[1])\nprint('attached', flush=True)\n"
-            "while True:\n    nic.recv_batch(); nic.send_batch([b'n' * 64] * 16); time.sleep(0.001)\n")
+            "while True:\n    nic.recv_batch(); nic.send_batch([b'n' * 64] * 16)\n"
+            "    time.sleep(0.001)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-c", code, f"{tmp_path}/n"], stdout=subprocess.PIPE,
                             env=env)
@@ -273,9 +283,10 @@ def test_the_core_notices_its_nic_die(tmp_path, caplog):
         proc.send_signal(signal.SIGKILL)
         proc.wait(CHILD_TIMEOUT)
         with caplog.at_level(logging.WARNING, logger="p4mtcp.link"):
-            waiting.wait_for(lambda: host.recv_batch() is not None and host.closed_by_peer,
+            # as a core's loop does: arm, sleep (here: poll the port), read
+            waiting.wait_for(lambda: (host.arm(), host.recv_batch(), host.closed_by_peer)[2],
                              what="the core to notice its NIC died")
-        assert "the NIC closed the link or died" in caplog.text
+        assert GONE in caplog.text
         assert host.send(b"z" * 60) is False and host.arm()  # counted drop; sleeping is safe
         host.close()
     finally:

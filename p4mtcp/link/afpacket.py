@@ -77,7 +77,8 @@ def _packet_socket(ifname: str) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     except PermissionError:
-        raise PermissionError(errno.EPERM, f"{ifname}: AF_PACKET needs root (CAP_NET_RAW)") from None
+        raise PermissionError(errno.EPERM,
+                              f"{ifname}: AF_PACKET needs root (CAP_NET_RAW)") from None
     try:
         sock.bind((ifname, ETH_P_ALL))
     except OSError as e:

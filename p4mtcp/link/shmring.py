@@ -74,7 +74,7 @@ def _fence() -> None:
 
 
 class Ring:
-    """One end of a ring file: `create` makes a new one, `Ring(path, role)` opens an existing one."""
+    """One end of a ring file: `create` makes a new one, `Ring(path, role)` opens one."""
 
     def __init__(self, path: str, role: Role, _fd: int | None = None):
         self.path = path
@@ -157,7 +157,10 @@ class Ring:
         the rest refused (counted in `refused`); doorbell: the consumer is asleep, wake it."""
         idx, data, cap, mask = self._idx, self._data, self.capacity, self._mask
         head = self._pos
-        free = cap - (head - idx[_TAIL_W])
+        tail = idx[_TAIL_W]
+        if not 0 <= head - tail <= cap:
+            self._check_indices(head, tail, cap)  # a consumer that scribbled on its index
+        free = cap - (head - tail)
         pack_into = _LEN.pack_into
         n = 0
         for frame in frames:

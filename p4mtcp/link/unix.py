@@ -30,7 +30,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate, pairwise
 
 from .port import BATCH, MAX_FRAME, PortStats
@@ -205,21 +205,33 @@ def _unpack(msg: bytes, out: list[bytes]) -> bool:
     return True
 
 
+def received(sock: socket.socket, size: int) -> Iterator[bytes]:
+    """The messages waiting on a non-blocking sock, read as they are asked for;
+    ConnectionError when the peer has hung up."""
+    recv = sock.recv
+    while True:
+        try:
+            msg = recv(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise ConnectionError(e.errno, e.strerror) from None
+        if not msg:
+            raise ConnectionError("peer closed")  # SOCK_SEQPACKET: zero length is the close
+        yield msg
+
+
 def _drain(conn: socket.socket, out: list[bytes], stats: PortStats) -> bool:
     """Append the frames waiting on conn (up to BATCH in all); False when the peer hung up.
     Messages are read while one more, whatever its count, still fits within BATCH."""
-    recv = conn.recv
-    while len(out) <= BATCH - MSG_FRAMES:
-        try:
-            msg = recv(MAX_MESSAGE)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        if not msg:
-            return False  # SOCK_SEQPACKET: a zero-length read is the peer's close
-        if not _unpack(msg, out):
-            stats.rx_malformed += 1
+    try:
+        for msg in received(conn, MAX_MESSAGE):
+            if not _unpack(msg, out):
+                stats.rx_malformed += 1
+            if len(out) > BATCH - MSG_FRAMES:
+                break
+    except ConnectionError:
+        return False
     return True
 
 
