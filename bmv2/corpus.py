@@ -340,6 +340,45 @@ def core(b: Builder) -> Iterator[tuple[str, int, bytes]]:
         yield "core/udp", p.core_ports[1], bytes(frame)
 
 
+def icmp(b: Builder) -> Iterator[tuple[str, int, bytes]]:
+    """Echo requests (answered in the data plane), other ICMP (to the CPU), broken ICMP."""
+    p = b.plan
+
+    def message(dst: str | None = None, payload: bytes | None = None, **fields) -> Ether:
+        return (Ether(src=p.peer_mac, dst=p.nic_mac) /
+                IP(src=p.peer_ip, dst=dst or b.rng.choice(p.local_ips), id=b.rng.getrandbits(16),
+                   ttl=b.rng.randint(1, 255)) /
+                ICMP(**fields) / Raw(b.payload(hi=1400) if payload is None else payload))
+
+    for _ in range(80):
+        yield "icmp/echo-request", p.network_port, bytes(message(
+            type=8, id=b.rng.getrandbits(16), seq=b.rng.getrandbits(16)))
+    for _ in range(20):                                            # short: padded to 60 bytes
+        frame = bytes(message(type=8, id=b.rng.getrandbits(16), payload=b""))
+        yield "icmp/echo-request-padded", p.network_port, frame + bytes(60 - len(frame))
+    for _ in range(10):
+        yield "icmp/echo-request-code", p.network_port, bytes(message(type=8, code=1))
+    for kind, code in ((3, 4), (3, 3), (11, 0), (13, 0), (0, 0), (5, 1)):
+        for _ in range(5):
+            yield "icmp/other-type", p.network_port, bytes(message(type=kind, code=code,
+                                                                   payload=b.payload(hi=60)))
+    for _ in range(20):
+        raw = bytearray(bytes(message(type=8)))
+        raw[36] ^= 1 << b.rng.randrange(8)                         # ICMP checksum
+        yield "icmp/bad-checksum", p.network_port, bytes(raw)
+    for _ in range(10):
+        yield "icmp/not-local", p.network_port, bytes(message(dst=b.rng.choice(NOT_LOCAL),
+                                                              type=8))
+    full = bytes(message(type=8, payload=b.payload(lo=8, hi=8)))
+    for n in range(34, 43):
+        yield "icmp/truncated", p.network_port, full[:n]
+    for _ in range(10):                                            # a core's ICMP is routed
+        frame = (Ether(src="00:00:00:00:00:00", dst="00:00:00:00:00:00") /
+                 IP(src=p.local_ips[0], dst=p.peer_ip, chksum=0, id=b.rng.getrandbits(16)) /
+                 ICMP(type=0) / Raw(b.payload(hi=100)))
+        yield "icmp/from-core", p.core_ports[0], bytes(frame)
+
+
 def unknown_port(b: Builder) -> Iterator[tuple[str, int, bytes]]:
     for _ in range(30):
         yield "port/unknown", UNKNOWN_PORT, bytes(b.tcp(payload=b.payload(hi=200)))
@@ -358,7 +397,7 @@ def packet_outs(b: Builder) -> Iterator[tuple[str, int, bytes]]:
 
 
 CASES: tuple[Case, ...] = (valid_tcp, bad_checksums, ipv4_oddities, lengths, truncated, arp,
-                           ethertypes, vlan, core, unknown_port)
+                           ethertypes, vlan, core, icmp, unknown_port)
 
 
 def build(plan: Plan = Plan(), seed: int = 10) -> list[Frame]:

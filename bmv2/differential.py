@@ -26,7 +26,7 @@ from itertools import groupby
 
 from p4mtcp.bmv2.controller import Controller
 from p4mtcp.bmv2.corpus import Frame
-from p4mtcp.p4src import DROPS, FLOW_STEER, RX_PORT, TX_PORT
+from p4mtcp.p4src import FLOW_STEER
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -168,7 +168,7 @@ def read_counters(ctrl: Controller) -> dict[str, dict]:
     (a target may or may not list the cells still at zero)."""
     client = ctrl.client
     found: dict[str, dict] = {name: {i: v for i, v in client.read_counter(name).items() if any(v)}
-                              for name in (RX_PORT, TX_PORT, DROPS)}
+                              for name in ctrl.schema.counters}
     found[f"{FLOW_STEER} direct"] = {repr(k): v for k, v in
                                      client.read_direct_counter(FLOW_STEER).items()}
     return found

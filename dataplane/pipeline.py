@@ -24,8 +24,8 @@ from p4mtcp.p4src import (  # noqa: E402,I001
     PORT_ROLE, ARP_RESPONDER, LOCAL_IPV4, FLOW_STEER, RETA, IPV4_LPM, NEIGHBOR, PORT_MAC,
     SET_NETWORK_PORT, SET_CORE_PORT, UNKNOWN_PORT, ARP_REPLY, ARP_TO_CPU, SET_LOCAL, NOT_LOCAL,
     STEER_TO_CORE, USE_RSS, NO_CORE, SET_NEXT_HOP, NO_ROUTE, SET_DST_MAC, NEIGHBOR_MISS,
-    SET_SRC_MAC, NOP, DROP, TO_CPU, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS, PACKET_IN_ARP,
-    PACKET_IN_NEIGHBOR_MISS,
+    SET_SRC_MAC, NOP, DROP, TO_CPU, ICMP_ECHO_REPLY, RX_PORT, TX_PORT, DROPS, FLOW_STEER_HITS,
+    ICMP_ECHO, PACKET_IN_ARP, PACKET_IN_NEIGHBOR_MISS, PACKET_IN_ICMP,
 )
 
 # table -> (match fields (name, bitwidth, match type), actions {name: params}, initial default)
@@ -46,9 +46,10 @@ TABLES: dict[str, tuple[tuple[tuple[str, int, str], ...], dict[str, tuple[tuple[
     PORT_MAC: ((("standard_metadata.egress_spec", 9, "exact"),),
                {SET_SRC_MAC: (("mac", 48),), NOP: ()}, NOP),
 }
-# Every action of the program: the tables' and the two the apply block calls itself.
-ACTIONS = frozenset({a for _, actions, _ in TABLES.values() for a in actions} | {DROP, TO_CPU})
-COUNTERS = {RX_PORT: 512, DROPS: 16, TX_PORT: 512}
+# Every action of the program: the tables' and those the apply block calls itself.
+ACTIONS = frozenset({a for _, actions, _ in TABLES.values() for a in actions}
+                    | {DROP, TO_CPU, ICMP_ECHO_REPLY})
+COUNTERS = {RX_PORT: 512, DROPS: 16, TX_PORT: 512, ICMP_ECHO: 512}
 DIRECT_COUNTERS = {FLOW_STEER_HITS: FLOW_STEER}
 CONTROLLER_HEADERS = {
     "packet_in": (("ingress_port", 9), ("_pad", 7), ("reason", 8)),
@@ -66,22 +67,26 @@ DROP_UNHANDLED = 6
 DROP_NO_CORE = 7
 DROP_NO_ROUTE = 8
 DROP_IPV4_OPTIONS = 9
+DROP_BAD_ICMP_CSUM = 10
 ROLE_UNKNOWN, ROLE_NETWORK, ROLE_CORE = 0, 1, 2
 DROP_PORT = 511  # v1model: mark_to_drop sets egress_spec to 511
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
 IP_PROTO_TCP = 6
+IP_PROTO_ICMP = 1
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY_TYPE = 8, 0
 ETH_MIN_FRAME = 60
 
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6sI6sI")
 _IPV4 = struct.Struct("!BBHHHBBHII")  # ver_ihl tos total_len id flags_frag ttl proto csum src dst
 _TCP = struct.Struct("!HHIIBBHHH")  # src_port dst_port seq ack data_offset_res flags window csum urg
+_ICMP = struct.Struct("!BBHI")  # type code checksum rest
 _U16 = struct.Struct("!H")
 _PACKET_IN = struct.Struct("!HB")  # ingress_port:9 _pad:7, reason:8
 _PACKET_OUT = _U16  # egress_port:9 _pad:7
 
-ETH_LEN, ARP_LEN, IPV4_LEN, TCP_LEN = 14, 28, 20, 20
+ETH_LEN, ARP_LEN, IPV4_LEN, TCP_LEN, ICMP_LEN = 14, 28, 20, 20, 8
 _IP_OFF = ETH_LEN
 _TCP_OFF = ETH_LEN + IPV4_LEN
 
@@ -141,9 +146,9 @@ class Packet:
     __slots__ = (
         "in_port", "frame", "length", "parser_error", "checksum_error",
         "packet_out_port", "eth_dst", "eth_src", "eth_type", "arp",
-        "ipv4", "tcp_valid", "tcp", "l4_len", "port_role", "core", "rss_bucket", "next_hop",
-        "drop", "drop_reason", "egress_spec", "egress_port", "packet_in", "eth_dirty", "arp_dirty",
-        "ipv4_csum", "tcp_csum",
+        "ipv4", "tcp_valid", "tcp", "icmp", "l4_len", "port_role", "core", "rss_bucket",
+        "next_hop", "drop", "drop_reason", "egress_spec", "egress_port", "packet_in", "eth_dirty",
+        "arp_dirty", "ipv4_dirty", "ipv4_csum", "tcp_csum",
     )
 
     def __init__(self, in_port: int, frame: bytes):
@@ -159,6 +164,7 @@ class Packet:
         self.ipv4: tuple | None = None
         self.tcp_valid = False
         self.tcp: tuple = ()
+        self.icmp: tuple | None = None
         self.l4_len = 0
         self.port_role = ROLE_UNKNOWN
         self.core = 0
@@ -171,6 +177,7 @@ class Packet:
         self.packet_in: tuple[int, int] | None = None
         self.eth_dirty = False
         self.arp_dirty = False
+        self.ipv4_dirty = False  # addresses changed (an echo reply)
         self.ipv4_csum: int | None = None  # set by NicComputeChecksum
         self.tcp_csum: int | None = None
 
@@ -200,6 +207,7 @@ class NicPipeline:
         self._rx_port = counters[RX_PORT]
         self._tx_port = counters[TX_PORT]
         self._drops = counters[DROPS]
+        self._icmp_echo = counters[ICMP_ECHO]
 
     def process(self, in_port: int, frame: bytes) -> list[tuple[int, bytes]]:
         """(egress port, frame) pairs. Frames to cpu_port start with the packet_in header bytes,
@@ -254,6 +262,11 @@ class NicPipeline:
                 p.tcp_valid = True
                 if p.tcp[4] >> 4 < 5:
                     p.parser_error = "TcpBadDataOffset"
+            elif ip[0] & 0xF == 5 and ip[4] & 0x1FFF == 0 and ip[6] == IP_PROTO_ICMP:
+                if n < _TCP_OFF + ICMP_LEN:
+                    p.parser_error = "PacketTooShort"
+                    return
+                p.icmp = _ICMP.unpack_from(frame, _TCP_OFF)
 
     # --- NicVerifyChecksum -----------------------------------------------------------------------
 
@@ -266,6 +279,8 @@ class NicPipeline:
         if self._ipv4_checksum(mv, ip) != ip[7]:
             p.checksum_error = True
         elif p.tcp_valid and self._tcp_checksum(mv, p) != p.tcp[7]:
+            p.checksum_error = True
+        elif p.icmp is not None and self._icmp_checksum(mv, p.icmp) != p.icmp[2]:
             p.checksum_error = True
 
     # Both checksums leave their own field out. One pass sums the whole header (or segment) and
@@ -286,6 +301,11 @@ class NicPipeline:
         src, dst = ip[8], ip[9]
         pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + ip[6] + p.l4_len
         return ~((ones_sum(mv[_TCP_OFF:], pseudo) - p.tcp[7]) % 0xFFFF or 0xFFFF) & 0xFFFF
+
+    @staticmethod
+    def _icmp_checksum(mv: memoryview, icmp: tuple) -> int:
+        """csum16 over {type, code, rest} and the payload (data and any Ethernet padding)."""
+        return ~((ones_sum(mv[_TCP_OFF:]) - icmp[2]) % 0xFFFF or 0xFFFF) & 0xFFFF
 
     # --- NicIngress ------------------------------------------------------------------------------
 
@@ -360,11 +380,18 @@ class NicPipeline:
         if p.checksum_error:
             # One v1model error bit: the header (checksum included) sums to zero iff valid.
             residue = ~ones_sum(memoryview(p.frame)[_IP_OFF:_TCP_OFF]) & 0xFFFF
-            p.set_drop(DROP_BAD_TCP_CSUM if residue == 0 else DROP_BAD_IPV4_CSUM)
+            p.set_drop(DROP_BAD_IPV4_CSUM if residue != 0 else
+                       DROP_BAD_TCP_CSUM if p.tcp_valid else DROP_BAD_ICMP_CSUM)
             return
         action, _ = self._local_ipv4.lookup((ip[9],), nbytes)
         if action != SET_LOCAL:
             p.set_drop(DROP_NOT_LOCAL)
+            return
+        if p.icmp is not None:
+            if p.icmp[0] == ICMP_ECHO_REQUEST and p.icmp[1] == 0:
+                self._icmp_echo_reply(p)
+            else:
+                self._to_cpu(p, PACKET_IN_ICMP)
             return
         if not p.tcp_valid:
             p.set_drop(DROP_UNHANDLED)
@@ -415,6 +442,20 @@ class NicPipeline:
         p.eth_dirty = p.arp_dirty = True
         p.egress_spec = p.in_port
 
+    def _icmp_echo_reply(self, p: Packet) -> None:
+        """RFC 792 echo reply: addresses reversed, type 0, out of the same port; the checksum
+        updated for the type word 0x0800 -> 0 (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'))."""
+        p.eth_dst, p.eth_src = p.eth_src, p.eth_dst
+        ip = p.ipv4
+        p.ipv4 = (*ip[:8], ip[9], ip[8])
+        typ, code, csum, rest = p.icmp
+        total = (~csum & 0xFFFF) + 0xF7FF
+        total = (total & 0xFFFF) + (total >> 16)
+        p.icmp = (ICMP_ECHO_REPLY_TYPE, code, ~total & 0xFFFF, rest)
+        p.eth_dirty = p.ipv4_dirty = True
+        p.egress_spec = p.in_port
+        self._icmp_echo.count(p.in_port, p.length)
+
     def _to_cpu(self, p: Packet, reason: int) -> None:
         p.egress_spec = self.cpu_port
         p.packet_in = (p.in_port, reason)
@@ -442,13 +483,17 @@ class NicPipeline:
         frame = p.frame
         if p.in_port == self.cpu_port:
             return frame[2:]  # packet_out was set invalid; the rest is payload
-        if not (p.eth_dirty or p.arp_dirty or p.ipv4_csum is not None or p.packet_in):
+        if not (p.eth_dirty or p.arp_dirty or p.ipv4_dirty or p.ipv4_csum is not None
+                or p.packet_in):
             return frame
         buf = bytearray(frame)
         if p.eth_dirty:
             _ETH.pack_into(buf, 0, p.eth_dst, p.eth_src, p.eth_type)
         if p.arp_dirty:
             _ARP.pack_into(buf, ETH_LEN, *p.arp)
+        if p.ipv4_dirty:
+            _IPV4.pack_into(buf, _IP_OFF, *p.ipv4)
+            _ICMP.pack_into(buf, _TCP_OFF, *p.icmp)
         if p.ipv4_csum is not None:
             _U16.pack_into(buf, _IP_OFF + 10, p.ipv4_csum)
         if p.tcp_csum is not None:

@@ -42,18 +42,21 @@ SET_SRC_MAC = "NicIngress.set_src_mac"
 NOP = "NicIngress.nop"
 DROP = "NicIngress.drop"        # drop(reason): counted in DROPS, ends ingress
 TO_CPU = "NicIngress.to_cpu"    # to_cpu(reason): a packet-in with a PACKET_IN_* reason
+ICMP_ECHO_REPLY = "NicIngress.icmp_echo_reply"   # answers an echo request in the data plane
 
 # Counters (indexed) and the direct counter on flow_steer.
 RX_PORT = "NicIngress.rx_port"
 TX_PORT = "NicEgress.tx_port"
 DROPS = "NicIngress.drops"
 FLOW_STEER_HITS = "NicIngress.flow_steer_hits"
+ICMP_ECHO = "NicIngress.icmp_echo"     # echo replies sent, by port
 
 # packet_in.reason values (p4src/include/headers.p4).
 PACKET_IN_ARP = 1
 PACKET_IN_NEIGHBOR_MISS = 2
+PACKET_IN_ICMP = 3
 
 # NicIngress.drops index -> reason (p4src/include/headers.p4).
 DROP_REASONS = ("parser error", "bad IPv4 checksum", "bad TCP checksum", "bad length",
                 "unknown port", "not local", "unhandled protocol", "no core", "no route",
-                "IPv4 options")
+                "IPv4 options", "bad ICMP checksum")

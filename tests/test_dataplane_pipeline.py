@@ -222,6 +222,51 @@ def test_no_route_is_dropped(dp_nic):
     assert drops(dp_nic, pl.DROP_NO_ROUTE) == 1
 
 
+# --- ICMP ---------------------------------------------------------------------------------------
+
+def ping(dst=LOCAL_IP, payload=b"abcdefghijklmnopqrstuvwxyz0123456789", **icmp) -> bytes:
+    return bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / IP(src=PEER_IP, dst=dst, ttl=61)
+                 / ICMP(id=0x1234, seq=7, **icmp) / Raw(payload))
+
+
+@pytest.mark.parametrize("payload", [b"", b"x", b"abcdefghijklmnopqrstuvwxyz0123456789", bytes(1000)])
+def test_echo_request_is_answered_in_the_data_plane(dp_nic, payload):
+    """RFC 792: addresses reversed, type 0, same id/seq/data, a checksum scapy agrees with."""
+    configure(dp_nic)
+    port, out = only(dp_nic.send(NET, ping(payload=payload)))
+    reply = Ether(out)
+    assert port == NET
+    assert (reply.src, reply.dst, reply[IP].src, reply[IP].dst) == (
+        LOCAL_MAC, PEER_MAC, LOCAL_IP, PEER_IP)
+    icmp = reply[ICMP]
+    assert (icmp.type, icmp.code, icmp.id, icmp.seq) == (0, 0, 0x1234, 7)
+    assert bytes(icmp.payload)[:len(payload)] == payload
+    assert checksum(bytes(out[34:14 + reply[IP].len])) == 0, "ICMP checksum wrong"
+    assert checksum(bytes(out[14:34])) == 0, "IPv4 header checksum wrong"
+    assert dp_nic.counter(pl.ICMP_ECHO, NET) == (1, len(ping(payload=payload)))
+
+
+def test_other_icmp_to_a_local_address_goes_to_the_cpu(dp_nic):
+    configure(dp_nic)
+    frag_needed = ping(type=3, code=4, payload=bytes(28))
+    port, out = only(dp_nic.send(NET, frag_needed))
+    assert port == CPU and struct.unpack("!HB", out[:3]) == (NET << 7, pl.PACKET_IN_ICMP)
+    assert out[3:] == frag_needed
+    assert dp_nic.counter(pl.ICMP_ECHO, NET) == (0, 0)
+
+
+def test_icmp_that_is_bad_or_not_ours_is_dropped_with_its_reason(dp_nic):
+    configure(dp_nic)
+    bad = bytearray(ping())
+    bad[-1] ^= 0x40
+    assert dp_nic.send(NET, bytes(bad)) == []
+    assert drops(dp_nic, pl.DROP_BAD_ICMP_CSUM) == 1
+    assert dp_nic.send(NET, ping(dst="10.0.0.77")) == []
+    assert drops(dp_nic, pl.DROP_NOT_LOCAL) == 1
+    assert dp_nic.send(NET, ping(payload=b"")[:40]) == []            # ICMP header cut short
+    assert drops(dp_nic, pl.DROP_PARSER_ERROR) == 1
+
+
 # --- ARP and the CPU port -----------------------------------------------------------------------
 
 def test_arp_request_for_a_local_address_is_answered(dp_nic):
@@ -289,7 +334,7 @@ def test_unknown_port_not_local_and_unhandled_protocols(dp_nic):
     other = bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / IP(src=PEER_IP, dst="10.0.0.50") / TCP())
     assert dp_nic.send(NET, other) == []
     assert drops(dp_nic, pl.DROP_NOT_LOCAL) == 1
-    for pkt in (IP(src=PEER_IP, dst=LOCAL_IP) / UDP(), IP(src=PEER_IP, dst=LOCAL_IP) / ICMP(),
+    for pkt in (IP(src=PEER_IP, dst=LOCAL_IP) / UDP(), IP(src=PEER_IP, dst=LOCAL_IP, proto=47),
                 IP(src=PEER_IP, dst=LOCAL_IP, flags="MF") / TCP()):
         assert dp_nic.send(NET, bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / pkt)) == []
     ipv6 = bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC, type=0x86DD)) + bytes(40)

@@ -32,7 +32,7 @@ from p4mtcp.bmv2.frametests import Plan, ip_int, program, raw_socket
 from p4mtcp.bmv2.launcher import (P4C_BM2_SS, SIMPLE_SWITCH_GRPC, SwitchProcess, bmv2_argv,
                                   compile_program, embedded_argv, free_port, have)
 from p4mtcp.control.p4rt import CODE_NAMES, P4RuntimeError
-from p4mtcp.p4src import DROPS, LOCAL_IPV4, P4INFO, RX_PORT
+from p4mtcp.p4src import DROPS, ICMP_ECHO, LOCAL_IPV4, P4INFO, RX_PORT
 
 pytestmark = [pytest.mark.bmv2, pytest.mark.root]
 
@@ -122,7 +122,7 @@ def test_corpus_is_large_and_covers_every_case():
     assert len(FRAMES) >= 2000
     prefixes = {label.split("/")[0] for label in LABELS}
     assert prefixes >= {"tcp", "checksum", "ipv4", "length", "truncated", "arp", "ethertype",
-                        "vlan", "core", "port", "packet-out"}
+                        "vlan", "core", "icmp", "port", "packet-out"}
 
 
 def _describe(frame: corpus.Frame) -> str:
@@ -170,6 +170,7 @@ def test_the_corpus_did_something_on_each_target(runs):
         assert sum(map(len, obs.packet_ins.values())) > 50, kind
         assert len(obs.counters[DROPS]) >= 7, f"{kind}: drop reasons seen {obs.counters[DROPS]}"
         assert obs.counters[RX_PORT][PLAN.network_port][0] > 1000, kind
+        assert obs.counters[ICMP_ECHO][PLAN.network_port][0] >= 100, kind
 
 
 def test_every_counter_is_the_same(runs):

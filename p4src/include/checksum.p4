@@ -20,6 +20,10 @@ control NicVerifyChecksum(inout headers_t hdr, inout metadata_t meta) {
               hdr.tcp.data_offset, hdr.tcp.res, hdr.tcp.flags, hdr.tcp.window,
               hdr.tcp.urgent_ptr },
             hdr.tcp.checksum, HashAlgorithm.csum16);
+        /* RFC 792: the checksum covers the ICMP message, header and data. */
+        verify_checksum_with_payload(hdr.icmp.isValid(),
+            { hdr.icmp.type, hdr.icmp.code, hdr.icmp.rest },
+            hdr.icmp.checksum, HashAlgorithm.csum16);
     }
 }
 

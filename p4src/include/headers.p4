@@ -7,10 +7,13 @@
 
 const bit<16> ETHERTYPE_IPV4 = 0x0800;
 const bit<16> ETHERTYPE_ARP  = 0x0806;
+const bit<8>  IP_PROTO_ICMP  = 1;
 const bit<8>  IP_PROTO_TCP   = 6;
 const bit<16> ARP_HTYPE_ETHERNET = 1;
 const bit<16> ARP_OPER_REQUEST = 1;
 const bit<16> ARP_OPER_REPLY   = 2;
+const bit<8>  ICMP_ECHO_REPLY   = 0;   /* RFC 792 */
+const bit<8>  ICMP_ECHO_REQUEST = 8;
 
 /* Buckets of the redirection table; p4mtcp.hashing.RETA_SIZE is the same number. */
 const bit<16> RETA_SIZE = 128;
@@ -34,10 +37,12 @@ const bit<4> DROP_UNHANDLED     = 6;
 const bit<4> DROP_NO_CORE       = 7;
 const bit<4> DROP_NO_ROUTE      = 8;
 const bit<4> DROP_IPV4_OPTIONS  = 9;
+const bit<4> DROP_BAD_ICMP_CSUM = 10;
 
 /* packet_in.reason */
 const bit<8> PACKET_IN_ARP = 1;
 const bit<8> PACKET_IN_NEIGHBOR_MISS = 2;
+const bit<8> PACKET_IN_ICMP = 3;      /* ICMP to a local address other than an echo request */
 
 error {
     IPv4BadVersion,
@@ -108,6 +113,15 @@ header tcp_t {
     bit<16> urgent_ptr;
 }
 
+/* RFC 792: the first 8 bytes of every ICMP message. `rest` is identifier and sequence number
+ * of an echo, the next-hop MTU of a fragmentation-needed message (RFC 1191), ... */
+header icmp_t {
+    bit<8>  type;
+    bit<8>  code;
+    bit<16> checksum;
+    bit<32> rest;
+}
+
 struct headers_t {
     packet_out_header_t packet_out;
     packet_in_header_t  packet_in;
@@ -115,6 +129,7 @@ struct headers_t {
     arp_t               arp;
     ipv4_t              ipv4;
     tcp_t               tcp;
+    icmp_t              icmp;
 }
 
 struct metadata_t {

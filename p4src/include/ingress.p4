@@ -1,7 +1,7 @@
 /* Ingress, in the order dataplane/pipeline.py mirrors it: a packet-out leaves as it is; every
  * other frame passes admission (parser errors, the port's role, the IPv4 header against the
  * frame), then is handled by where it came from: a network port (ARP, checksums, local address,
- * steering to a core) or a core port (routing to the network). Every drop goes through
+ * steering to a core, echo replies) or a core port (routing to the network). Every drop goes through
  * drop(reason), which counts it and ends ingress; every packet-in through to_cpu(reason). */
 #ifndef MTCP_NIC_INGRESS_P4
 #define MTCP_NIC_INGRESS_P4
@@ -11,6 +11,7 @@ control NicIngress(inout headers_t hdr,
                    inout standard_metadata_t standard_metadata) {
     @id(1) counter(512, CounterType.packets_and_bytes) rx_port;
     @id(2) counter(16, CounterType.packets_and_bytes) drops;
+    @id(4) counter(512, CounterType.packets_and_bytes) icmp_echo;   /* replies, by port */
     @id(1) direct_counter(CounterType.packets_and_bytes) flow_steer_hits;
 
     /* Counted under its reason (the index of `drops`); nothing after it runs. */
@@ -26,6 +27,25 @@ control NicIngress(inout headers_t hdr,
         hdr.packet_in.ingress_port = standard_metadata.ingress_port;
         hdr.packet_in._pad = 0;
         hdr.packet_in.reason = reason;
+    }
+
+    /* RFC 792 "Echo or Echo Reply Message": the addresses reversed, type 0, back out of the
+     * port it came in on. The checksum is updated for the one changed word (type/code 0x0800 ->
+     * 0x0000) as RFC 1624 eqn. 3 says: HC' = ~(~HC + ~m + m'). Swapping the addresses leaves
+     * the IPv4 header checksum as it is. */
+    @id(19) action icmp_echo_reply() {
+        bit<48> mac = hdr.ethernet.dst_addr;
+        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+        hdr.ethernet.src_addr = mac;
+        bit<32> addr = hdr.ipv4.dst_addr;
+        hdr.ipv4.dst_addr = hdr.ipv4.src_addr;
+        hdr.ipv4.src_addr = addr;
+        hdr.icmp.type = ICMP_ECHO_REPLY;
+        bit<32> sum = (bit<32>)(~hdr.icmp.checksum) + 32w0xF7FF;
+        sum = (sum & 32w0xFFFF) + (sum >> 16);
+        hdr.icmp.checksum = ~(sum[15:0]);
+        standard_metadata.egress_spec = standard_metadata.ingress_port;
+        icmp_echo.count((bit<32>)standard_metadata.ingress_port);
     }
 
     @id(1) action set_network_port() {
@@ -213,8 +233,8 @@ control NicIngress(inout headers_t hdr,
                 drop(DROP_UNHANDLED);
             }
             if (standard_metadata.checksum_error == 1w1) {
-                /* v1model has one error bit: the header sums to zero (valid) iff the TCP
-                 * checksum is the one that failed. */
+                /* v1model has one error bit: the header sums to zero (valid) iff the TCP or
+                 * ICMP checksum is the one that failed. */
                 bit<16> ipv4_residue;
                 hash(ipv4_residue, HashAlgorithm.csum16, 16w0,
                      { hdr.ipv4.version, hdr.ipv4.ihl, hdr.ipv4.diffserv, hdr.ipv4.total_len,
@@ -222,12 +242,23 @@ control NicIngress(inout headers_t hdr,
                        hdr.ipv4.ttl, hdr.ipv4.protocol, hdr.ipv4.hdr_checksum,
                        hdr.ipv4.src_addr, hdr.ipv4.dst_addr },
                      32w65536);
-                if (ipv4_residue == 16w0) {
+                if (ipv4_residue != 16w0) {
+                    drop(DROP_BAD_IPV4_CSUM);
+                }
+                if (hdr.tcp.isValid()) {
                     drop(DROP_BAD_TCP_CSUM);
                 }
-                drop(DROP_BAD_IPV4_CSUM);
+                drop(DROP_BAD_ICMP_CSUM);
             }
             local_ipv4.apply();
+            if (hdr.icmp.isValid()) {
+                if (hdr.icmp.type == ICMP_ECHO_REQUEST && hdr.icmp.code == 8w0) {
+                    icmp_echo_reply();
+                } else {
+                    to_cpu(PACKET_IN_ICMP);
+                }
+                exit;
+            }
             if (!hdr.tcp.isValid()) {
                 drop(DROP_UNHANDLED);
             }

@@ -39,11 +39,17 @@ parser NicParser(packet_in pkt,
         verify(hdr.ipv4.version == 4w4, error.IPv4BadVersion);
         meta.l4_len = hdr.ipv4.total_len - 16w20;
         /* IPv4 options (IHL != 5) are unsupported; ingress drops them. Only the first
-         * fragment carries a TCP header. */
+         * fragment carries a TCP or ICMP header. */
         transition select(hdr.ipv4.ihl, hdr.ipv4.frag_offset, hdr.ipv4.protocol) {
             (4w5, 13w0, IP_PROTO_TCP): parse_tcp;
+            (4w5, 13w0, IP_PROTO_ICMP): parse_icmp;
             default: accept;
         }
+    }
+
+    state parse_icmp {
+        pkt.extract(hdr.icmp);
+        transition accept;
     }
 
     state parse_tcp {
@@ -60,6 +66,7 @@ control NicDeparser(packet_out pkt, in headers_t hdr) {
         pkt.emit(hdr.arp);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.tcp);
+        pkt.emit(hdr.icmp);
     }
 }
 
