@@ -33,10 +33,11 @@ from p4mtcp.control.config import HostConfig, Route, check_host, mac_to_int
 from p4mtcp.control.p4rt import (
     Client, Entry, Match, P4RuntimeError, encode_entry, entry, packet_in_metadata)
 from p4mtcp.control.rss import round_robin_reta
+from p4mtcp.dataplane.server import RateLimitedLog
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import (
     ARP_REPLY, ARP_RESPONDER, DROPS, FLOW_STEER, IPV4_LPM, LOCAL_IPV4, NEIGHBOR, PACKET_IN_ARP,
-    PACKET_IN_NEIGHBOR_MISS, PORT_MAC, PORT_ROLE, RETA, RX_PORT, SET_CORE_PORT, SET_DST_MAC,
+    PACKET_IN_ICMP, PACKET_IN_NEIGHBOR_MISS, PORT_MAC, PORT_ROLE, RETA, RX_PORT, SET_CORE_PORT, SET_DST_MAC,
     SET_LOCAL, SET_NETWORK_PORT, SET_NEXT_HOP, SET_SRC_MAC, STEER_TO_CORE, TX_PORT)
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ AgentError = P4RuntimeError
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IPV4_DST = struct.Struct("!I")
+_IPV4_ICMP = struct.Struct("!B8xB2x4s4sBBHHH")  # ver_ihl, proto, src, dst | type code csum x mtu
+_PORTS = struct.Struct("!HH")
+ICMP_UNREACHABLE, ICMP_FRAG_NEEDED = 3, 4     # RFC 792 type 3, code 4: fragmentation needed
 ETHERTYPE_ARP, ETHERTYPE_IPV4 = 0x0806, 0x0800
 BROADCAST = b"\xff" * 6
 
@@ -84,6 +88,49 @@ def arp_request(src_mac: bytes, src_ip: int, target_ip: int) -> bytes:
              + _ARP.pack(1, ETHERTYPE_IPV4, 6, 4, 1, src_mac, src_ip.to_bytes(4, "big"),
                          bytes(6), target_ip.to_bytes(4, "big")))
     return frame.ljust(60, b"\0")
+
+
+@dataclass(frozen=True)
+class Icmp:
+    """An ICMP message for a local address, as the NIC handed it over (RFC 792)."""
+    type: int
+    code: int
+    src: str
+    dst: str
+    mtu: int | None = None                        # RFC 1191 next-hop MTU (frag needed)
+    quoted: tuple[int, str, int, str, int] | None = None   # proto, src, sport, dst, dport
+
+    def __str__(self) -> str:
+        text = f"ICMP type {self.type} code {self.code} from {self.src} to {self.dst}"
+        if self.quoted is not None:
+            proto, qsrc, sport, qdst, dport = self.quoted
+            text += f" about protocol {proto} {qsrc}:{sport} -> {qdst}:{dport}"
+        if self.mtu is not None:
+            text += f": fragmentation needed, next-hop MTU {self.mtu} (RFC 1191)"
+        return text
+
+
+def parse_icmp(frame: bytes) -> Icmp | None:
+    """The ICMP message of an Ethernet/IPv4 frame (no IPv4 options: the NIC drops those), with
+    the quoted datagram's addresses and ports when it carries one; None if it is not one."""
+    off = _ETH.size
+    if (len(frame) < off + 28 or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4
+            or frame[off] != 0x45):
+        return None
+    _, proto, src, dst, typ, code, _, _, mtu = _IPV4_ICMP.unpack_from(frame, off)
+    if proto != 1:
+        return None
+    quoted = None
+    inner = off + 28                              # RFC 792: the datagram's header + 64 bits
+    if typ in (3, 4, 5, 11, 12) and len(frame) >= inner + 24 and frame[inner] >> 4 == 4:
+        ihl = (frame[inner] & 0xF) * 4
+        if ihl >= 20 and len(frame) >= inner + ihl + 4:
+            sport, dport = _PORTS.unpack_from(frame, inner + ihl)
+            quoted = (frame[inner + 9], str(ipaddress.IPv4Address(frame[inner + 12:inner + 16])),
+                      sport, str(ipaddress.IPv4Address(frame[inner + 16:inner + 20])), dport)
+    frag_needed = (typ, code) == (ICMP_UNREACHABLE, ICMP_FRAG_NEEDED)
+    return Icmp(typ, code, str(ipaddress.IPv4Address(src)), str(ipaddress.IPv4Address(dst)),
+                mtu if frag_needed else None, quoted)
 
 
 def _ipv4_dst(frame: bytes) -> int | None:
@@ -156,6 +203,7 @@ class AgentStats:
     frames_dropped: int = 0
     ignored: int = 0
     connects: int = 0
+    icmp: int = 0              # ICMP messages for local addresses the NIC handed over
 
 
 # --- the agent ----------------------------------------------------------------------------------
@@ -205,6 +253,7 @@ class NicAgent:
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.stats = AgentStats()
+        self._icmp_log = RateLimitedLog(logger=log)   # ICMP from the network: never a flood
         self.last_error: BaseException | None = None
         self.generation = 0
         self._static_neighbors = {int(e.network.network_address) for e in host.arp}
@@ -454,11 +503,24 @@ class NicAgent:
                 self._on_arp(session, meta.get("ingress_port", -1), pkt.payload)
             elif reason == PACKET_IN_NEIGHBOR_MISS:
                 self._on_neighbor_miss(session, pkt.payload)
+            elif reason == PACKET_IN_ICMP:
+                self._on_icmp(meta.get("ingress_port", -1), pkt.payload)
             else:
                 self.stats.ignored += 1
         except AgentError as e:           # a write failed; the next reconnect re-syncs
             self.last_error = e
             log.warning("packet-in handling: %s", e)
+
+    def _on_icmp(self, port: int, frame: bytes) -> None:
+        """Log what an ICMP message says (the NIC answers echo requests itself). A
+        fragmentation-needed message's MTU is logged, not yet applied to the connections'
+        MSS: the stacks run in the core processes, which this agent has no channel to."""
+        msg = parse_icmp(frame)
+        if msg is None:
+            self.stats.ignored += 1
+            return
+        self.stats.icmp += 1
+        self._icmp_log.warning("port %d: %s", port, msg)
 
     def _on_arp(self, session: Client, port: int, frame: bytes) -> None:
         arp = parse_arp(frame)

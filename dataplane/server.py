@@ -80,8 +80,9 @@ class RateLimitedLog:
     suppressed, so a flood of bad requests cannot flood the log."""
 
     def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger = log):
         self._burst, self._window, self._clock = burst, window, clock
+        self._log = logger
         self._lock = threading.Lock()
         self._start = -window
         self._sent = self.suppressed = 0
@@ -99,7 +100,7 @@ class RateLimitedLog:
         if suppressed:
             fmt += " (%d similar ones suppressed before this)"
             args += (suppressed,)
-        log.warning(fmt, *args)
+        self._log.warning(fmt, *args)
 
 
 # --- arbitration (P4Runtime spec 5) ---------------------------------------------------------
