@@ -22,7 +22,8 @@ from .config import TcpConfig  # noqa: E402  (after activate: may load the compi
 from .connection import Connection  # noqa: E402
 from .events import Event, EventKind, State  # noqa: E402
 from .listener import Listener  # noqa: E402
-from .stack import TcpStack, TcpStats  # noqa: E402
+from .stack import TcpStack  # noqa: E402
+from .stats import TcpStats  # noqa: E402
 
 __all__ = ["ACCELERATED", "TcpStack", "TcpConfig", "TcpStats", "Connection", "Listener", "Event",
            "EventKind", "State"]

@@ -28,7 +28,8 @@ ENV_DIR = "P4MTCP_ACCEL_DIR"
 PACKAGE = "p4mtcp.control.tcp"
 SOURCE_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
-_NOT_COMPILED = {"__init__.py", "accel.py", "accelbuild.py"}    # the loader itself stays Python
+# The loader stays Python; so does the tracer, which runs only when an application attaches it.
+_NOT_COMPILED = {"__init__.py", "accel.py", "accelbuild.py", "trace.py"}
 
 
 def build_dir() -> Path:

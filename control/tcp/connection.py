@@ -19,13 +19,14 @@ from .reorder import DUP_THRESH, Reordering
 from .events import EventKind, State
 from .rtt import RttEstimator
 from .sack import Scoreboard
+from .reset import reset_for
 from .seq import MASK, seq_diff, seq_lt
 from .states import ALLOWED
 from .wire import ACK, FIN, PSH, RST, SYN, TS_OPTION, Segment
 
 if TYPE_CHECKING:
+    from .host import Host
     from .listener import Listener
-    from .stack import TcpStack
     from .trace import ConnTrace
 
 # Enum attribute lookups cost ~90 ns each; the hot path uses these module constants.
@@ -68,8 +69,8 @@ class Connection:
     time: their effects go out on the stack's next ``poll(now)``."""
 
     __slots__ = (
-        "_stack", "_cfg", "_lip", "_lport", "_rip", "_rport", "key", "state", "error", "eof", "listener",
-        "passive", "_visible", "_app_closed", "_rd_shut", "nodelay", "keepalive", "linger",
+        "_host", "_cfg", "_lip", "_lport", "_rip", "_rport", "key", "state", "error", "eof", "listener",
+        "passive", "visible", "_app_closed", "_rd_shut", "nodelay", "keepalive", "linger",
         "iss", "una", "nxt", "snd_max", "_tail_start", "snd_wnd", "max_snd_wnd", "_wl1", "_wl2",
         "sndbuf",
         "fin_off", "_fin_pending", "_want_write", "irs", "rcv", "_rcv_adv", "_fin_rcv_off",
@@ -77,15 +78,15 @@ class Connection:
         "sack_ok", "ts_ok", "ts_recent", "rtt", "cc", "_dupacks", "_recovery",
         "_recover", "_high_rxt", "sb", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
         "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
-        "_send_syn", "_sched", "_dirty", "_freed", "_peer_ws", "_evmask", "reo", "_rescue",
+        "_send_syn", "timer_at", "queued", "freed", "_peer_ws", "reported", "reo", "_rescue",
         "_dsack", "_rxt_marks", "_pto_at", "_tlp_end", "_tlp_rxt", "_tlp_dsack",
         "retransmits", "trace",
     )
 
-    def __init__(self, stack: TcpStack, local_ip: int, local_port: int, remote_ip: int,
+    def __init__(self, host: Host, local_ip: int, local_port: int, remote_ip: int,
                  remote_port: int, iss: int, now: float) -> None:
-        cfg = stack.config
-        self._stack = stack
+        cfg = host.config
+        self._host = host
         self._cfg = cfg
         self._lip, self._lport, self._rip, self._rport = local_ip, local_port, remote_ip, remote_port
         self.key = connection_key(local_ip, local_port, remote_ip, remote_port)
@@ -94,7 +95,7 @@ class Connection:
         self.eof = False
         self.listener: Listener | None = None
         self.passive = False
-        self._visible = False
+        self.visible = False
         self._app_closed = False
         self._rd_shut = False
         self.nodelay = cfg.nodelay
@@ -161,11 +162,14 @@ class Connection:
         self._ka_sent = 0
         self._ack_now = False
         self._send_syn = False
-        self._sched: float | None = None
-        self._dirty = False
-        self._freed = False
         self._peer_ws = False
-        self._evmask = 0        # READABLE/WRITABLE already queued since the last events()
+        # Kept by the host (host.py), read by the connection: the deadline its timer heap holds
+        # for us (-1: none will be), whether we wait in its output list, the READABLE/WRITABLE
+        # bits already queued since its last events(), and whether the TCB is deleted.
+        self.timer_at: float | None = None
+        self.queued = False
+        self.reported = 0
+        self.freed = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.state.name} {self.local}->{self.remote}>"
@@ -215,7 +219,7 @@ class Connection:
         if n < len(data):
             self._want_write = True
         if n and st is not SYN_SENT and st is not SYN_RECEIVED:
-            self._stack._mark(self)
+            self._host.mark(self)
         return n
 
     def recv(self, n: int, peek: bool = False) -> bytes:
@@ -228,7 +232,7 @@ class Connection:
             rcv = self.rcv
             if rcv.nxt + rcv.window - self._rcv_adv >= min(rcv.capacity // 2, 2 * self.eff_mss):
                 self._ack_now = True
-                self._stack._mark(self)
+                self._host.mark(self)
         return data
 
     def shutdown(self, how: int) -> None:
@@ -246,13 +250,13 @@ class Connection:
     def close(self) -> None:
         """Application CLOSE (RFC 9293 3.10.4): FIN after queued data; RST if unread data remains
         or SO_LINGER is on with a zero timeout (RFC 2525 2.17)."""
-        if self._app_closed or self._freed:
+        if self._app_closed or self.freed:
             self._app_closed = True
             return
         self._app_closed = True
         st = self.state
         if st is SYN_SENT or st is CLOSED:
-            self._free()                          # RFC 9293 3.10.4: SYN-SENT -> delete the TCB
+            self.delete()                          # RFC 9293 3.10.4: SYN-SENT -> delete the TCB
             return
         if self.rcv.readable or self.linger == 0:
             self.abort()
@@ -263,18 +267,18 @@ class Connection:
 
     def abort(self) -> None:
         """ABORT (RFC 9293 3.10.5): send RST in synchronized states, then delete the TCB."""
-        if self._freed:
+        if self.freed:
             return
         if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1,
                           FIN_WAIT_2, CLOSE_WAIT):
             self._send_reset()
         self._app_closed = True
-        self._free()
+        self.delete()
 
     def _send_reset(self) -> None:
         """<SEQ=SND.NXT><CTL=RST> (RFC 9293 3.10.5)."""
-        self._stack._send_rst(self._lip, self._rip, self._lport, self._rport,
-                              (self.iss + self.nxt) & MASK, 0, RST)
+        self._host.send_rst(self._lip, self._rip, self._lport, self._rport,
+                            (self.iss + self.nxt) & MASK, 0, RST)
 
     def set_option(self, name: str, value: object) -> None:
         """nodelay (bool), keepalive (bool), linger (None or seconds >= 0), rcvbuf, sndbuf (int > 0).
@@ -287,7 +291,7 @@ class Connection:
         if name == "nodelay" or name == "keepalive":
             setattr(self, name, bool(value))
             if name == "nodelay" and value:
-                self._stack._mark(self)           # flush anything Nagle was holding
+                self._host.mark(self)           # flush anything Nagle was holding
             return
         if name == "linger":
             if value is not None and (not isinstance(value, int) or value < 0):
@@ -305,13 +309,13 @@ class Connection:
 
     # ------------------------------------------------------------------ opening
 
-    def _open_active(self) -> None:
+    def open_active(self) -> None:
         self._set_state(SYN_SENT)
-        self._visible = True
+        self.visible = True
         self._send_syn = True
-        self._stack._mark(self)
+        self._host.mark(self)
 
-    def _open_passive(self, seg: Segment, listener: Listener, now: float) -> None:
+    def open_passive(self, seg: Segment, listener: Listener, now: float) -> None:
         """A SYN reached a listener with room: RFC 9293 3.10.7.2 LISTEN, third check."""
         self.passive = True
         self.listener = listener
@@ -325,7 +329,7 @@ class Connection:
         self._send_syn = True
         self._last_rx = now
 
-    def _open_cookie(self, seg: Segment, mss: int, now: float) -> None:
+    def open_cookie(self, seg: Segment, mss: int, now: float) -> None:
         """The handshake-completing ACK carried a valid SYN cookie: build the TCB it implies."""
         self.passive = True
         self.irs = (seg.seq - 1) & MASK
@@ -378,7 +382,7 @@ class Connection:
 
     # ------------------------------------------------------------------ segment arrival
 
-    def _process(self, seg: Segment, now: float) -> None:
+    def on_segment(self, seg: Segment, now: float) -> None:
         """RFC 9293 3.10.7.3 / 3.10.7.4, in the RFC's order."""
         self._last_rx = now
         self._ka_sent = 0
@@ -427,14 +431,14 @@ class Connection:
             if seq_off == rnxt:
                 self._reset_by_peer()
             else:
-                self._stack._challenge(self, now)
+                self._challenge(now)
             return
         # fourth check: SYN in a synchronized state (RFC 5961 4.2: challenge ACK, drop).
         if flags & SYN:
             if self.state is SYN_RECEIVED and self.passive:
-                self._free()                       # RFC 9293 3.10.7.4: back to LISTEN
+                self.delete()                       # RFC 9293 3.10.7.4: back to LISTEN
             else:
-                self._stack._challenge(self, now)
+                self._challenge(now)
             return
         # fifth check: ACK. RFC 9293: a segment without ACK is dropped.
         if not flags & ACK:
@@ -444,19 +448,19 @@ class Connection:
             if 0 < ack_off <= self.snd_max:        # RFC 9293 3.10.7.4 SYN-RECEIVED: our SYN acked
                 self._established(seg, seq_off)
             else:                                  # <SEQ=SEG.ACK><CTL=RST>
-                self._stack._send_rst(self._lip, self._rip, self._lport, self._rport, seg.ack,
-                                      0, RST)
+                self._host.send_rst(self._lip, self._rip, self._lport, self._rport,
+                                    *reset_for(seg))
                 return
         if ack_off > self.snd_max:                 # RFC 9293: acks unsent data -> ACK, drop
-            self._stack._challenge(self, now)
+            self._challenge(now)
             return
         if ack_off < self.una - self.max_snd_wnd:  # RFC 5961 5.2: too old -> challenge ACK, drop
-            self._stack._challenge(self, now)
+            self._challenge(now)
             return
         if self.ts_ok and seg.tsval is not None and seq_off <= self._last_ack_sent:
             self.ts_recent = seg.tsval             # RFC 7323 4.3: TS.Recent update
         self._on_ack(seg, seq_off, ack_off, plen, now)
-        if self._freed:
+        if self.freed:
             return
         st = self.state
         fin_acked = self.fin_off is not None and self.una > self.fin_off
@@ -470,7 +474,7 @@ class Connection:
                 self._enter_time_wait(now)
                 return
             elif st is LAST_ACK:             # FIN acked -> CLOSED
-                self._free()
+                self.delete()
                 return
         # sixth check: URG is ignored (RFC 9293 3.8.5 / RFC 6093 deprecate it).
         # seventh check: segment text.
@@ -491,7 +495,7 @@ class Connection:
         if plen:
             if st in _RECEIVING:
                 self._receive_data(seq_off, payload, fin, now)
-                if self._freed:
+                if self.freed:
                     return
             # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: text after a FIN is ignored (RFC 9293).
         # eighth check: FIN.
@@ -538,8 +542,8 @@ class Connection:
             ack_off = seq_diff(seg.ack, self.iss)
             if not 0 < ack_off <= self.snd_max:    # first check: unacceptable ACK -> RST
                 if not flags & RST:
-                    self._stack._send_rst(self._lip, self._rip, self._lport, self._rport,
-                                          seg.ack, 0, RST)
+                    self._host.send_rst(self._lip, self._rip, self._lport, self._rport,
+                                        *reset_for(seg))
                 return
             ack_ok = True
         if flags & RST:                            # second check (RFC 5961 3.2 in SYN-SENT)
@@ -566,8 +570,8 @@ class Connection:
             self._set_state(ESTABLISHED)
             self._send_syn = False
             self._ack_now = True
-            self._event(EV_CONNECTED)
-            self._event(EV_WRITABLE)
+            self.report(EV_CONNECTED)
+            self.report(EV_WRITABLE)
             if self._fin_pending:
                 self._close_write()
             if len(seg.payload) or flags & FIN:    # data on a SYN-ACK: continue at the text step
@@ -598,10 +602,10 @@ class Connection:
         self._wl2 = 0
         lst = self.listener
         if lst is not None:
-            lst._established(self)
+            lst.established(self)
         elif not self.passive:                     # simultaneous open completes a connect()
-            self._event(EV_CONNECTED)
-            self._event(EV_WRITABLE)
+            self.report(EV_CONNECTED)
+            self.report(EV_WRITABLE)
         if self._fin_pending:
             self._close_write()
 
@@ -621,7 +625,7 @@ class Connection:
             if wnd and self._persist_at is not None:
                 self._persist_at = None
                 self._persist_n = 0
-                self._stack._mark(self)
+                self._host.mark(self)
         sack_new = False
         fack = self.sb.high                        # the highest SACK known before this ACK
         if self.sack_ok and seg.sack:
@@ -672,8 +676,8 @@ class Connection:
                 self._rto_at = now + self.rtt.rto
             if self._want_write and self.sndbuf.space and self.fin_off is None:
                 self._want_write = False
-                self._event(EV_WRITABLE)
-            self._stack._mark(self)
+                self.report(EV_WRITABLE)
+            self._host.mark(self)
         elif ack_off == una and wnd == 0 and self.snd_max > una:
             self._retries = 0                      # the peer answers our zero-window probes
         elif ack_off == una and self.snd_max > una and plen == 0 \
@@ -687,11 +691,11 @@ class Connection:
                 if self._dupacks >= dt or (self.sack_ok and self.sb.is_lost(una, mss, dt)):
                     self._enter_recovery(now)
                 else:
-                    self._stack._mark(self)        # RFC 3042 / RFC 4653 limited transmit
+                    self._host.mark(self)        # RFC 3042 / RFC 4653 limited transmit
             else:
                 if not self.sack_ok:
                     self.cc.on_dupack_in_recovery(mss)   # RFC 6582 3.2 step 4
-                self._stack._mark(self)
+                self._host.mark(self)
         if sack_new and self._recovery is None and self.una < self.snd_max and self.sb.is_lost(
                 self.una, mss, self.reo.dupthresh(self.snd_max - self.una, mss)):
             self._enter_recovery(now)              # RFC 6675 5 (IsLost on the first hole)
@@ -745,7 +749,7 @@ class Connection:
             self._tlp_rxt = True
         self._tlp_end = self.snd_max
         self._tlp_dsack = False
-        self._stack.stats.loss_probes += 1
+        self._host.stats.loss_probes += 1
         self._rto_at = now + self.rtt.rto           # RFC 8985 7.3: re-arm the RTO, not the PTO
 
     def _end_tlp_episode(self) -> None:
@@ -755,7 +759,7 @@ class Connection:
         if self._tlp_rxt and not self._tlp_dsack and self._recovery is None:
             self.cc.on_enter_recovery(self.snd_max - self.una, self.eff_mss)
             self.cc.cwnd = self.cc.ssthresh
-            self._stack.stats.tlp_recoveries += 1
+            self._host.stats.tlp_recoveries += 1
         self._tlp_end = None
 
     def _resend_lost_retransmissions(self, now: float) -> None:
@@ -776,7 +780,7 @@ class Connection:
                 keep.append([lo, hi, mark])
                 continue
             self._resend(lo, hi, ACK, now)         # marks it again at today's SND.MAX
-            self._stack.stats.lost_retransmits += 1
+            self._host.stats.lost_retransmits += 1
             if lo == una:                          # RFC 6298 5.3 spirit: the head went out again
                 self._rto_at = now + self.rtt.rto
 
@@ -801,7 +805,7 @@ class Connection:
             if i == 0 and lo < hi and (hi <= ack_off or len(blocks) > 1 and (
                     una + seq_diff(blocks[1][0], base) <= lo
                     and hi <= una + seq_diff(blocks[1][1], base))):
-                self._stack.stats.dsacks_in += 1
+                self._host.stats.dsacks_in += 1
                 if self._tlp_end is not None and self._tlp_rxt and hi >= self._tlp_end - 1:
                     self._tlp_dsack = True          # RFC 8985 7.4.1: the probe was needless
                 if reo.dsack(lo, hi):
@@ -822,8 +826,8 @@ class Connection:
         the other holes are judged at the larger DupThresh."""
         self.reo.undo(self.cc, self.eff_mss)
         self.cc.on_undo()
-        self._stack.stats.spurious_recoveries += 1
-        self._stack._mark(self)
+        self._host.stats.spurious_recoveries += 1
+        self._host.mark(self)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582 3.2, RFC 6675 5)."""
@@ -840,7 +844,7 @@ class Connection:
         if self.sack_ok:
             self.cc.cwnd = self.cc.ssthresh        # RFC 6675 5 step 3: cwnd = ssthresh, no inflation
         self._high_rxt = self.una
-        self._stack.stats.fast_retransmits += 1
+        self._host.stats.fast_retransmits += 1
         sent = self._retransmit_first(now)
         self._high_rxt = self.una + sent
         self._rto_at = now + self.rtt.rto
@@ -862,7 +866,7 @@ class Connection:
             self._rcv_mss = plen
         dup = had_ooo and self.sack_ok and rcv.covered(off, off + plen)
         new = rcv.add(off, payload)
-        self._stack.stats.bytes_in += new
+        self._host.stats.bytes_in += new
         if new:
             if had_ooo:
                 self._ack_now = True               # RFC 5681 4.2: ACK at once when a hole fills
@@ -872,8 +876,8 @@ class Connection:
                 self._dack_at = now + self._cfg.delayed_ack
             if self._fin_rcv_off is not None and self._fin_rcv_off == rcv.nxt:
                 self._receive_fin(now)
-            if self._visible:
-                self._event(EV_READABLE)
+            if self.visible:
+                self.report(EV_READABLE)
         elif off > rcv.nxt:
             if dup:
                 self._note_duplicate(off, off + plen, now)
@@ -909,10 +913,10 @@ class Connection:
             self._set_state(CLOSING)
         elif st is FIN_WAIT_2:
             self._enter_time_wait(now)
-        if self._visible:
-            self._event(EV_EOF)
+        if self.visible:
+            self.report(EV_EOF)
 
-    def _timewait_reusable(self, seg: Segment) -> bool:
+    def timewait_reusable(self, seg: Segment) -> bool:
         """RFC 6191 / RFC 9293 3.6.1: a new SYN may take over a TIME-WAIT 4-tuple when its
         timestamp is newer than TS.Recent or (without timestamps) its ISN is above RCV.NXT."""
         if self.ts_ok and seg.tsval is not None:
@@ -924,19 +928,24 @@ class Connection:
         self._rto_at = self._persist_at = self._dack_at = self._pto_at = None
         self._tw_at = now + self._cfg.timewait
 
+    def _challenge(self, now: float) -> None:
+        """RFC 5961 3.2, 4.2, 5.2: answer with an ACK, if the host's rate limit allows one."""
+        if self._host.challenge(now):
+            self._ack_now = True
+
     def _reset_by_peer(self) -> None:
         """RFC 9293 3.10.7.4 second check, per state."""
-        self._stack.stats.rst_in += 1
+        self._host.stats.rst_in += 1
         st = self.state
         if st is SYN_RECEIVED:
             if self.passive:
-                self._free()                       # passive open: back to LISTEN, nothing to report
+                self.delete()                       # passive open: back to LISTEN, nothing to report
             else:
                 self._fail(errno.ECONNREFUSED, EV_RESET)
         elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
             self._fail(errno.ECONNRESET, EV_RESET)
         else:                                      # CLOSING, LAST-ACK, TIME-WAIT
-            self._free()
+            self.delete()
 
     # ------------------------------------------------------------------ output
 
@@ -955,12 +964,12 @@ class Connection:
             return
         self._fin_pending = False
         self.fin_off = self.sndbuf.end
-        self._stack._mark(self)
+        self._host.mark(self)
 
-    def _output(self, now: float) -> None:
+    def output(self, now: float) -> None:
         """Send what the state, windows and timers allow; then a pure ACK if one is owed."""
-        self._dirty = False
-        if self._freed:
+        self.queued = False
+        if self.freed:
             return
         st = self.state
         if self._send_syn:
@@ -978,10 +987,10 @@ class Connection:
             self._send_data(now)
             if self.snd_max > top or self._pto_at is None and self.snd_max > self.una:
                 self._arm_pto(now)                 # RFC 8985 7.2: start or restart after new data
-        if self._ack_now and not self._freed:
+        if self._ack_now and not self.freed:
             self._emit(self.nxt, 0, ACK, now)
         if st is TIME_WAIT and self._tw_at is not None and self._tw_at <= now:
-            self._free()
+            self.delete()
 
     def _send_data(self, now: float) -> None:
         mss = self.eff_mss
@@ -1079,7 +1088,7 @@ class Connection:
                 self._rtt_off, self._rtt_time = top, now    # time one segment per RTT
             self.snd_max = top
         else:
-            self._stack.stats.retransmits += 1
+            self._host.stats.retransmits += 1
             self.retransmits += 1
             self._rtt_off = None                   # Karn: no samples across retransmission
         if self._rto_at is None:                   # RFC 6298 5.1
@@ -1100,7 +1109,7 @@ class Connection:
         sample across it (Karn); in recovery, marked with SND.MAX so that its own loss can be
         seen (`_resend_lost_retransmissions`)."""
         self._emit(lo, hi - lo, flags, now)
-        self._stack.stats.retransmits += 1
+        self._host.stats.retransmits += 1
         self.retransmits += 1
         self.reo.retransmitted(lo, hi)
         self._rtt_off = None
@@ -1139,14 +1148,11 @@ class Connection:
             self._ack_now = False
             self._dack_at = None
         payload = self.sndbuf.view(off, n) if n else b""
-        stack = self._stack
         lip, rip = self._lip, self._rip
-        stack._out.append((lip, rip, wire.build(
-            lip, rip, self._lport, self._rport, seq, ack, flags, wnd,
-            opts, payload, not self._cfg.offload_checksum)))
-        st = stack.stats
-        st.segs_out += 1
-        st.bytes_out += n
+        host = self._host
+        host.emit(lip, rip, wire.build(lip, rip, self._lport, self._rport, seq, ack, flags, wnd,
+                                       opts, payload, not self._cfg.offload_checksum))
+        host.stats.bytes_out += n
 
     def _advertise(self) -> int:
         """The scaled window field; never shrinks the right edge (RFC 9293 3.8.6.2.2, RFC 7323 2.4)
@@ -1172,7 +1178,7 @@ class Connection:
         blocks = rcv.ooo_blocks() if rcv.has_ooo else []
         if dsack is not None:
             self._dsack = None
-            self._stack.stats.dsacks_out += 1
+            self._host.stats.dsacks_out += 1
             lo, hi = dsack
             for i, (s, e) in enumerate(blocks):
                 if s <= lo and hi <= e:            # RFC 2883 4: then the block holding it
@@ -1184,11 +1190,11 @@ class Connection:
 
     def _ts_now(self) -> int:
         # A per-connection offset derived from the ISS (RFC 7323 5.4), not stored: 8 bytes less.
-        return (int(self._stack._now * 1000) + self.iss * 2654435761) & MASK
+        return (int(self._host.now * 1000) + self.iss * 2654435761) & MASK
 
     # ------------------------------------------------------------------ timers
 
-    def _deadline(self) -> float | None:
+    def deadline(self) -> float | None:
         d = self._rto_at
         t = self._dack_at
         if t is not None and (d is None or t < d):
@@ -1215,17 +1221,17 @@ class Connection:
                     d = t
         return d
 
-    def _on_timer(self, now: float) -> None:
+    def on_timer(self, now: float) -> None:
         if self._tw_at is not None and now >= self._tw_at:
             if self.state is FIN_WAIT_2:
                 self._send_reset()
-            self._free()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
+            self.delete()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
             return
         if self._pto_at is not None and now >= self._pto_at:
             self._on_pto(now)                      # before the RTO it may stand in for
         if self._rto_at is not None and now >= self._rto_at:
             self._on_rto(now)
-            if self._freed:
+            if self.freed:
                 return
         if self._persist_at is not None and now >= self._persist_at:
             self._on_persist(now)
@@ -1245,19 +1251,19 @@ class Connection:
                     return
                 self._ka_sent += 1                 # RFC 9293 3.8.4: probe with SEG.SEQ = SND.NXT-1
                 self._emit(self.nxt - 1, 0, ACK, now)
-        self._output(now)
+        self.output(now)
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 5.4-5.7 and RFC 5681 3.1 on retransmission timeout."""
         cfg = self._cfg
-        self._stack.stats.timeouts += 1
+        self._host.stats.timeouts += 1
         self._retries += 1
         st = self.state
         if st is SYN_SENT or st is SYN_RECEIVED:
             if self._retries > (cfg.synack_retries if self.passive else cfg.syn_retries):
                 # RFC 9293 3.8.3 (R2 for SYN)
                 if self.passive:
-                    self._free()
+                    self.delete()
                 else:
                     self._fail(errno.ETIMEDOUT, EV_ERROR)
                 return
@@ -1265,7 +1271,7 @@ class Connection:
             self._rtt_off = None
             self._send_syn = True
             self._rto_at = now + self.rtt.rto
-            self._stack.stats.retransmits += 1
+            self._host.stats.retransmits += 1
             self.retransmits += 1
             return
         if self._retries > cfg.max_retries:        # RFC 9293 3.8.3 R2: give up
@@ -1308,29 +1314,29 @@ class Connection:
     def _fail(self, err: int, kind: EventKind) -> None:
         self.error = err
         if kind is EV_RESET:
-            self._stack.stats.resets += 1
-        if self._visible:
-            self._event(kind)
-        self._free()
+            self._host.stats.resets += 1
+        if self.visible:
+            self.report(kind)
+        self.delete()
 
-    def _free(self) -> None:
+    def delete(self) -> None:
         """Delete the TCB (RFC 9293 CLOSED): the stack forgets it; CLOSED is reported once."""
-        if self._freed:
+        if self.freed:
             return
-        self._freed = True
+        self.freed = True
         if self.state is not CLOSED:
             self._set_state(CLOSED)
         self._rto_at = self._dack_at = self._persist_at = self._tw_at = self._pto_at = None
         if self.listener is not None:
-            self.listener._forget(self)
-        self._stack._forget(self)
-        if self._visible:
-            self._event(EV_CLOSED)
+            self.listener.forget(self)
+        self._host.forget(self)
+        if self.visible:
+            self.report(EV_CLOSED)
 
-    def _event(self, kind: EventKind) -> None:
+    def report(self, kind: EventKind) -> None:
         if kind is EV_READABLE or kind is EV_WRITABLE:
             bit = 1 << kind.value
-            if self._evmask & bit:
+            if self.reported & bit:
                 return                             # one per kind until the caller drains events
-            self._evmask |= bit
-        self._stack._emit_event(kind, self)
+            self.reported |= bit
+        self._host.event(kind, self)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from . import wire
 from .events import EventKind, State
+from .reset import reset_for
 from .syncookies import check_cookie, make_cookie
 from .wire import ACK, RST, SYN, Segment
 
 if TYPE_CHECKING:
     from .connection import Connection
-    from .stack import TcpStack
+    from .host import Host
 
 
 class Listener:
@@ -19,10 +21,13 @@ class Listener:
     answered with SYN cookies (no state), so a flood cannot fill the table. Completed
     connections wait in an accept queue of ``backlog`` entries."""
 
-    __slots__ = ("_stack", "local", "backlog", "state", "_queue", "_half_open")
+    __slots__ = ("_host", "_secret", "local", "backlog", "state", "_queue", "_half_open")
 
-    def __init__(self, stack: TcpStack, local_ip: int, local_port: int, backlog: int) -> None:
-        self._stack = stack
+    def __init__(self, host: Host, secret: bytes, local_ip: int, local_port: int,
+                 backlog: int) -> None:
+        """``secret`` keys the SYN cookies (the stack's ISN secret, RFC 6528)."""
+        self._host = host
+        self._secret = secret
         self.local = (local_ip, local_port)
         self.backlog = backlog
         self.state = State.LISTEN
@@ -42,14 +47,14 @@ class Listener:
         accept() is reported as READABLE/EOF events right away."""
         while self._queue:
             conn = self._queue.popleft()
-            if conn._freed:
+            if conn.freed:
                 continue
             conn.listener = None
-            conn._visible = True
+            conn.visible = True
             if conn.readable_bytes:
-                conn._event(EventKind.READABLE)
+                conn.report(EventKind.READABLE)
             if conn.eof:
-                conn._event(EventKind.EOF)
+                conn.report(EventKind.EOF)
             return conn
         return None
 
@@ -58,7 +63,7 @@ class Listener:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
-        self._stack._unlisten(self)
+        self._host.unlisten(self)
         for conn in list(self._half_open) + list(self._queue):
             conn.listener = None
             conn.abort()
@@ -67,72 +72,83 @@ class Listener:
 
     # ------------------------------------------------------------------ engine side
 
-    def _on_segment(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> None:
+    def on_segment(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> None:
         """RFC 9293 3.10.7.2: a segment for LISTEN with no TCB."""
-        stack = self._stack
+        host = self._host
         flags = seg.flags
         if flags & RST:                            # first check: ignore RST
             return
         if flags & ACK:                            # second check: ACK -> cookie or RST
-            if not flags & SYN and stack.config.syncookies:
+            if not flags & SYN and host.config.syncookies:
                 mss = self._check_cookie(seg, src_ip, dst_ip, now)
                 if mss is not None:
                     if len(self._queue) >= self.backlog:
-                        stack.stats.listen_overflows += 1   # drop: the peer retransmits its ACK
+                        host.stats.listen_overflows += 1   # drop: the peer retransmits its ACK
                         return
                     self._cookie_open(seg, src_ip, dst_ip, mss, now)
                     return
-            stack._send_rst(dst_ip, src_ip, seg.dport, seg.sport, seg.ack, 0, RST)
+            host.send_rst(dst_ip, src_ip, seg.dport, seg.sport, *reset_for(seg))
             return
         if not flags & SYN:                        # fourth: anything else is dropped
             return
-        cfg = stack.config
+        cfg = host.config
         if len(self._queue) >= self.backlog:       # accept queue full: drop, the peer retries
-            stack.stats.syn_dropped += 1
+            host.stats.syn_dropped += 1
             return
         if len(self._half_open) >= cfg.syn_backlog:
             if not cfg.syncookies:
-                stack.stats.syn_dropped += 1
+                host.stats.syn_dropped += 1
                 return
-            key = (dst_ip, seg.dport, src_ip, seg.sport)
-            cookie, mss = make_cookie(stack._secret, key, seg.seq, min(seg.mss or 536, cfg.mss), now)
-            stack._send_syn_cookie(key, cookie, seg, mss)
+            self._send_syn_cookie(seg, src_ip, dst_ip, now)
             return
-        conn = stack._new_connection(dst_ip, seg.dport, src_ip, seg.sport, now)
-        conn._open_passive(seg, self, now)
+        conn = host.new_connection(dst_ip, seg.dport, src_ip, seg.sport, now)
+        conn.open_passive(seg, self, now)
         self._half_open.add(conn)
-        stack.stats.passive_opens += 1
-        stack._mark(conn)
+        host.stats.passive_opens += 1
+        host.mark(conn)
+
+    def _send_syn_cookie(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> None:
+        """A stateless SYN-ACK whose ISN is the cookie; only MSS is offered (syncookies.py)."""
+        host = self._host
+        cfg = host.config
+        key = (dst_ip, seg.dport, src_ip, seg.sport)
+        cookie, mss = make_cookie(self._secret, key, seg.seq, min(seg.mss or 536, cfg.mss), now)
+        host.stats.syncookies_sent += 1
+        host.emit(dst_ip, src_ip, wire.build(
+            dst_ip, src_ip, seg.dport, seg.sport, cookie, (seg.seq + 1) & 0xFFFFFFFF, SYN | ACK,
+            min(cfg.rcvbuf, 65535), wire.syn_options(mss, None, False, None), b"",
+            not cfg.offload_checksum))
 
     def _check_cookie(self, seg: Segment, src_ip: int, dst_ip: int, now: float) -> int | None:
         """The MSS a valid SYN cookie in this ACK encodes, or None (counted as rejected)."""
-        stack = self._stack
-        mss = check_cookie(stack._secret, (dst_ip, seg.dport, src_ip, seg.sport),
+        mss = check_cookie(self._secret, (dst_ip, seg.dport, src_ip, seg.sport),
                            (seg.seq - 1) & 0xFFFFFFFF, (seg.ack - 1) & 0xFFFFFFFF, now)
         if mss is None:
-            stack.stats.syncookies_rejected += 1
+            self._host.stats.syncookies_rejected += 1
         return mss
 
     def _cookie_open(self, seg: Segment, src_ip: int, dst_ip: int, mss: int, now: float) -> None:
         """Build the connection a valid cookie implies and queue it for accept()."""
-        stack = self._stack
-        stack.stats.syncookies_accepted += 1
-        stack.stats.passive_opens += 1
-        conn = stack._new_connection(dst_ip, seg.dport, src_ip, seg.sport, now,
-                                     iss=(seg.ack - 1) & 0xFFFFFFFF)
-        conn._open_cookie(seg, mss, now)
+        host = self._host
+        host.stats.syncookies_accepted += 1
+        host.stats.passive_opens += 1
+        conn = host.new_connection(dst_ip, seg.dport, src_ip, seg.sport, now,
+                                   iss=(seg.ack - 1) & 0xFFFFFFFF)
+        conn.open_cookie(seg, mss, now)
         conn.listener = self
         self._queue.append(conn)
-        stack._emit_event(EventKind.ACCEPTABLE, self)
-        conn._process(seg, now)                    # the ACK may carry data or a FIN
-        stack._mark(conn)
+        host.event(EventKind.ACCEPTABLE, self)
+        conn.on_segment(seg, now)                  # the ACK may carry data or a FIN
+        host.mark(conn)
 
-    def _established(self, conn: Connection) -> None:
+    def established(self, conn: Connection) -> None:
+        """``conn`` (from this listener's SYN queue) completed its handshake: ready to accept."""
         self._half_open.discard(conn)
         self._queue.append(conn)
-        self._stack._emit_event(EventKind.ACCEPTABLE, self)
+        self._host.event(EventKind.ACCEPTABLE, self)
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
+        """``conn``'s TCB was deleted before accept()."""
         self._half_open.discard(conn)
         try:
             self._queue.remove(conn)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-from dataclasses import asdict, dataclass
 
 from . import wire
 from .config import TcpConfig
@@ -13,46 +12,12 @@ from .connection import Connection, connection_key
 from .events import Event, EventKind, State
 from .isn import initial_seq
 from .listener import Listener
+from .reset import reset_for
 from .seq import MASK
-from .wire import ACK, FIN, RST, SYN, Segment
+from .stats import TcpStats
+from .wire import ACK, RST, SYN
 
 _TIME_WAIT = State.TIME_WAIT
-
-
-@dataclass(slots=True)
-class TcpStats:
-    """Counters for the whole stack (mTCP-style per-core statistics)."""
-
-    segs_in: int = 0
-    segs_out: int = 0
-    bytes_in: int = 0            # in-order payload delivered to receive buffers
-    bytes_out: int = 0           # payload sent, retransmissions included
-    retransmits: int = 0
-    fast_retransmits: int = 0
-    lost_retransmits: int = 0    # retransmissions found lost and sent again before the RTO
-    loss_probes: int = 0         # tail loss probes sent (RFC 8985 7)
-    tlp_recoveries: int = 0      # probes that repaired a loss: cwnd reduced (RFC 8985 7.4.2)
-    spurious_recoveries: int = 0  # fast recoveries undone: found spurious (RFC 3522 / RFC 3708)
-    dsacks_in: int = 0           # D-SACK blocks received (RFC 2883)
-    dsacks_out: int = 0          # D-SACK blocks sent for duplicate segments (RFC 2883)
-    timeouts: int = 0
-    bad_segments: int = 0        # malformed header/options
-    bad_checksums: int = 0
-    rst_in: int = 0
-    rst_out: int = 0
-    resets: int = 0              # connections reset by the peer
-    challenge_acks: int = 0
-    challenge_acks_suppressed: int = 0
-    active_opens: int = 0
-    passive_opens: int = 0
-    syn_dropped: int = 0         # SYNs dropped: accept queue full (or backlog full, no cookies)
-    listen_overflows: int = 0    # valid cookie ACKs dropped: accept queue full
-    syncookies_sent: int = 0
-    syncookies_accepted: int = 0
-    syncookies_rejected: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class TcpStack:
@@ -69,10 +34,10 @@ class TcpStack:
         self._listeners: dict[tuple[int, int], Listener] = {}
         self._out: list[tuple[int, int, bytes]] = []
         self._events: list[Event] = []
-        self._dirty: list[Connection] = []
+        self._queued: list[Connection] = []       # connections with output to run
         self._timers: list[tuple[float, int, Connection]] = []
         self._tick = itertools.count()
-        self._now = 0.0
+        self.now = 0.0                            # Host: the time of the last receive()/poll()
         self._challenge_second = -1
         self._challenge_count = 0
         self.stats = TcpStats()
@@ -87,7 +52,7 @@ class TcpStack:
         _check_endpoint("listen", local_ip, local_port)
         if (local_ip, local_port) in self._listeners:
             raise OSError(errno.EADDRINUSE, f"listen: {_fmt(local_ip, local_port)} already listening")
-        lst = Listener(self, local_ip, local_port, backlog)
+        lst = Listener(self, self._secret, local_ip, local_port, backlog)
         self._listeners[(local_ip, local_port)] = lst
         return lst
 
@@ -102,16 +67,16 @@ class TcpStack:
         if connection_key(local_ip, local_port, remote_ip, remote_port) in self._conns:
             raise OSError(errno.EADDRINUSE, f"connect: {_fmt(local_ip, local_port)} -> "
                           f"{_fmt(remote_ip, remote_port)} already in use")
-        self._now = now
-        conn = self._new_connection(local_ip, local_port, remote_ip, remote_port, now)
+        self.now = now
+        conn = self.new_connection(local_ip, local_port, remote_ip, remote_port, now)
         self.stats.active_opens += 1
-        conn._open_active()
+        conn.open_active()
         return conn
 
     def receive(self, src_ip: int, dst_ip: int, tcp_bytes: bytes | bytearray | memoryview,
                 now: float) -> None:
         """Process one TCP segment (header + payload). Malformed input is counted, never raised."""
-        self._now = now
+        self.now = now
         stats = self.stats
         stats.segs_in += 1
         seg = wire.parse(tcp_bytes, src_ip, dst_ip, not self.config.offload_checksum)
@@ -124,60 +89,61 @@ class TcpStack:
             return
         conn = self._conns.get(dst_ip << 64 | seg.dport << 48 | src_ip << 16 | seg.sport)
         if conn is not None and conn.state is _TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
-                and conn._timewait_reusable(seg):
-            conn._free()                           # RFC 6191 / RFC 9293 3.6.1: reuse TIME-WAIT
+                and conn.timewait_reusable(seg):
+            conn.delete()                          # RFC 6191 / RFC 9293 3.6.1: reuse TIME-WAIT
             conn = None
         if conn is not None:
-            conn._process(seg, now)
-            self._mark(conn)          # output waits for poll(): one ACK per batch (MUST-58, MUST-59)
+            conn.on_segment(seg, now)
+            self.mark(conn)           # output waits for poll(): one ACK per batch (MUST-58, MUST-59)
             return
         if not _unicast(src_ip) or not _unicast(dst_ip):
             return                    # RFC 9293 3.9.1 MUST-57, MUST-63: drop broadcast/multicast
         lst = self._listeners.get((dst_ip, seg.dport)) or self._listeners.get((0, seg.dport))
         if lst is not None:
-            lst._on_segment(seg, src_ip, dst_ip, now)
+            lst.on_segment(seg, src_ip, dst_ip, now)
             return
-        self._reset_unknown(seg, src_ip, dst_ip)
+        if not seg.flags & RST:                    # RFC 9293 3.10.7.1 (CLOSED): RST for any but RST
+            self.send_rst(dst_ip, src_ip, seg.dport, seg.sport, *reset_for(seg))
 
     def poll(self, now: float) -> list[tuple[int, int, bytes]]:
         """Run due timers and pending output; return (src_ip, dst_ip, tcp_bytes) to transmit."""
-        self._now = now
-        if self._dirty:
+        self.now = now
+        if self._queued:
             self._flush(now)
         timers = self._timers
         budget = len(timers) + 16                  # a timer re-armed in the past waits a poll
         while timers and timers[0][0] <= now and budget:
             budget -= 1
             t, _, conn = heapq.heappop(timers)
-            if conn._sched != t or conn._freed:
+            if conn.timer_at != t or conn.freed:
                 continue                           # superseded entry
-            conn._sched = None
-            conn._on_timer(now)
-            if not conn._freed:
+            conn.timer_at = None
+            conn.on_timer(now)
+            if not conn.freed:
                 self._schedule(conn)
-        if self._dirty:
+        if self._queued:
             self._flush(now)
         out, self._out = self._out, []
         return out
 
     def _flush(self, now: float) -> None:
         """Output for every connection touched by segments or application calls."""
-        while self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for conn in dirty:
-                if conn._dirty:
-                    conn._output(now)
-                    if not conn._freed:
+        while self._queued:
+            queued, self._queued = self._queued, []
+            for conn in queued:
+                if conn.queued:
+                    conn.output(now)               # clears conn.queued
+                    if not conn.freed:
                         self._schedule(conn)
 
     def next_deadline(self) -> float | None:
         """When poll() must next run; a time already past means at once (output is pending)."""
-        if self._out or self._dirty:
-            return self._now
+        if self._out or self._queued:
+            return self.now
         timers = self._timers
         while timers:
             t, _, conn = timers[0]
-            if conn._sched == t and not conn._freed:
+            if conn.timer_at == t and not conn.freed:
                 return t
             heapq.heappop(timers)
         return None
@@ -187,7 +153,7 @@ class TcpStack:
         ev, self._events = self._events, []
         for e in ev:
             if e.sock.__class__ is Connection:
-                e.sock._evmask = 0
+                e.sock.reported = 0
         return ev
 
     def in_use(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> bool:
@@ -197,36 +163,64 @@ class TcpStack:
     def connections(self) -> int:
         return len(self._conns)
 
-    # ------------------------------------------------------------------ engine internals
+    # ------------------------------------------------------------------ the Host (host.py)
 
-    def _new_connection(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
-                        now: float, iss: int | None = None) -> Connection:
+    def new_connection(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
+                       now: float, iss: int | None = None) -> Connection:
         if iss is None:                            # RFC 9293 3.4.1 / RFC 6528
             iss = initial_seq(self._secret, local_ip, local_port, remote_ip, remote_port, now)
         conn = Connection(self, local_ip, local_port, remote_ip, remote_port, iss, now)
         self._conns[conn.key] = conn
         return conn
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
-        conn._sched = -1.0
+        conn.timer_at = -1.0
 
-    def _unlisten(self, lst: Listener) -> None:
-        self._listeners.pop(lst.local, None)
+    def unlisten(self, listener: Listener) -> None:
+        self._listeners.pop(listener.local, None)
 
-    def _mark(self, conn: Connection) -> None:
-        if not conn._dirty and not conn._freed:
-            conn._dirty = True
-            self._dirty.append(conn)
+    def mark(self, conn: Connection) -> None:
+        if not conn.queued and not conn.freed:
+            conn.queued = True
+            self._queued.append(conn)
+
+    def event(self, kind: EventKind, sock: Connection | Listener) -> None:
+        self._events.append(Event(kind, sock))
+
+    def emit(self, src_ip: int, dst_ip: int, segment: bytes) -> None:
+        self.stats.segs_out += 1
+        self._out.append((src_ip, dst_ip, segment))
+
+    def send_rst(self, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int,
+                 flags: int) -> None:
+        self.stats.rst_out += 1
+        self.emit(src_ip, dst_ip, wire.build(src_ip, dst_ip, sport, dport, seq, ack, flags, 0,
+                                             b"", b"", not self.config.offload_checksum))
+
+    def challenge(self, now: float) -> bool:
+        """RFC 5961 section 7: challenge ACKs, at most ``challenge_ack_limit`` per second."""
+        second = int(now)
+        if second != self._challenge_second:
+            self._challenge_second = second
+            self._challenge_count = 0
+        if self._challenge_count >= self.config.challenge_ack_limit:
+            self.stats.challenge_acks_suppressed += 1
+            return False
+        self._challenge_count += 1
+        self.stats.challenge_acks += 1
+        return True
+
+    # ------------------------------------------------------------------ timers
 
     def _schedule(self, conn: Connection) -> None:
-        d = conn._deadline()
+        d = conn.deadline()
         if d is None:
             return
-        s = conn._sched
+        s = conn.timer_at
         if s is None or d < s:
-            conn._sched = d
+            conn.timer_at = d
             timers = self._timers
             heapq.heappush(timers, (d, next(self._tick), conn))
             if len(timers) > 1024 and len(timers) > 4 * len(self._conns):
@@ -236,55 +230,9 @@ class TcpStack:
         """Drop superseded entries (and freed connections) so the heap stays O(connections)."""
         tick = self._tick
         timers = self._timers                      # in place: poll() may be iterating it
-        timers[:] = [(c._sched, next(tick), c) for c in self._conns.values()
-                     if c._sched is not None and c._sched >= 0]
+        timers[:] = [(c.timer_at, next(tick), c) for c in self._conns.values()
+                     if c.timer_at is not None and c.timer_at >= 0]
         heapq.heapify(timers)
-
-    def _emit_event(self, kind: EventKind, sock: object) -> None:
-        self._events.append(Event(kind, sock))
-
-    def _send_rst(self, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int,
-                  flags: int) -> None:
-        self.stats.rst_out += 1
-        self.stats.segs_out += 1
-        self._out.append((src_ip, dst_ip, wire.build(src_ip, dst_ip, sport, dport, seq, ack, flags,
-                                                     0, b"", b"", not self.config.offload_checksum)))
-
-    def _reset_unknown(self, seg: Segment, src_ip: int, dst_ip: int) -> None:
-        """RFC 9293 3.10.7.1 (CLOSED): answer anything but a RST with a RST."""
-        flags = seg.flags
-        if flags & RST:
-            return
-        if flags & ACK:
-            self._send_rst(dst_ip, src_ip, seg.dport, seg.sport, seg.ack, 0, RST)
-        else:
-            seg_len = len(seg.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-            self._send_rst(dst_ip, src_ip, seg.dport, seg.sport, 0, (seg.seq + seg_len) & MASK,
-                           RST | ACK)
-
-    def _challenge(self, conn: Connection, now: float) -> None:
-        """RFC 5961 section 7: challenge ACKs, at most ``challenge_ack_limit`` per second."""
-        second = int(now)
-        if second != self._challenge_second:
-            self._challenge_second = second
-            self._challenge_count = 0
-        if self._challenge_count >= self.config.challenge_ack_limit:
-            self.stats.challenge_acks_suppressed += 1
-            return
-        self._challenge_count += 1
-        self.stats.challenge_acks += 1
-        conn._ack_now = True
-
-    def _send_syn_cookie(self, key: tuple[int, int, int, int], cookie: int, seg: Segment,
-                         mss: int) -> None:
-        """A stateless SYN-ACK whose ISN is the cookie; only MSS is offered (syncookies.py)."""
-        self.stats.syncookies_sent += 1
-        self.stats.segs_out += 1
-        lip, lport, rip, rport = key
-        self._out.append((lip, rip, wire.build(
-            lip, rip, lport, rport, cookie, (seg.seq + 1) & MASK, SYN | ACK,
-            min(self.config.rcvbuf, 65535), wire.syn_options(mss, None, False, None), b"",
-            not self.config.offload_checksum)))
 
 
 def _check_endpoint(call: str, ip: int, port: int) -> None:
