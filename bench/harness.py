@@ -94,5 +94,8 @@ def write_profile(name: str, title: str, run: Callable[[Path], Any], parts: Sequ
 
 
 def machine() -> dict[str, Any]:
+    """The machine, and whether this run's TCP engine is the compiled build (P4MTCP_ACCEL=1,
+    inherited by the core processes)."""
+    from p4mtcp.control.tcp import ACCELERATED
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "compiled_tcp_engine": ACCELERATED}
