@@ -26,17 +26,13 @@ from itertools import groupby
 
 from p4mtcp.bmv2.controller import Controller
 from p4mtcp.bmv2.corpus import Frame
+from p4mtcp.link.afpacket import (PACKET_AUXDATA, PACKET_OUTGOING, SOL_PACKET,
+                                  TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID)
+from p4mtcp.link.frames import insert_vlan
 from p4mtcp.p4src import FLOW_STEER
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_AUXDATA = 8
-PACKET_OUTGOING = 4
-TP_STATUS_VLAN_VALID = 0x10        # linux/if_packet.h
-TP_STATUS_VLAN_TPID_VALID = 0x40
 _AUXDATA = struct.Struct("=IIIHHHH")   # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
-ETH_P_8021Q = 0x8100
 
 Output = tuple[int, bytes]              # (port, frame)
 PacketIn = tuple[int, int, bytes]       # (ingress_port, reason, payload)
@@ -76,8 +72,8 @@ class PortTap:
                 if level == SOL_PACKET and kind == PACKET_AUXDATA:
                     status, _, _, _, _, tci, tpid = _AUXDATA.unpack_from(cdata)
                     if status & TP_STATUS_VLAN_VALID:
-                        tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-                        data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+                        data = insert_vlan(data, tpid if status & TP_STATUS_VLAN_TPID_VALID
+                                           else 0, tci)
             out.append(data)
         return out
 
