@@ -685,8 +685,8 @@ class _Rpcs:
         except (DecodeError, RuntimeError, ValueError) as e:
             self._undecodable.warning("P4Runtime: a %d-byte %s does not decode: %s",
                                       len(raw), cls.DESCRIPTOR.name, e)
-            raise P4Error(code_pb2.INVALID_ARGUMENT,
-                          f"request bytes are not a valid {cls.DESCRIPTOR.full_name}: {e}") from None
+            raise P4Error(code_pb2.INVALID_ARGUMENT, "request bytes are not a valid "
+                                                     f"{cls.DESCRIPTOR.full_name}: {e}") from None
 
     async def _run(self, context: grpc.aio.ServicerContext, work: Callable, *args):
         """`work(*args)` on the pool; a P4Error becomes the RPC's status."""
@@ -694,7 +694,7 @@ class _Rpcs:
             return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
         except P4Error as e:
             await context.abort(_GRPC_CODE[e.code], e.message,
-                                trailing_metadata=getattr(e, "trailer", ()))
+                                trailing_metadata=e.trailer if isinstance(e, WriteFailed) else ())
 
     def _decoded(self, cls, work: Callable, raw: bytes):
         return work(self._decode(cls, raw))
@@ -839,7 +839,8 @@ class P4RuntimeServer:
 
 
 def serve(device: Device, address: str = "127.0.0.1:9559") -> P4RuntimeServer:
-    """Start a P4Runtime server for `device` on `address`. OSError if the address cannot be
-    bound: SO_REUSEPORT is off so that a second target on the same port fails instead of
+    """Start a P4Runtime server for `device` on `address`; it runs while the returned handle is
+    referenced (a gRPC server stops when it is garbage-collected). OSError if the address cannot
+    be bound: SO_REUSEPORT is off so that a second target on the same port fails instead of
     silently sharing the clients with the first."""
     return P4RuntimeServer(device, address)

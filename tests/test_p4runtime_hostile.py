@@ -10,6 +10,7 @@ import queue
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -162,14 +163,17 @@ def send_garbage(channel: grpc.Channel, n: int) -> set:
 def test_undecodable_requests_cost_no_memory_and_little_log():
     """Through grpcio's own deserializers each of these kept ~20 KB and logged a traceback."""
     address = f"127.0.0.1:{free_port()}"
+    log = tempfile.TemporaryFile()  # not a pipe: a server logging too much must not stall on it
     proc = subprocess.Popen([sys.executable, "-c", SERVER, address], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=log,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     channel = grpc.insecure_channel(address)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready and proc.stdout.readline() == b"ready\n", proc.stderr.read1()
-        assert send_garbage(channel, 2000) == {grpc.StatusCode.INVALID_ARGUMENT}  # warm up
+        assert ready and proc.stdout.readline() == b"ready\n"
+        # warm up: threads and their malloc arenas grow any gRPC server by ~10 MB over the first
+        # 5,000 requests, ~1 MB over the next 10,000, then nothing (bench_p4runtime_hostile.py)
+        assert send_garbage(channel, 6000) == {grpc.StatusCode.INVALID_ARGUMENT}
         before = rss(proc.pid)
         assert send_garbage(channel, 10_000) == {grpc.StatusCode.INVALID_ARGUMENT}
         grown = rss(proc.pid) - before
@@ -177,11 +181,12 @@ def test_undecodable_requests_cost_no_memory_and_little_log():
         channel.close()
         proc.stdin.close()
         proc.wait(30)
-    log = proc.stderr.read().decode()
+    log.seek(0)
+    text = log.read().decode()
     assert grown < 5 * 1024 * 1024, f"RSS grew {grown / 1e6:.1f} MB over 10,000 requests"
-    lines = log.splitlines()
-    assert lines and all("does not decode" in line for line in lines), log[:2000]
-    # LOG_BURST lines per minute, 12,000 requests: a few windows at most on a slow machine
+    lines = text.splitlines()
+    assert lines and all("does not decode" in line for line in lines), text[:2000]
+    # LOG_BURST lines per minute, 16,000 requests: a few windows at most on a slow machine
     assert len(lines) <= 4 * LOG_BURST, f"{len(lines)} log lines"
 
 
