@@ -9,7 +9,8 @@ from two threads at once.
 
 Before it sleeps, the loop arms every port (`Port.arm`): a shared-memory link then rings its
 doorbell for the next frame, and a port whose frames are already waiting is read at once
-instead of slept on. An idle NIC blocks in the kernel and costs no CPU.
+instead of slept on. While frames keep coming it does not arm (`Port.pending` finds the rings
+with frames), so busy writers ring no doorbells. An idle NIC blocks in the kernel, no CPU.
 """
 
 from __future__ import annotations
@@ -159,10 +160,17 @@ class Nic:
             sel.register(port.fileno(), selectors.EVENT_READ, num)
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         ports = self.ports
+        busy = False
         try:
             while not self._stop.is_set():
-                waiting = [num for num, port in ports.items() if not port.arm()]
-                ready = {key.data for key, _ in sel.select(timeout=0 if waiting else 0.5)}
+                # Busy: look for frames without asking any writer for a doorbell. About to
+                # sleep: arm every port; one whose frames already wait is read instead.
+                if busy:
+                    waiting = [num for num, port in ports.items() if port.pending()]
+                else:
+                    waiting = [num for num, port in ports.items() if not port.arm()]
+                ready = {key.data for key, _ in
+                         sel.select(timeout=0 if busy or waiting else 0.5)}
                 if None in ready:
                     ready.discard(None)
                     try:
@@ -172,10 +180,13 @@ class Nic:
                     while self._packet_outs:
                         self.forward(self.cpu_port, [self._packet_outs.popleft()])
                 ready.update(waiting)
+                busy = False
                 for num in ready:
                     port = ports.get(num)
-                    if port is not None:
-                        self.forward(num, port.recv_batch())
+                    frames = [] if port is None else port.recv_batch()
+                    if frames:
+                        busy = True
+                        self.forward(num, frames)
         finally:
             sel.close()
 

@@ -105,10 +105,12 @@ def test_frames_from_a_kernel_peer_arrive_byte_exact(net, tmp_path, kind):
         port.close()
 
 
-def test_frames_to_a_kernel_peer_leave_byte_exact_from_the_tx_ring(net, tmp_path):
+@pytest.mark.parametrize("kind", [MmapPacketPort, PacketPort])
+def test_frames_to_a_kernel_peer_leave_byte_exact(net, tmp_path, kind):
     frames = [_frame(i, random.Random(i).randrange(60, 1515)) for i in range(300)]
     frames[100] = _frame(100, 1514, (0x8100,))  # a tagged frame goes on the wire as it is
-    port = MmapPacketPort(net.host_if)
+    frames[200] = _frame(200, 200, (0x88A8, 0x8100))
+    port = kind(net.host_if)
     try:
         peer = _peer(net, "recv", f"{tmp_path}/got", str(len(frames)))
         assert peer.stdout.readline() == b"ready\n"

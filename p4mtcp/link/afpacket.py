@@ -128,6 +128,9 @@ class _Sender:
     def arm(self) -> bool:
         return True
 
+    def pending(self) -> bool:
+        return False  # the socket's descriptor shows every frame, and every ready ring block
+
     def fileno(self) -> int:
         return self._sock.fileno()
 

@@ -34,7 +34,9 @@ class Port(Protocol):
     A poll loop calls `arm()` right before it blocks on `fileno()`: a port whose peer only
     signals a sleeping reader (a shared-memory ring's doorbell) asks for that signal there, and
     returns False when frames are already waiting, so the loop must not block. Ports whose
-    descriptor is readable by itself (sockets) always return True.
+    descriptor is readable by itself (sockets) always return True. A loop that is busy and
+    will not block asks `pending()` instead: frames wait that `fileno()` does not show (without
+    asking the writer for a doorbell it does not need).
     """
 
     stats: PortStats
@@ -44,6 +46,7 @@ class Port(Protocol):
     def send_batch(self, frames: Sequence[bytes]) -> int: ...  # n: frames[:n] sent, rest dropped
     def recv_batch(self) -> list[bytes]: ...
     def arm(self) -> bool: ...
+    def pending(self) -> bool: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
 
@@ -64,3 +67,6 @@ class OneFrameSend:
 
     def arm(self) -> bool:
         return True
+
+    def pending(self) -> bool:
+        return False

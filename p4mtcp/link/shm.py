@@ -118,6 +118,9 @@ class ShmNicPort(_Rings):
     def arm(self) -> bool:
         return self.rx is None or self.rx.arm()
 
+    def pending(self) -> bool:
+        return self.rx is not None and self.rx.pending()
+
     def _accept(self) -> None:
         conn = self._acceptor.accept()
         if conn is None:
@@ -224,6 +227,9 @@ class ShmHostPort(_Rings):
     def arm(self) -> bool:
         self._woken = True  # what wakes the sleeper (doorbell, the NIC's end) is on the socket
         return self.closed_by_peer or self.rx.arm()  # type: ignore[union-attr]
+
+    def pending(self) -> bool:
+        return not self.closed_by_peer and self.rx.pending()  # type: ignore[union-attr]
 
     def _hang_up(self, why: str) -> None:
         if not self.closed_by_peer:

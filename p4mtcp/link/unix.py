@@ -255,6 +255,9 @@ class UnixNicPort:
     def arm(self) -> bool:
         return True
 
+    def pending(self) -> bool:
+        return False  # the socket's descriptor shows every frame
+
     def recv_batch(self) -> list[bytes]:
         self._acceptor.accept()
         conn = self._acceptor.conn
@@ -302,6 +305,9 @@ class UnixHostPort:
 
     def arm(self) -> bool:
         return True
+
+    def pending(self) -> bool:
+        return False  # the socket's descriptor shows every frame
 
     def recv_batch(self) -> list[bytes]:
         out: list[bytes] = []
