@@ -8,8 +8,8 @@ controller headers.
 
 It is built so that hostile clients can neither stall nor bloat it:
 - grpc.aio on one event-loop thread: an open StreamChannel costs a coroutine and a queue, not a
-  worker thread, so idle streams cannot starve unary RPCs (at most MAX_STREAMS are open; more
-  are refused with RESOURCE_EXHAUSTED). The work of unary RPCs runs on a small thread pool, so
+  worker thread, so idle streams cannot starve unary RPCs. At most MAX_STREAMS are open: a new
+  one ends the oldest that never arbitrated, or is refused (RESOURCE_EXHAUSTED) if all have. The work of unary RPCs runs on a small thread pool, so
   the loop keeps serving streams while a big Write or Read runs.
 - Requests arrive as raw bytes (no deserializer in the method handlers) and are decoded here:
   bytes that do not decode are answered INVALID_ARGUMENT saying so, and logged a bounded
@@ -46,7 +46,7 @@ MAX_MESSAGE = 256 * 1024 * 1024  # pipeline configs and big reads exceed gRPC's 
 NO_PIPELINE = "No forwarding pipeline config set for this device"
 READ_BATCH = 1000                # entities per ReadResponse
 PACKET_IN_BACKLOG = 4096         # packet-ins queued for a slow client before new ones are dropped
-MAX_STREAMS = 1024               # open StreamChannels; more are refused with RESOURCE_EXHAUSTED
+MAX_STREAMS = 1024               # open StreamChannels (see _Rpcs._make_room past that)
 WORKERS = 4                      # threads running the work of unary RPCs
 LOG_BURST, LOG_WINDOW = 10, 60.0  # undecodable requests logged per window (seconds)
 SERVICE = "p4.v1.P4Runtime"
@@ -677,7 +677,7 @@ class _Rpcs:
         self.servicer = servicer
         self._pool = pool
         self._undecodable = RateLimitedLog()
-        self.streams = 0
+        self._open: dict[Stream, None] = {}  # open streams, oldest first
 
     def _decode(self, cls, raw: bytes):
         try:
@@ -719,12 +719,31 @@ class _Rpcs:
         for i in range(0, max(len(found), 1), READ_BATCH):
             yield await self._run(context, _read_response, found[i:i + READ_BATCH])
 
+    @property
+    def streams(self) -> int:
+        return len(self._open)
+
+    def _make_room(self) -> bool:
+        """At MAX_STREAMS, end the oldest stream that never arbitrated (RESOURCE_EXHAUSTED), so
+        that streams opened and left idle cannot lock a controller out; False if every open
+        stream has arbitrated."""
+        if len(self._open) < MAX_STREAMS:
+            return True
+        idle = next((s for s in self._open if s.group is None), None)
+        if idle is None:
+            return False
+        del self._open[idle]
+        idle.put(P4Error(code_pb2.RESOURCE_EXHAUSTED, f"{MAX_STREAMS} streams are open, the "
+                         "most this target serves: this one, the oldest that never arbitrated, "
+                         "makes room for a new one"))
+        return True
+
     async def StreamChannel(self, requests: AsyncIterator[bytes], context):
-        if self.streams >= MAX_STREAMS:
+        if not self._make_room():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{MAX_STREAMS} streams are open, the most this target serves")
-        self.streams += 1
         stream = Stream(asyncio.get_running_loop())
+        self._open[stream] = None
         reader = asyncio.ensure_future(self._stream_reader(requests, stream))
         try:
             while True:
@@ -735,7 +754,7 @@ class _Rpcs:
                     await context.abort(_GRPC_CODE[item.code], item.message)
                 yield item
         finally:
-            self.streams -= 1
+            self._open.pop(stream, None)
             reader.cancel()
             self.servicer.arbitration.remove(stream)
 

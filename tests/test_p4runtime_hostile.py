@@ -52,6 +52,13 @@ class IdleStreams:
         stub = p4runtime_pb2_grpc.P4RuntimeStub(self.channel)
         return [stub.StreamChannel() for _ in range(n)]
 
+    async def _codes(self) -> list:
+        return [await c.code() for c in self.calls if c.done()]
+
+    def ended(self) -> list[grpc.StatusCode]:
+        """The status codes of the streams the server has ended."""
+        return asyncio.run_coroutine_threadsafe(self._codes(), self.loop).result(30)
+
     async def _close(self):
         for c in self.calls:
             c.cancel()
@@ -79,19 +86,25 @@ def test_idle_streams_do_not_starve_the_primary(primary, target):
     assert wait_until(lambda: target.server.open_streams == 1)  # the primary's own
 
 
-def test_streams_beyond_the_limit_are_refused(target, monkeypatch):
+def test_at_the_stream_limit_idle_streams_make_room_for_controllers(target, monkeypatch):
+    """Streams that never arbitrate cannot lock a controller out: at MAX_STREAMS the oldest of
+    them is ended with RESOURCE_EXHAUSTED; once every open stream has arbitrated, a new one
+    is refused."""
     monkeypatch.setattr(server_module, "MAX_STREAMS", 3)
     idle = IdleStreams(target.address, 3)
     try:
         assert wait_until(lambda: target.server.open_streams == 3)
-        one_more = target.connect()
-        err = one_more.receive("arbitration")
+        for i in range(3):  # one primary, two backups
+            status = target.connect().arbitrate(3 - i).arbitration.status.code
+            assert status == (code_pb2.OK if i == 0 else code_pb2.ALREADY_EXISTS)
+            assert wait_until(lambda: len(idle.ended()) == i + 1)
+        assert idle.ended() == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
+        assert target.server.open_streams == 3
+        err = target.connect().receive("arbitration")
         assert isinstance(err, grpc.RpcError)
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "3 streams" in err.details()
     finally:
         idle.close()
-    assert wait_until(lambda: target.server.open_streams == 0)
-    assert target.connect().arbitrate(1).arbitration.status.code == code_pb2.OK
 
 
 def test_undecodable_stream_message_is_a_stream_error_and_the_stream_lives_on(target):
