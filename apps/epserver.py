@@ -100,6 +100,8 @@ class CoreServer(CorePoll):
             before = session.requests
             session.feed(data)
             self.requests += session.requests - before
+            if len(data) < READ_SIZE:
+                break                # drained: the level-triggered EPOLLIN reports anything newer
         self._flush(sockid)
 
     def _flush(self, sockid: int) -> None:
