@@ -299,3 +299,19 @@ def test_shm_specs(tmp_path):
         open_port("shm:")
     with pytest.raises(ConnectionRefusedError, match="shm-host:.*no NIC is listening"):
         open_port(f"shm-host:{tmp_path}/nobody")
+
+
+def test_a_nic_that_never_answers_is_a_clear_error(tmp_path, monkeypatch):
+    import socket
+
+    from p4mtcp.link import shm
+
+    monkeypatch.setattr(shm, "HANDSHAKE_TIMEOUT", 0.2)
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # listens, never serves
+    mute.bind(f"{tmp_path}/mute")
+    mute.listen(1)
+    try:
+        with pytest.raises(ConnectionError, match="did not answer within 0.2 s"):
+            open_port(f"shm-host:{tmp_path}/mute")
+    finally:
+        mute.close()

@@ -216,6 +216,9 @@ class ShmHostPort(_Rings):
             self._sock.close()
             if isinstance(e, RingError):
                 raise ConnectionError(errno.EPROTO, f"shm-host:{path}: {e}") from None
+            if isinstance(e, TimeoutError):
+                raise ConnectionError(errno.ETIMEDOUT, f"shm-host:{path}: the NIC did not "
+                                      f"answer within {HANDSHAKE_TIMEOUT} s") from None
             raise
         self._sock.setblocking(False)
         self._woken = True
