@@ -43,43 +43,42 @@ def test_embedded_pipeline_accepts_the_checked_in_p4info(schema):
     validate(schema)
 
 
+def _copy(p4info: p4info_pb2.P4Info) -> p4info_pb2.P4Info:
+    msg = p4info_pb2.P4Info()
+    msg.CopyFrom(p4info)
+    return msg
+
+
 def _mutations(p4info: p4info_pb2.P4Info):
     """(what, mutated copy) for every width and name the pipeline depends on."""
     for ti, t in enumerate(p4info.tables):
         for fi, f in enumerate(t.match_fields):
-            m = p4info_pb2.P4Info()
-            m.CopyFrom(p4info)
+            m = _copy(p4info)
             m.tables[ti].match_fields[fi].bitwidth += 1
             yield f"{t.preamble.name}.{f.name} width", m
-            m = p4info_pb2.P4Info()
-            m.CopyFrom(p4info)
+            m = _copy(p4info)
             m.tables[ti].match_fields[fi].name += "_x"
             yield f"{t.preamble.name}.{f.name} name", m
     for ai, a in enumerate(p4info.actions):
         for pi, p in enumerate(a.params):
-            m = p4info_pb2.P4Info()
-            m.CopyFrom(p4info)
+            m = _copy(p4info)
             m.actions[ai].params[pi].bitwidth += 1
             yield f"{a.preamble.name}({p.name}) width", m
-        m = p4info_pb2.P4Info()
-        m.CopyFrom(p4info)
+        m = _copy(p4info)
         m.actions[ai].preamble.name += "_x"
         m.actions[ai].preamble.alias += "_x"
         yield f"action {a.preamble.name} name", m
     for ti, t in enumerate(p4info.tables):
-        m = p4info_pb2.P4Info()
-        m.CopyFrom(p4info)
+        m = _copy(p4info)
         del m.tables[ti]
         yield f"table {t.preamble.name} missing", m
     for ci, c in enumerate(p4info.counters):
-        m = p4info_pb2.P4Info()
-        m.CopyFrom(p4info)
+        m = _copy(p4info)
         m.counters[ci].spec.unit = p4info_pb2.CounterSpec.PACKETS
         yield f"counter {c.preamble.name} unit", m
     for hi, h in enumerate(p4info.controller_packet_metadata):
         for fi, f in enumerate(h.metadata):
-            m = p4info_pb2.P4Info()
-            m.CopyFrom(p4info)
+            m = _copy(p4info)
             m.controller_packet_metadata[hi].metadata[fi].bitwidth += 1
             yield f"{h.preamble.name}.{f.name} width", m
 
@@ -211,8 +210,7 @@ def test_every_source_id_is_in_the_p4info_with_its_prefix(schema):
 
 def _without_defaults(p4info: p4info_pb2.P4Info) -> p4info_pb2.P4Info:
     """What p4c 1.2.4.8 emits: no initial_default_action."""
-    msg = p4info_pb2.P4Info()
-    msg.CopyFrom(p4info)
+    msg = _copy(p4info)
     for t in msg.tables:
         t.ClearField("initial_default_action")
     return msg
@@ -237,15 +235,13 @@ def test_comparison_accepts_both_compiler_forms_and_still_checks_defaults(schema
     assert differences(ours, bare) == ["p4c gave no default actions to compare "
                                        "(pass its BMv2 JSON)"]
 
-    changed = p4info_pb2.P4Info()
-    changed.CopyFrom(ours)
+    changed = _copy(ours)
     changed.tables[0].initial_default_action.action_id = ours.tables[0].action_refs[0].id
     assert changed.tables[0].initial_default_action != ours.tables[0].initial_default_action
     assert any(tables[0] in d for d in differences(changed, ours))
     assert any(tables[0] in d for d in differences(changed, bare, bmv2_json))
 
-    widened = p4info_pb2.P4Info()
-    widened.CopyFrom(bare)
+    widened = _copy(bare)
     widened.tables[0].match_fields[0].bitwidth += 1
     assert differences(ours, widened, bmv2_json), "a width change went unnoticed"
 
