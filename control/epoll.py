@@ -91,8 +91,13 @@ class Epoll:
         self._recheck(sockid)
 
     def modify(self, sockid: int, events: int, data: Any) -> None:
-        """Replace the registration (re-arms a one-shot); caller checked it exists (ENOENT)."""
-        self._regs[sockid] = _Registration(events | ALWAYS, data)
+        """Replace the registration (re-arms a one-shot); caller checked it exists (ENOENT).
+        In place: servers modify once per request, an allocation each would add up."""
+        reg = self._regs[sockid]
+        reg.events = events | ALWAYS
+        reg.data = data
+        reg.armed = True
+        reg.edges = 0
         self._recheck(sockid)
 
     def remove(self, sockid: int) -> None:

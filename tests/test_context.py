@@ -42,6 +42,14 @@ def test_encode_with_offload_leaves_the_checksum_to_the_nic():
     assert Ether(frame)[IP].chksum == 0
 
 
+@pytest.mark.parametrize("offload", [True, False])
+def test_a_batch_is_framed_exactly_as_one_by_one(offload):
+    one, batch = NetIf(offload_checksum=offload), NetIf(offload_checksum=offload)
+    segs = [(SRC, DST, TCP_BYTES), (DST, SRC, b"\x02" * 40), (SRC, DST, b"")]
+    assert batch.encode_batch(segs) == [one.encode(*s) for s in segs]
+    assert [Ether(f)[IP].id for f in batch.encode_batch(segs[:1])] == [4]
+
+
 def test_decode_round_trip_and_ethernet_padding_is_cut():
     nif = NetIf(offload_checksum=False)
     frame = nif.encode(SRC, DST, b"\x01" * 20) + b"\x00" * 6  # padded to the Ethernet minimum
