@@ -9,8 +9,9 @@ controller headers.
 It is built so that hostile clients can neither stall nor bloat it:
 - grpc.aio on one event-loop thread: an open StreamChannel costs a coroutine and a queue, not a
   worker thread, so idle streams cannot starve unary RPCs. At most MAX_STREAMS are open: a new
-  one ends the oldest that never arbitrated, or is refused (RESOURCE_EXHAUSTED) if all have. The work of unary RPCs runs on a small thread pool, so
-  the loop keeps serving streams while a big Write or Read runs.
+  one ends the oldest that never arbitrated, or is refused (RESOURCE_EXHAUSTED) if all have.
+  The work of unary RPCs runs on a small thread pool, so the loop keeps serving streams while
+  a big Write or Read runs, and a Read returns at most MAX_READ_RESULTS entities.
 - Requests arrive as raw bytes (no deserializer in the method handlers) and are decoded here:
   bytes that do not decode are answered INVALID_ARGUMENT saying so, and logged a bounded
   number of times. grpcio's own path for a request that fails to deserialize keeps ~20 KB per
@@ -26,7 +27,8 @@ import threading
 import time
 from concurrent import futures
 from functools import partial
-from typing import AsyncIterator, Callable, Iterable
+from itertools import islice
+from typing import AsyncIterator, Callable, Iterable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -45,6 +47,7 @@ log = logging.getLogger("p4mtcp.p4runtime")
 MAX_MESSAGE = 256 * 1024 * 1024  # pipeline configs and big reads exceed gRPC's 4 MiB default
 NO_PIPELINE = "No forwarding pipeline config set for this device"
 READ_BATCH = 1000                # entities per ReadResponse
+MAX_READ_RESULTS = 1 << 21       # entities one Read may return
 PACKET_IN_BACKLOG = 4096         # packet-ins queued for a slow client before new ones are dropped
 MAX_STREAMS = 1024               # open StreamChannels (see _Rpcs._make_room past that)
 WORKERS = 4                      # threads running the work of unary RPCs
@@ -400,12 +403,21 @@ class P4RuntimeServicer:
         return pb.WriteResponse()
 
     def read(self, request: pb.ReadRequest) -> list[Filler]:
-        """What a Read returns, gathered under the device lock (one consistent snapshot)."""
+        """What a Read returns, gathered under the device lock (one consistent snapshot).
+        Any client may read, and a few bytes of wildcards can select every entry many times
+        over: past MAX_READ_RESULTS entities the read is refused with RESOURCE_EXHAUSTED."""
         self._check_device(request.device_id)
         self._pipeline()
+        found: list[Filler] = []
         with self.device.lock:
             p = self.device.pipeline
-            return [f for entity in request.entities for f in self._read(p, entity)]
+            for entity in request.entities:
+                found.extend(islice(self._read(p, entity), MAX_READ_RESULTS + 1 - len(found)))
+                if len(found) > MAX_READ_RESULTS:
+                    raise P4Error(code_pb2.RESOURCE_EXHAUSTED,
+                                  f"the read selects more than {MAX_READ_RESULTS} entities "
+                                  "(this target's limit); read fewer at a time")
+        return found
 
     # -- stream --
 
@@ -575,19 +587,19 @@ class P4RuntimeServicer:
     # report (entries are replaced, never edited, on MODIFY; counts are copied), then encoded
     # straight into the ReadResponse outside the lock.
 
-    def _read(self, p: Pipeline, entity: pb.Entity) -> list[Filler]:
+    def _read(self, p: Pipeline, entity: pb.Entity) -> Iterator[Filler]:
         kind = entity.WhichOneof("entity")
         if kind == "table_entry":
             te = entity.table_entry
             with_counts = te.HasField("counter_data")
-            return [partial(_fill_table_entry, t, e, _counts(e) if with_counts else None)
-                    for t, e in self._selected(p, te, counted=False)]
+            return (partial(_fill_table_entry, t, e, _counts(e) if with_counts else None)
+                    for t, e in self._selected(p, te, counted=False))
         if kind == "counter_entry":
             return self._read_counters(p, entity.counter_entry)
         if kind == "direct_counter_entry":
-            return [partial(_fill_direct_counter, t, e, _counts(e))
+            return (partial(_fill_direct_counter, t, e, _counts(e))
                     for t, e in self._selected(p, entity.direct_counter_entry.table_entry,
-                                               counted=True)]
+                                               counted=True))
         if kind is None:
             raise P4Error(code_pb2.INVALID_ARGUMENT, "read request has an empty entity")
         raise P4Error(code_pb2.UNIMPLEMENTED, f"{kind} is not supported by this target")
@@ -616,10 +628,10 @@ class P4RuntimeServicer:
                     if not te.priority or e.priority == te.priority:
                         yield t, e
 
-    def _read_counters(self, p: Pipeline, ce: pb.CounterEntry) -> list[Filler]:
+    def _read_counters(self, p: Pipeline, ce: pb.CounterEntry) -> Iterator[Filler]:
         counters = [self._counter(p, ce.counter_id)] if ce.counter_id else list(p.counters.values())
-        return [partial(_fill_counter, c, i, *c.read(i))
-                for c in counters for i in self._indexes(c, ce)]
+        return (partial(_fill_counter, c, i, *c.read(i))
+                for c in counters for i in self._indexes(c, ce))
 
 
 Filler = Callable[[pb.Entity], None]

@@ -214,3 +214,16 @@ def test_rate_limited_log_says_how_many_it_suppressed(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "bad request 0", "bad request 1", "bad request 2",
         "bad request 50 (47 similar ones suppressed before this)"]
+
+
+def test_a_read_selecting_too_much_is_resource_exhausted(primary, monkeypatch):
+    """Any client may Read, and each wildcard entity selects every entry again."""
+    primary.write(*(update(INSERT, table_entry=exact_entry(bytes([i]), b"\x01")) for i in (1, 2)))
+    everything = pb.Entity(table_entry=pb.TableEntry())
+    assert len(primary.read(everything, everything, timeout=5)) == 4
+    monkeypatch.setattr(server_module, "MAX_READ_RESULTS", 3)
+    with pytest.raises(grpc.RpcError) as e:
+        primary.read(everything, everything, timeout=5)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "more than 3" in e.value.details()
+    assert len(primary.read(everything, timeout=5)) == 2
