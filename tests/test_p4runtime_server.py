@@ -604,6 +604,12 @@ def test_packet_out_from_primary_reaches_the_program(primary, target):
     bad.packet.metadata.add(metadata_id=9, value=b"\x01")
     primary.send(bad)
     assert primary.receive("error").error.canonical_code == code_pb2.INVALID_ARGUMENT
+    for value in (b"\x02\x00", b""):  # P4Runtime spec, Bytestrings: too wide or empty
+        wide = pb.StreamMessageRequest()
+        wide.packet.metadata.add(metadata_id=1, value=value)  # egress_port is bit<9>
+        primary.send(wide)
+        err = primary.receive("error").error
+        assert err.canonical_code == code_pb2.OUT_OF_RANGE and "egress_port" in err.message
     assert len(sent) == 1
 
 
