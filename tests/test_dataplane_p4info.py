@@ -14,6 +14,7 @@ import subprocess
 import pytest
 from p4.config.v1 import p4info_pb2
 
+from p4mtcp.dataplane.device import MAX_COUNTER_SIZE, MAX_TABLE_SIZE, check_limits
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import HERE, P4INFO
 
@@ -130,3 +131,15 @@ def test_compiler_emits_the_checked_in_p4info(tmp_path):
     r = subprocess.run(["make", "-C", str(HERE), "check", f"BUILD={tmp_path}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_nic_program_is_within_the_embedded_targets_limits(schema):
+    """The embedded target refuses a P4Info beyond its limits; the NIC's own must pass, and a
+    copy with one counter past the limit must not."""
+    check_limits(schema)
+    assert all(0 < t.size <= MAX_TABLE_SIZE for t in schema.tables.values())
+    too_big = p4info_pb2.P4Info()
+    too_big.CopyFrom(schema.p4info)
+    too_big.counters[0].size = MAX_COUNTER_SIZE + 1
+    with pytest.raises(ValueError, match=f"size {MAX_COUNTER_SIZE + 1} not in"):
+        check_limits(P4Schema(too_big))
