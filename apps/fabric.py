@@ -213,7 +213,8 @@ class Fabric:
             return bmv2_argv(ports, host.grpc, cpu_port=CPU_PORT,
                              thrift_port=launch.free_tcp_port(), pcap_dir=pcap)
         return launch.python_cmd("nic", "--grpc", host.grpc, "--cpu-port", str(CPU_PORT),
-                                 *[a for num, spec in ports.items() for a in ("-i", f"{num}@{spec}")],
+                                 *[a for num, spec in ports.items()
+                                   for a in ("-i", f"{num}@{spec}")],
                                  *(("--pcap", pcap) if pcap else ()))
 
     def check(self) -> None:

@@ -23,7 +23,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from p4mtcp.bmv2.controller import Controller
-from p4mtcp.bmv2.frametests import Plan, ip_int, mac_int
+from p4mtcp.bmv2.frametests import Plan, ip_int
 from p4mtcp.hashing import ones_sum
 
 UNKNOWN_PORT = 3                      # a port with an interface but no port_role entry

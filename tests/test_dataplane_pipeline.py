@@ -229,7 +229,7 @@ def ping(dst=LOCAL_IP, payload=b"abcdefghijklmnopqrstuvwxyz0123456789", **icmp) 
                  / ICMP(id=0x1234, seq=7, **icmp) / Raw(payload))
 
 
-@pytest.mark.parametrize("payload", [b"", b"x", b"abcdefghijklmnopqrstuvwxyz0123456789", bytes(1000)])
+@pytest.mark.parametrize("payload", [b"", b"x", b"abcdefghijklmnopqrstuvwxyz", bytes(1000)])
 def test_echo_request_is_answered_in_the_data_plane(dp_nic, payload):
     """RFC 792: addresses reversed, type 0, same id/seq/data, a checksum scapy agrees with."""
     configure(dp_nic)

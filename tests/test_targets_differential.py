@@ -24,14 +24,15 @@ import grpc
 import pytest
 from p4.v1 import p4runtime_pb2 as p4r
 
-from netns import disable_offloads, netns_unavailable_reason, ns_run, run, sweep_stale_namespaces, sysctl
+from netns import (disable_offloads, netns_unavailable_reason, ns_run, run, sweep_stale_namespaces,
+                   sysctl)
 from p4mtcp.bmv2 import corpus
 from p4mtcp.bmv2.controller import Controller
 from p4mtcp.bmv2.differential import Observation, PortTap, observe
 from p4mtcp.bmv2.frametests import Plan, ip_int, program, raw_socket
 from p4mtcp.bmv2.launcher import (P4C_BM2_SS, SIMPLE_SWITCH_GRPC, SwitchProcess, bmv2_argv,
                                   compile_program, embedded_argv, free_port, have)
-from p4mtcp.control.p4rt import CODE_NAMES, P4RuntimeError
+from p4mtcp.control.p4rt import P4RuntimeError
 from p4mtcp.p4src import DROPS, ICMP_ECHO, LOCAL_IPV4, P4INFO, RX_PORT
 
 pytestmark = [pytest.mark.bmv2, pytest.mark.root]
@@ -212,7 +213,8 @@ def _raw_write(ctrl: Controller, build: Callable[[p4r.TableEntry], None], kind=p
 
 
 def _entry(ctrl: Controller, table: str, values: list[bytes | tuple[bytes, int]], action: str,
-           params: list[bytes] = (), field_ids: list[int] | None = None, table_id: int | None = None,
+           params: list[bytes] = (), field_ids: list[int] | None = None,
+           table_id: int | None = None,
            action_id: int | None = None, priority: int = 0, default: bool = False):
     schema = ctrl.schema
     t = schema.table(table)
@@ -277,7 +279,8 @@ REQUESTS: list[tuple[str, Callable[[Controller], str]]] = [
     ("param too wide", lambda c: W(c, _entry(c, "NicIngress.arp_responder", [NEW_IP],
                                              "NicIngress.arp_reply", [b"\x01" * 7]))),
     ("param padded", lambda c: W(c, _entry(c, "NicIngress.arp_responder", [NEW_IP],
-                                           "NicIngress.arp_reply", [b"\x00\x00\x02" + b"\x01" * 5]))),
+                                           "NicIngress.arp_reply",
+                                           [b"\x00\x00\x02" + b"\x01" * 5]))),
     ("match value too wide", lambda c: W(c, _entry(c, LOCAL_IPV4, [b"\x01" + NEW_IP],
                                                    "NicIngress.set_local"))),
     ("match value empty", lambda c: W(c, _entry(c, LOCAL_IPV4, [b""], "NicIngress.set_local"))),

@@ -1,8 +1,8 @@
 /* Ingress, in the order dataplane/pipeline.py mirrors it: a packet-out leaves as it is; every
  * other frame passes admission (parser errors, the port's role, the IPv4 header against the
  * frame), then is handled by where it came from: a network port (ARP, checksums, local address,
- * steering to a core, echo replies) or a core port (routing to the network). Every drop goes through
- * drop(reason), which counts it and ends ingress; every packet-in through to_cpu(reason). */
+ * steering to a core, echo replies) or a core port (routing to the network). Every drop goes
+ * through drop(reason), which counts it and ends ingress; every packet-in through to_cpu(reason). */
 #ifndef MTCP_NIC_INGRESS_P4
 #define MTCP_NIC_INGRESS_P4
 
