@@ -24,21 +24,22 @@ import asyncio
 import importlib.metadata
 import logging
 import threading
-import time
 from concurrent import futures
 from functools import partial
 from itertools import islice
-from typing import AsyncIterator, Callable, Iterable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2 as pb
 
-from p4mtcp.p4info import BytestringError, ControllerHeader, decode_int, encode_int
+from p4mtcp.ratelimit import RateLimitedLog
 from p4mtcp.write_errors import write_status
 
 from .device import Device, Pipeline
+from .packet_io import build_packet_out, header_bytes, parse_packet_in
+from .streams import Arbitration, Stream, stream_error
 from .tables import (CounterState, Entry, P4Error, TableState, decode_action, decode_match,
                      encode_action, encode_match)
 
@@ -76,211 +77,6 @@ class WriteFailed(P4Error):
 
 def _election(msg) -> int | None:
     return (msg.election_id.high << 64) | msg.election_id.low if msg.HasField("election_id") else None
-
-
-class RateLimitedLog:
-    """At most `burst` warnings per `window` seconds; the next one allowed says how many were
-    suppressed, so a flood of bad requests cannot flood the log."""
-
-    def __init__(self, burst: int = LOG_BURST, window: float = LOG_WINDOW,
-                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger = log):
-        self._burst, self._window, self._clock = burst, window, clock
-        self._log = logger
-        self._lock = threading.Lock()
-        self._start = -window
-        self._sent = self.suppressed = 0
-
-    def warning(self, fmt: str, *args) -> None:
-        with self._lock:
-            now = self._clock()
-            if now - self._start >= self._window:
-                self._start, self._sent = now, 0
-            if self._sent >= self._burst:
-                self.suppressed += 1
-                return
-            self._sent += 1
-            suppressed, self.suppressed = self.suppressed, 0
-        if suppressed:
-            fmt += " (%d similar ones suppressed before this)"
-            args += (suppressed,)
-        self._log.warning(fmt, *args)
-
-
-# --- arbitration (P4Runtime spec 5) ---------------------------------------------------------
-
-class Stream:
-    """One StreamChannel: what it is waiting to send and what it claimed in arbitration.
-
-    `put` may be called from any thread (arbitration from the loop, packet-ins from the data
-    plane); the messages are queued on the server's event loop, in order."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._out: asyncio.Queue = asyncio.Queue()
-        self._lock = threading.Lock()
-        self.backlog = 0  # messages put and not yet taken by the RPC
-        self.group: tuple[int, str] | None = None  # (device_id, role name)
-        self.election: int | None = None
-
-    def put(self, item, limit: int | None = None) -> bool:
-        """Queue `item`; False (and nothing queued) when `limit` messages already wait."""
-        with self._lock:
-            if limit is not None and self.backlog >= limit:
-                return False
-            self.backlog += 1
-        self._loop.call_soon_threadsafe(self._out.put_nowait, item)
-        return True
-
-    async def get(self):
-        item = await self._out.get()
-        with self._lock:
-            self.backlog -= 1
-        return item
-
-
-class Arbitration:
-    """Primary election per (device id, role): the connected stream with the highest election id.
-
-    `on_change(device_id, has_primary)` runs (under the arbitration lock, so calls never
-    interleave) after every change, for the server to route packet-ins only while someone
-    can receive them."""
-
-    def __init__(self, on_change: Callable[[int, bool], None] | None = None) -> None:
-        self._on_change = on_change
-        self._lock = threading.Lock()
-        self._groups: dict[tuple[int, str], list[Stream]] = {}
-        self._highest: dict[tuple[int, str], int] = {}
-
-    def _primary(self, group: tuple[int, str]) -> Stream | None:
-        elected = [s for s in self._groups.get(group, ()) if s.election is not None]
-        return max(elected, key=lambda s: s.election, default=None)
-
-    def _notify(self, group: tuple[int, str], streams: Iterable[Stream]) -> None:
-        primary = self._primary(group)
-        election = primary.election if primary else self._highest.get(group)
-        for s in streams:
-            msg = pb.StreamMessageResponse()
-            a = msg.arbitration
-            a.device_id = group[0]
-            if group[1]:
-                a.role.name = group[1]
-            if election is not None:
-                a.election_id.high, a.election_id.low = election >> 64, election & (2**64 - 1)
-            if s is primary:
-                a.status.code, a.status.message = code_pb2.OK, "primary"
-            elif primary is not None:
-                a.status.code = code_pb2.ALREADY_EXISTS
-                a.status.message = "backup: another client is primary"
-            else:
-                a.status.code, a.status.message = code_pb2.NOT_FOUND, "no primary client"
-            s.put(msg)
-
-    def update(self, stream: Stream, device_id: int, role: str, election: int | None) -> None:
-        """Apply one MasterArbitrationUpdate; the sender always gets a reply, the others one
-        when the primary changed (spec 5.3)."""
-        group = (device_id, role)
-        with self._lock:
-            if stream.group is not None and stream.group != group:
-                raise P4Error(code_pb2.FAILED_PRECONDITION,
-                              "a stream cannot change its device id or role")
-            members = self._groups.setdefault(group, [])
-            if election is not None and any(s.election == election for s in members if s is not stream):
-                raise P4Error(code_pb2.INVALID_ARGUMENT,
-                              f"election id {election} is already used by another client")
-            before = self._primary(group)
-            stream.group, stream.election = group, election
-            if stream not in members:
-                members.append(stream)
-            if election is not None and election > self._highest.get(group, -1):
-                self._highest[group] = election
-            after = self._primary(group)
-            self._notify(group, members if after is not before else [stream])
-            self._changed(device_id)
-
-    def _changed(self, device_id: int) -> None:
-        if self._on_change is not None:
-            self._on_change(device_id, any(self._primary(g) for g in self._groups
-                                           if g[0] == device_id))
-
-    def remove(self, stream: Stream) -> None:
-        with self._lock:
-            group = stream.group
-            members = self._groups.get(group, [])
-            if stream not in members:
-                return
-            was_primary = self._primary(group) is stream
-            members.remove(stream)
-            if was_primary and members:
-                self._notify(group, members)
-            self._changed(group[0])
-
-    def is_primary(self, device_id: int, role: str, election: int | None) -> bool:
-        with self._lock:
-            primary = self._primary((device_id, role))
-            return primary is not None and election is not None and primary.election == election
-
-    def primaries(self, device_id: int) -> list[Stream]:
-        with self._lock:
-            groups = [g for g in self._groups if g[0] == device_id]
-            return [p for p in map(self._primary, groups) if p is not None]
-
-
-# --- controller headers (packet_in / packet_out) --------------------------------------------
-
-def _header_bytes(header: ControllerHeader | None) -> int:
-    return (sum(f.bitwidth for f in header.fields) + 7) // 8 if header else 0
-
-
-def parse_packet_in(header: ControllerHeader | None, frame: bytes) -> pb.PacketIn:
-    """PacketIn for a frame the program sent to the CPU port: the packet_in header's fields as
-    metadata (canonical byte strings), the rest as payload."""
-    n = _header_bytes(header)
-    msg = pb.PacketIn(payload=frame[n:])
-    if header is None:
-        return msg
-    total = n * 8
-    value = int.from_bytes(frame[:n], "big")
-    for f in header.fields:  # fields are packed MSB first, padding (if any) at the end
-        total -= f.bitwidth
-        msg.metadata.add(metadata_id=f.id,
-                         value=encode_int((value >> total) & ((1 << f.bitwidth) - 1), f.bitwidth))
-    return msg
-
-
-def build_packet_out(header: ControllerHeader | None, msg: pb.PacketOut) -> bytes:
-    """The frame the program receives on its CPU port: packet_out header, then the payload.
-    Missing metadata are 0; unknown ones are INVALID_ARGUMENT, values too wide OUT_OF_RANGE."""
-    if header is None:
-        return msg.payload
-    values: dict[int, int] = {}
-    for md in msg.metadata:
-        f = next((f for f in header.fields if f.id == md.metadata_id), None)
-        if f is None:
-            raise P4Error(code_pb2.INVALID_ARGUMENT,
-                          f"packet_out has no metadata with id {md.metadata_id}")
-        try:
-            values[f.id] = decode_int(md.value, f.bitwidth)
-        except BytestringError as e:  # P4Runtime spec, Bytestrings: OUT_OF_RANGE
-            raise P4Error(code_pb2.OUT_OF_RANGE, f"packet_out metadata {f.name}: {e}") from None
-    n = _header_bytes(header)
-    word = 0
-    for f in header.fields:
-        word = (word << f.bitwidth) | values.get(f.id, 0)
-    word <<= n * 8 - sum(f.bitwidth for f in header.fields)
-    return word.to_bytes(n, "big") + msg.payload
-
-
-def stream_error(stream: Stream, code: int, message: str, packet: pb.PacketOut | None = None,
-                 other: bool = False) -> None:
-    """A StreamError for the client (P4Runtime spec, Stream Error Reporting); `details` names
-    the kind of message at fault: the packet-out, or `other` for one that did not decode."""
-    msg = pb.StreamMessageResponse()
-    msg.error.canonical_code, msg.error.message = code, message
-    if packet is not None:
-        msg.error.packet_out.packet_out.CopyFrom(packet)
-    elif other:
-        msg.error.other.SetInParent()
-    stream.put(msg)
 
 
 # --- the servicer ---------------------------------------------------------------------------
@@ -468,7 +264,7 @@ class P4RuntimeServicer:
         if p is None:
             return
         header = p.schema.controller_headers.get("packet_in")
-        if len(frame) < _header_bytes(header):
+        if len(frame) < header_bytes(header):
             return  # cannot come from the program: it always emits the whole header
         msg = pb.StreamMessageResponse(packet=parse_packet_in(header, frame))
         for s in self.arbitration.primaries(self.device.device_id):
@@ -688,7 +484,7 @@ class _Rpcs:
     def __init__(self, servicer: P4RuntimeServicer, pool: futures.Executor):
         self.servicer = servicer
         self._pool = pool
-        self._undecodable = RateLimitedLog()
+        self._undecodable = RateLimitedLog(log, LOG_BURST, LOG_WINDOW)
         self._open: dict[Stream, None] = {}  # open streams, oldest first
 
     def _decode(self, cls, raw: bytes):

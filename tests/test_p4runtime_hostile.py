@@ -21,7 +21,8 @@ from p4.v1 import p4runtime_pb2 as pb
 from p4.v1 import p4runtime_pb2_grpc
 
 from p4mtcp.dataplane import server as server_module
-from p4mtcp.dataplane.server import LOG_BURST, RateLimitedLog
+from p4mtcp.dataplane.server import LOG_BURST
+from p4mtcp.ratelimit import RateLimitedLog
 from test_p4runtime_server import (INSERT, T_EXACT, exact_entry, free_port, primary,  # noqa: F401
                                    target, update)
 
@@ -205,7 +206,8 @@ def test_undecodable_requests_cost_no_memory_and_little_log():
 
 def test_rate_limited_log_says_how_many_it_suppressed(caplog):
     now = [0.0]
-    limited = RateLimitedLog(burst=3, window=10.0, clock=lambda: now[0])
+    limited = RateLimitedLog(logging.getLogger("p4mtcp.p4runtime"), burst=3, window=10.0,
+                             clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="p4mtcp.p4runtime"):
         for i in range(50):
             limited.warning("bad request %d", i)

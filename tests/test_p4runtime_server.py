@@ -23,8 +23,8 @@ from p4.v1 import p4runtime_pb2 as pb
 from p4.v1 import p4runtime_pb2_grpc
 
 from p4mtcp.dataplane.device import Device, P4DeviceConfig
-from p4mtcp.dataplane import server as server_module
 from p4mtcp.dataplane.server import NO_PIPELINE, PACKET_IN_BACKLOG, serve
+from p4mtcp.dataplane.streams import Stream
 from test_tables import FIXTURE_P4INFO
 
 CPU = 255
@@ -644,7 +644,7 @@ def test_packet_ins_for_a_client_that_does_not_read_are_bounded(target):
     schema = dev.schema
     dev.pipeline.tables["Ing.t_exact"].insert((5, 1), 0, schema.action("Ing.to_cpu"), ())
     servicer = target.server.p4runtime
-    stalled = server_module.Stream(asyncio.new_event_loop())  # a loop that never runs
+    stalled = Stream(asyncio.new_event_loop())  # a loop that never runs
     servicer.arbitration.update(stalled, 1, "", 9)  # primary, but nobody drains its queue
     extra = 25
     for _ in range(PACKET_IN_BACKLOG + extra):
