@@ -405,4 +405,5 @@ def build(plan: Plan = Plan(), seed: int = 10) -> list[Frame]:
     b = Builder(plan, seed)
     frames = [Frame(label, port, data) for case in CASES for label, port, data in case(b)]
     frames += [Frame(label, port, data, packet_out=True) for label, port, data in packet_outs(b)]
-    return frames
+    first = {f.label: i for i, f in reversed(list(enumerate(frames)))}
+    return sorted(frames, key=lambda f: first[f.label])    # each label one run (stable sort)

@@ -3,8 +3,8 @@
 `observe` sends `corpus.Frame`s in batches (one label at a time, so a batch never mixes cases),
 waits until every port and the packet-in stream have been quiet for a moment, and files each
 output under the frame whose nonce tail it carries (`corpus` explains the tail). Outputs whose
-tail no single frame owns (frames cut inside their headers, zero padding) are filed under their
-batch's label instead. Run it against two targets and compare the two `Observation`s: same
+tail no single frame owns (frames cut inside their headers, zero padding) are filed under the frame
+they equal (forwarded unchanged), else under their batch's label. Run it against two targets and compare the two `Observation`s: same
 ports, same bytes, same packet-ins, same counters.
 
 The tester's ends of the links are AF_PACKET sockets. The kernel takes the outer VLAN tag off a
@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -99,21 +99,22 @@ class Observation:
         return sorted(self.unmatched.get(label, []))
 
 
-def _tail_owners(frames: Sequence[Frame]) -> dict[bytes, int]:
-    """Tail -> index of the one frame that ends in it (tails two frames share are left out)."""
-    counts = Counter(f.tail for f in frames)
-    return {f.tail: i for i, f in enumerate(frames) if counts[f.tail] == 1}
+def _owners(frames: Sequence[Frame], key: Callable[[Frame], bytes]) -> dict[bytes, int]:
+    """key -> index of the one frame with that key (keys two frames share are left out)."""
+    counts = Counter(map(key, frames))
+    return {key(f): i for i, f in enumerate(frames) if counts[key(f)] == 1}
 
 
 def observe(ctrl: Controller, sockets: dict[int, PortTap], frames: Sequence[Frame], *,
             batch: int = 64, quiet: float = 0.3, timeout: float = 10.0) -> Observation:
     """Send `frames` (packet-outs through `ctrl`), record every output, then read every counter."""
     obs = Observation()
-    owners = _tail_owners(frames)
+    by_tail = _owners(frames, lambda f: f.tail)
+    by_bytes = _owners(frames, lambda f: f.data)   # forwarded unchanged, tail or not
     by_fd = {s.fileno(): (port, s) for port, s in sockets.items()}
 
     def file(item: Output | PacketIn, data: bytes, label: str) -> None:
-        index = owners.get(data[-4:])
+        index = by_tail.get(data[-4:], by_bytes.get(data))
         if index is None:
             obs.unmatched[label].append(item)
         elif len(item) == 2:
