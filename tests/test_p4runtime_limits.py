@@ -48,7 +48,8 @@ def _set(path: str, value):
     (_set("actions.2.params.1.id", 1), "Ing.set_next_hop: 'port' has a repeated id 1"),
     (_set("controller_packet_metadata.0.metadata.0.id", 0), "packet_in: 'ingress_port' has id 0"),
     (_set("actions.0.params.0.bitwidth", 0), "parameter port: bitwidth 0 not in"),
-    (_set("tables.1.match_fields.0.bitwidth", 2**31 - 1), f"bitwidth {2**31 - 1} not in 1..{MAX_BITWIDTH}"),
+    (_set("tables.1.match_fields.0.bitwidth", 2**31 - 1),
+     f"bitwidth {2**31 - 1} not in 1..{MAX_BITWIDTH}"),
 ])
 def test_p4info_the_target_cannot_realize_is_invalid_argument(target, edit, words):
     """P4Runtime spec, SetForwardingPipelineConfig: a config the target cannot realize is

@@ -263,7 +263,7 @@ def test_counter_array_ignores_out_of_range():
 
 
 def test_counter_cells_cost_nothing_until_used():
-    """A declared size comes from a client's P4Info: only the cells counted or written take memory."""
+    """A declared size comes from a client's P4Info: only cells counted or written take memory."""
     huge = Counter(3999, "Ing.huge", 1 << 20, "both")
     tracemalloc.start()
     try:
