@@ -340,7 +340,7 @@ def test_reordering_without_loss_is_not_treated_as_loss():
     c, a, link = _bulk_over(LinkParams(reorder=0.05, reorder_delay=0.002))
     st = a.stats
     assert link.a_to_b.stats.reordered > 100 and link.a_to_b.stats.lost == 0
-    assert c.reo.degree > 3
+    assert c.lr.reo.degree > 3
     assert st.retransmits <= 10 and st.timeouts == 0               # 58 with DupThresh fixed at 3
     assert st.spurious_recoveries == st.fast_retransmits > 0
     assert c.cc.ssthresh == 1 << 30
@@ -356,4 +356,4 @@ def test_reordering_with_loss_recovers_every_hole():
     assert lost > 10 and st.timeouts <= 1 < st.fast_retransmits
     assert lost <= st.retransmits < 2 * lost
     assert st.fast_retransmits < lost                    # holes of one window share a recovery
-    assert c.reo.degree > 3
+    assert c.lr.reo.degree > 3

@@ -98,7 +98,7 @@ def test_sack_in_the_same_ack_as_the_cumulative_advance_is_not_reordering() -> N
     p, conn, snd = sack_connection(sndbuf=100_000)
     _ten_segments(p, conn, snd)
     p.send("A", 1001, snd + 1460, options=[NOP, NOP, ("SAck", (snd + 4380, snd + 5840))])
-    assert conn.reo.degree == 3
+    assert conn.lr.reo.degree == 3
     assert p.stack.stats.fast_retransmits == 0
 
 
@@ -110,7 +110,7 @@ def test_a_hole_filled_below_an_earlier_sack_without_retransmission_is_reorderin
     p.send("A", 1001, snd + 1460, options=[NOP, NOP, ("SAck", (snd + 4380, snd + 5840))])
     p.out()
     p.send("A", 1001, snd + 5840)
-    assert conn.reo.degree == 4
+    assert conn.lr.reo.degree == 4
     assert p.stack.stats.retransmits == 0
 
 
@@ -124,7 +124,7 @@ def test_a_retransmitted_hole_filled_below_the_sack_is_not_reordering() -> None:
     rtx = [s for s in p.out() if s.seq == snd]
     assert len(rtx) == 1
     p.send("A", 1001, snd + 4380)
-    assert conn.reo.degree == 3
+    assert conn.lr.reo.degree == 3
 
 
 # ---------------------------------------------------------------- RFC 2883: every duplicate

@@ -791,7 +791,7 @@ def test_newreno_partial_ack_retransmits_next_hole():
     p.out()
     p.send("A", 1001, snd + 4380)                           # partial: segment 4 also lost
     rtx = [s for s in p.out() if s.seq == snd + 4380]
-    assert len(rtx) == 1 and conn._recovery is not None
+    assert len(rtx) == 1 and conn.lr.point is not None
 
 
 def test_sack_recovery_resends_only_the_holes():
@@ -1025,7 +1025,7 @@ def test_dsack_of_the_retransmission_undoes_the_cwnd_reduction():
     p.send("A", 1001, snd + 14600, options=[NOP, NOP, ("SAck", (snd, snd + 1460))])
     assert p.stack.stats.dsacks_in == 1 and p.stack.stats.spurious_recoveries == 1
     assert conn.cc.cwnd >= cwnd0 and conn.cc.ssthresh == ss0
-    assert conn.reo.degree > 3
+    assert conn.lr.reo.degree > 3
 
 
 def test_dsack_of_unretransmitted_data_undoes_nothing():

@@ -3,7 +3,7 @@
 The pure-Python modules are the reference: they are what the tests run and what every machine
 runs, with or without a C compiler. ``python -m p4mtcp.control.tcp.accelbuild`` compiles this
 package with mypyc (``pip install mypy`` and a C compiler needed) into a build folder with a
-manifest of the SHA-256 of every source it was compiled from (``accelbuild.py``). With ``P4MTCP_ACCEL=1`` in the
+manifest of the SHA-256 of every source it was compiled from. With ``P4MTCP_ACCEL=1`` in the
 environment, the package's ``__init__`` puts that folder ahead of the sources on its search path
 (:func:`activate`) — but only when every source still hashes as in the manifest and no module was
 added or removed; otherwise it warns, naming the first file that differs, and stays pure Python.

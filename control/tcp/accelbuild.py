@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m p4mtcp.control.tcp.accelbuild",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--status", action="store_true", help="only say whether the build is usable")
-    ap.add_argument("--dir", type=Path, default=None, help="build folder (default: $P4MTCP_ACCEL_DIR, else ~/.cache/p4mtcp/accel/TAG)")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="build folder (default: $P4MTCP_ACCEL_DIR, else ~/.cache/p4mtcp/accel/TAG)")
     args = ap.parse_args(argv)
     folder = args.dir or build_dir()
     if not args.status:

@@ -15,10 +15,10 @@ from . import wire
 from .buffers import RecvBuffer, SendBuffer
 from .congestion import CongestionControl
 from .congestion import make as make_congestion_control
-from .reorder import DUP_THRESH, Reordering
+from .recovery import LossRecovery
+from .reorder import DUP_THRESH
 from .events import EventKind, State
 from .rtt import RttEstimator
-from .sack import Scoreboard
 from .reset import reset_for
 from .seq import MASK, seq_diff, seq_lt
 from .states import ALLOWED
@@ -43,8 +43,6 @@ _RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 _CONTROL = SYN | FIN | RST | ACK | 0x20     # header prediction needs exactly ACK among these (+PSH)
 _OPTIONS = ("nodelay", "keepalive", "linger", "rcvbuf", "sndbuf")
 _DEFAULT_MSS = 536          # RFC 9293 3.7.1 (MUST-15): assume 536 when no MSS option arrives
-_WC_DELACK = 0.2            # RFC 8985 7.2 WCDelAckT: the worst-case delayed ACK a probe waits out
-_PTO_MIN = 0.01             # a floor under 2*SRTT on very short paths (Linux: 10 ms)
 _MAX_WINDOW = 65535
 # The algorithm is built once the MSS is negotiated (_set_mss), before any state that sends
 # data; until then every connection points at this one inert instance, never changed.
@@ -75,11 +73,9 @@ class Connection:
         "sndbuf",
         "fin_off", "_fin_pending", "_want_write", "irs", "rcv", "_rcv_adv", "_fin_rcv_off",
         "_rcv_mss", "_last_ack_sent", "mss_peer", "eff_mss", "snd_wscale", "rcv_wscale",
-        "sack_ok", "ts_ok", "ts_recent", "rtt", "cc", "_dupacks", "_recovery",
-        "_recover", "_high_rxt", "sb", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
+        "sack_ok", "ts_ok", "ts_recent", "rtt", "cc", "lr", "_rtt_off", "_rtt_time", "_retries", "_rto_at",
         "_dack_at", "_persist_at", "_persist_n", "_tw_at", "_last_rx", "_ka_sent", "_ack_now",
-        "_send_syn", "timer_at", "queued", "freed", "_peer_ws", "reported", "reo", "_rescue",
-        "_dsack", "_rxt_marks", "_pto_at", "_tlp_end", "_tlp_rxt", "_tlp_dsack",
+        "_send_syn", "timer_at", "queued", "freed", "_peer_ws", "reported", "_dsack",
         "retransmits", "trace",
     )
 
@@ -134,14 +130,7 @@ class Connection:
         # loss recovery and congestion control
         self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
         self.cc = _BEFORE_MSS
-        self._dupacks = 0
-        self._recovery: int | None = None     # RFC 6582 "recover" point while in recovery
-        self._recover = 0                     # highest offset sent when the last RTO fired
-        self._high_rxt = 0
-        self._rescue: int | None = None       # RFC 6675 RescueRxt
-        self._rxt_marks: list[list[int]] | None = None  # [lo, hi, SND.MAX then] per resend
-        self.sb = Scoreboard()
-        self.reo = Reordering()
+        self.lr = LossRecovery()              # recovery.py: dupacks, SACK, reordering, TLP
         self._dsack: tuple[int, int] | None = None   # duplicate to report next (RFC 2883)
         self._rtt_off: int | None = None
         self._rtt_time = 0.0
@@ -150,12 +139,8 @@ class Connection:
         self._rto_at: float | None = None
         self._dack_at: float | None = None
         self._persist_at: float | None = None
-        self._pto_at: float | None = None      # RFC 8985 7: tail loss probe timeout
         self.retransmits = 0                   # segments sent again (p4mtcp ss, traces)
         self.trace: ConnTrace | None = None    # trace.py: sampled per ACK while attached
-        self._tlp_end: int | None = None       # TLP.end_seq of the probe in flight
-        self._tlp_rxt = False                  # ... which resent data (else sent new data)
-        self._tlp_dsack = False                # ... and was reported a duplicate (RFC 8985 7.4)
         self._persist_n = 0
         self._tw_at: float | None = None
         self._last_rx = now
@@ -627,7 +612,7 @@ class Connection:
                 self._persist_n = 0
                 self._host.mark(self)
         sack_new = False
-        fack = self.sb.high                        # the highest SACK known before this ACK
+        fack = self.lr.sb.high                        # the highest SACK known before this ACK
         if self.sack_ok and seg.sack:
             sack_new = self._on_sack(seg.sack, una, ack_off)
         if ack_off > una:
@@ -645,27 +630,20 @@ class Connection:
             self.sndbuf.release(ack_off)
             self._retries = 0
             self.rtt.reset_backoff()
-            if self.sb.starts:
-                # RFC 8985 6.2 step 3 (RFC 4653 3): reordering is a never-retransmitted segment
-                # delivered below what an earlier ACK had already SACKed. A SACK arriving in
-                # this same ACK (after a delayed or lost ACK) says nothing about order.
-                self.reo.filled(una, fack, mss)
-                self.sb.prune(ack_off)
-            if self._recovery is not None:
-                if self.reo.first_ack_spurious(seg.tsecr if self.ts_ok else None):
+            self.lr.on_cumulative_ack(una, ack_off, fack, mss)
+            if self.lr.point is not None:
+                if self.lr.reo.first_ack_spurious(seg.tsecr if self.ts_ok else None):
                     self._undo()                   # RFC 3522 3.2 + RFC 4015 3.2
-                if ack_off >= self._recovery:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
-                    self._recovery = None
-                    self._rxt_marks = None
-                    self._dupacks = 0
-                    if not self.reo.undone:        # RFC 4015 3.2: an undone cwnd stays restored
+                if ack_off >= self.lr.point:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
+                    self.lr.finish()
+                    if not self.lr.reo.undone:        # RFC 4015 3.2: an undone cwnd stays restored
                         self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
                 elif not self.sack_ok:             # RFC 6582 3.2 step 5: partial ACK
                     self.cc.on_partial_ack(acked, mss)
                     self._retransmit_first(now)
                     self._rto_at = now + self.rtt.rto
             else:
-                self._dupacks = 0
+                self.lr.dupacks = 0
                 if una == 0:
                     acked -= 1                     # the SYN is not data
                 if acked > 0:
@@ -685,10 +663,10 @@ class Connection:
                 and (sack_new or not self.sack_ok):
             # RFC 5681 2 / 3.2: a duplicate ACK; with SACK (RFC 6675 2) it must SACK new data,
             # so re-ACKs of duplicate segments (e.g. after go-back-N) do not start recovery.
-            self._dupacks += 1
-            if self._recovery is None:
-                dt = self.reo.dupthresh(self.snd_max - una, mss) if self.sack_ok else DUP_THRESH
-                if self._dupacks >= dt or (self.sack_ok and self.sb.is_lost(una, mss, dt)):
+            self.lr.dupacks += 1
+            if self.lr.point is None:
+                dt = self.lr.dupthresh(self.snd_max - una, mss) if self.sack_ok else DUP_THRESH
+                if self.lr.dupacks >= dt or (self.sack_ok and self.lr.sb.is_lost(una, mss, dt)):
                     self._enter_recovery(now)
                 else:
                     self._host.mark(self)        # RFC 3042 / RFC 4653 limited transmit
@@ -696,48 +674,46 @@ class Connection:
                 if not self.sack_ok:
                     self.cc.on_dupack_in_recovery(mss)   # RFC 6582 3.2 step 4
                 self._host.mark(self)
-        if sack_new and self._recovery is None and self.una < self.snd_max and self.sb.is_lost(
-                self.una, mss, self.reo.dupthresh(self.snd_max - self.una, mss)):
+        if sack_new and self.lr.point is None and self.una < self.snd_max and self.lr.sb.is_lost(
+                self.una, mss, self.lr.dupthresh(self.snd_max - self.una, mss)):
             self._enter_recovery(now)              # RFC 6675 5 (IsLost on the first hole)
-        elif sack_new and self._rxt_marks and self._recovery is not None:
+        elif sack_new and self.lr.rxt_marks and self.lr.point is not None:
             self._resend_lost_retransmissions(now)
-        if self._tlp_end is not None:
-            if self.una >= self._tlp_end:
+        if self.lr.tlp_end is not None:
+            if self.una >= self.lr.tlp_end:
                 self._end_tlp_episode()
-            elif (sack_new or self._tlp_dsack) and self._recovery is None and self.sb \
-                    and self.una < self.sb.high:
+            elif (sack_new or self.lr.tlp_dsack) and self.lr.point is None and self.lr.sb \
+                    and self.una < self.lr.sb.high:
                 # RFC 8985 7.4 (by RACK's rule 6.2): the probe went out 2*SRTT after the data
                 # below it; its ACK still shows a hole there, so that data is lost.
                 self._enter_recovery(now)
         if ack_off > una:
             self._arm_pto(now)                     # RFC 8985 7.2: restart on a new cumulative ACK
         if self.trace is not None:
-            self.trace.sample(now, self, self._recovery is not None)
+            self.trace.sample(now, self, self.lr.point is not None)
 
     def _arm_pto(self, now: float) -> None:
         """RFC 8985 7.2: schedule a tail loss probe, PTO = 2*SRTT (+ the worst-case delayed ACK
         when one segment is in flight), never later than the RTO. Only with SACK and an RTT
         sample, outside recovery and after-RTO repair, with no probe already out."""
-        if (self._tlp_end is not None or self._recovery is not None or self.una < self._recover
+        if (self.lr.tlp_end is not None or self.lr.point is not None or self.una < self.lr.recover
                 or not self.sack_ok or self.una >= self.snd_max or self.rtt.srtt is None
                 or not self._cfg.tail_loss_probe or self.state not in _DATA_OUT):
-            self._pto_at = None
+            self.lr.pto_at = None
             return
-        pto = max(2 * self.rtt.srtt, _PTO_MIN)
-        if self._tail_start <= self.una:           # FlightSize is one segment: the peer may
-            pto += _WC_DELACK                      # hold its ACK for the delayed-ACK timer
+        pto = self.lr.pto(self.rtt.srtt, self._tail_start <= self.una)   # one segment in flight?
         rto = self._rto_at
-        self._pto_at = now + pto if rto is None else min(now + pto, rto)   # PTO = min(RTO, PTO)
+        self.lr.pto_at = now + pto if rto is None else min(now + pto, rto)   # PTO = min(RTO, PTO)
 
     def _on_pto(self, now: float) -> None:
         """RFC 8985 7.3: send one probe — a new segment if the peer's window takes one (cwnd
         does not apply), else the last segment again — and leave the RTO armed behind it."""
-        self._pto_at = None
+        self.lr.pto_at = None
         mss = self.eff_mss
         off = self.nxt
         if off < self.sndbuf.end and off < self.una + self.snd_wnd and off == self.snd_max:
             self._send_new_segment(now)
-            self._tlp_rxt = False
+            resent = False
         else:
             top = self.snd_max
             fin = self.fin_off is not None and top == self.fin_off + 1
@@ -746,9 +722,8 @@ class Connection:
             if data_top <= lo and not fin:
                 return
             self._resend(lo, data_top, ACK | (FIN if fin else 0), now)
-            self._tlp_rxt = True
-        self._tlp_end = self.snd_max
-        self._tlp_dsack = False
+            resent = True
+        self.lr.probe_sent(self.snd_max, resent)
         self._host.stats.loss_probes += 1
         self._rto_at = now + self.rtt.rto           # RFC 8985 7.3: re-arm the RTO, not the PTO
 
@@ -756,97 +731,56 @@ class Connection:
         """RFC 8985 7.4.2: everything up to the probe is acknowledged. A resent probe that was
         not reported as a duplicate repaired a loss (of the original or of the probe): respond
         to it as to any other loss, once."""
-        if self._tlp_rxt and not self._tlp_dsack and self._recovery is None:
+        if self.lr.tlp_rxt and not self.lr.tlp_dsack and self.lr.point is None:
             self.cc.on_enter_recovery(self.snd_max - self.una, self.eff_mss)
             self.cc.cwnd = self.cc.ssthresh
             self._host.stats.tlp_recoveries += 1
-        self._tlp_end = None
+        self.lr.tlp_end = None
 
     def _resend_lost_retransmissions(self, now: float) -> None:
-        """A retransmission is lost once DupThresh worth of data first sent after it has been
-        SACKed while its own range is still missing: resend it rather than wait for the RTO.
-        (RFC 6675 cannot see a lost retransmission; RFC 8985 6.2 sees it by send time, this
-        by send order, which the retransmission's SND.MAX mark records.)"""
-        una, sb, mss = self.una, self.sb, self.eff_mss
-        dt = self.reo.dupthresh(self.snd_max - una, mss)
-        marks = self._rxt_marks or []
-        keep: list[list[int]] = []
-        self._rxt_marks = keep                     # _resend marks its resends here too
-        for lo, hi, mark in marks:
-            lo = max(lo, una)
-            if hi <= lo or sb.skip(lo) >= hi:      # delivered: acked or SACKed
-                continue
-            if not sb.is_lost(mark, mss, dt):
-                keep.append([lo, hi, mark])
-                continue
+        """Resend the retransmissions found lost (``LossRecovery.lost_retransmissions``) rather
+        than wait for the RTO."""
+        una = self.una
+        for lo, hi in self.lr.lost_retransmissions(una, self.snd_max, self.eff_mss):
             self._resend(lo, hi, ACK, now)         # marks it again at today's SND.MAX
             self._host.stats.lost_retransmits += 1
             if lo == una:                          # RFC 6298 5.3 spirit: the head went out again
                 self._rto_at = now + self.rtt.rto
 
     def _on_sack(self, blocks: list[tuple[int, int]], una: int, ack_off: int) -> bool:
-        """Record SACKed ranges (RFC 2018, RFC 6675); return True when one covered new data.
-
-        A first block below the cumulative ACK or inside the second block is a D-SACK (RFC 2883
-        4). The first other block holds the segment that just arrived (RFC 2018 4): when it
-        lands below the highest SACK, its distance measures reordering (module ``reorder``);
-        later blocks may be old news the option had no room for before."""
+        """One ACK's SACK blocks, from wire sequence numbers to offsets, into the recovery
+        books; True when they covered new data."""
         base = (self.iss + una) & MASK
-        sb = self.sb
-        reo = self.reo
-        fack = sb.high
-        snd_max = self.snd_max
-        mss = self.eff_mss
-        new = False
-        newest = True
-        for i, (left, right) in enumerate(blocks):
-            lo = una + seq_diff(left, base)
-            hi = una + seq_diff(right, base)
-            if i == 0 and lo < hi and (hi <= ack_off or len(blocks) > 1 and (
-                    una + seq_diff(blocks[1][0], base) <= lo
-                    and hi <= una + seq_diff(blocks[1][1], base))):
-                self._host.stats.dsacks_in += 1
-                if self._tlp_end is not None and self._tlp_rxt and hi >= self._tlp_end - 1:
-                    self._tlp_dsack = True          # RFC 8985 7.4.1: the probe was needless
-                if reo.dsack(lo, hi):
-                    self._undo()                   # RFC 3708 3: every retransmission was needless
-                continue
-            if una < lo < hi <= snd_max:
-                low = sb.add(lo, hi)
-                if low:
-                    if newest and low < fack:
-                        reo.filled(low, fack, mss)
-                    new = True
-            newest = False
+        offsets = [(una + seq_diff(left, base), una + seq_diff(right, base))
+                   for left, right in blocks]
+        new, dsacks, undo = self.lr.on_sack(offsets, una, ack_off, self.snd_max, self.eff_mss)
+        self._host.stats.dsacks_in += dsacks
+        if undo:
+            self._undo()                           # RFC 3708 3: every retransmission was needless
         return new
 
     def _undo(self) -> None:
         """The last fast recovery was spurious: restore the congestion state (RFC 4015 3.2). An
         episode still open runs on to its recovery point, so HighRxt keeps what was resent and
         the other holes are judged at the larger DupThresh."""
-        self.reo.undo(self.cc, self.eff_mss)
+        self.lr.reo.undo(self.cc, self.eff_mss)
         self.cc.on_undo()
         self._host.stats.spurious_recoveries += 1
         self._host.mark(self)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582 3.2, RFC 6675 5)."""
-        if self.una < self._recover:               # RFC 6582 3.2 step 2: not after an RTO episode
+        if self.una < self.lr.recover:               # RFC 6582 3.2 step 2: not after an RTO episode
             return
         mss = self.eff_mss
         flight = self.snd_max - self.una
-        self._recovery = self.snd_max
-        self._rescue = None                        # RFC 6675 5 step 3: RescueRxt undefined
-        self._rxt_marks = []
-        self._pto_at = self._tlp_end = None        # fast recovery repairs what TLP probed for
-        self.reo.start(self.cc, self.una, self.sb.high, self._ts_now() if self.ts_ok else None)
+        self.lr.start(self.cc, self.una, self.snd_max, self._ts_now() if self.ts_ok else None)
         self.cc.on_enter_recovery(flight, mss)
         if self.sack_ok:
             self.cc.cwnd = self.cc.ssthresh        # RFC 6675 5 step 3: cwnd = ssthresh, no inflation
-        self._high_rxt = self.una
         self._host.stats.fast_retransmits += 1
         sent = self._retransmit_first(now)
-        self._high_rxt = self.una + sent
+        self.lr.high_rxt = self.una + sent
         self._rto_at = now + self.rtt.rto
 
     def _receive_data(self, off: int, payload: memoryview, fin: bool, now: float) -> None:
@@ -925,7 +859,7 @@ class Connection:
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
-        self._rto_at = self._persist_at = self._dack_at = self._pto_at = None
+        self._rto_at = self._persist_at = self._dack_at = self.lr.pto_at = None
         self._tw_at = now + self._cfg.timewait
 
     def _challenge(self, now: float) -> None:
@@ -985,7 +919,7 @@ class Connection:
         if st in _DATA_OUT:
             top = self.snd_max
             self._send_data(now)
-            if self.snd_max > top or self._pto_at is None and self.snd_max > self.una:
+            if self.snd_max > top or self.lr.pto_at is None and self.snd_max > self.una:
                 self._arm_pto(now)                 # RFC 8985 7.2: start or restart after new data
         if self._ack_now and not self.freed:
             self._emit(self.nxt, 0, ACK, now)
@@ -997,17 +931,17 @@ class Connection:
         cc = self.cc
         end = self.sndbuf.end
         fin_off = self.fin_off
-        if self._recovery is not None and self.sack_ok:
+        if self.lr.point is not None and self.sack_ok:
             self._sack_recovery(now, end)
             return
         limit = cc.cwnd
-        if self._recovery is None and self._dupacks:
+        if self.lr.point is None and self.lr.dupacks:
             # RFC 3042 limited transmit, for as long as DupThresh waits (RFC 4653 3)
-            dt = self.reo.dupthresh(self.snd_max - self.una, mss) if self.sack_ok else DUP_THRESH
-            if self._dupacks < dt:
-                limit += self._dupacks * mss
+            dt = self.lr.dupthresh(self.snd_max - self.una, mss) if self.sack_ok else DUP_THRESH
+            if self.lr.dupacks < dt:
+                limit += self.lr.dupacks * mss
         wnd_end = self.una + self.snd_wnd
-        sb = self.sb
+        sb = self.lr.sb
         while True:
             off = self.nxt
             if sb.starts and off < self.snd_max:
@@ -1033,24 +967,24 @@ class Connection:
     def _sack_recovery(self, now: float, end: int) -> None:
         """RFC 6675 5 step (C): send while cwnd - pipe >= 1 SMSS, choosing segments by NextSeg."""
         mss = self.eff_mss
-        sb = self.sb
-        dt = self.reo.dupthresh(self.snd_max - self.una, mss)
+        sb = self.lr.sb
+        dt = self.lr.dupthresh(self.snd_max - self.una, mss)
         for _ in range(self.cc.cwnd // mss + 1):  # each pass sends one segment or stops
-            pipe = sb.pipe(self.una, self.snd_max, self._high_rxt, mss, dt)
+            pipe = sb.pipe(self.una, self.snd_max, self.lr.high_rxt, mss, dt)
             if self.cc.cwnd - pipe < mss:
                 return
-            nxt = sb.next_seg(self.una, self._high_rxt, mss, True, dt)          # rule 1
+            nxt = sb.next_seg(self.una, self.lr.high_rxt, mss, True, dt)          # rule 1
             if nxt is None and self.nxt < end and self.nxt < self.una + self.snd_wnd:   # rule 2
                 self._send_new_segment(now)
                 continue
             if nxt is None:
-                nxt = sb.next_seg(self.una, self._high_rxt, mss, False, dt)     # rule 3
+                nxt = sb.next_seg(self.una, self.lr.high_rxt, mss, False, dt)     # rule 3
             rescue = False
             if nxt is None:
                 if self.fin_off is not None and self.nxt == self.fin_off:
                     self._send_segment(self.nxt, 0, True, now)
                     return
-                if self.nxt < end or self._rescue is not None and self.una <= self._rescue:
+                if self.nxt < end or self.lr.rescue is not None and self.una <= self.lr.rescue:
                     return
                 # RFC 6675 4 rule 4: one rescue retransmission per recovery, holding the highest
                 # outstanding un-SACKed octet, so a lost tail is not left to the RTO. Only at the
@@ -1058,7 +992,7 @@ class Connection:
                 nxt = sb.rescue_seg(self.una, min(self.snd_max, end), mss)
                 if nxt is None:
                     return
-                self._rescue = self._recovery      # RescueRxt = RecoveryPoint
+                self.lr.rescue = self.lr.point      # RescueRxt = RecoveryPoint
                 rescue = True
             s, e = nxt
             e = min(e, end)
@@ -1067,7 +1001,7 @@ class Connection:
                 return
             self._resend(s, e, ACK | (FIN if fin else 0), now)
             if not rescue:                         # RFC 6675 4 rule 4: HighRxt is not updated
-                self._high_rxt = e + (1 if fin else 0)
+                self.lr.high_rxt = e + (1 if fin else 0)
 
     def _send_new_segment(self, now: float) -> None:
         """One segment of unsent data from SND.NXT, as much as the MSS and the peer's window
@@ -1111,11 +1045,8 @@ class Connection:
         self._emit(lo, hi - lo, flags, now)
         self._host.stats.retransmits += 1
         self.retransmits += 1
-        self.reo.retransmitted(lo, hi)
+        self.lr.retransmitted(lo, hi, self.snd_max)
         self._rtt_off = None
-        marks = self._rxt_marks
-        if self._recovery is not None and hi > lo and marks is not None:
-            marks.append([lo, hi, self.snd_max])
 
     def _maybe_persist(self, now: float) -> None:
         """Data held by the peer's window with nothing in flight: arm the persist timer. It probes a
@@ -1199,7 +1130,7 @@ class Connection:
         t = self._dack_at
         if t is not None and (d is None or t < d):
             d = t
-        t = self._pto_at
+        t = self.lr.pto_at
         if t is not None and (d is None or t < d):
             d = t
         t = self._persist_at
@@ -1227,7 +1158,7 @@ class Connection:
                 self._send_reset()
             self.delete()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
             return
-        if self._pto_at is not None and now >= self._pto_at:
+        if self.lr.pto_at is not None and now >= self.lr.pto_at:
             self._on_pto(now)                      # before the RTO it may stand in for
         if self._rto_at is not None and now >= self._rto_at:
             self._on_rto(now)
@@ -1280,13 +1211,7 @@ class Connection:
         if self.snd_wnd:                           # a zero-window probe timing out is not loss
             self.cc.on_timeout(self.snd_max - self.una, self.eff_mss)
         self.rtt.backoff()                         # RFC 6298 5.5
-        self._recovery = None
-        self._rxt_marks = None
-        self._pto_at = self._tlp_end = None        # RFC 8985 7.3: the RTO takes over
-        self._dupacks = 0
-        self._recover = self.snd_max               # RFC 6582 3.2 step 1 (after a timeout)
-        self.reo.timeout(self.snd_max)
-        self.sb.clear()                            # RFC 2018 8: the receiver may renege
+        self.lr.on_timeout(self.snd_max)           # no fast recovery, no probe, no SACK info
         # RFC 6298 5.4; against a zero window this is the persist probe: one octet (MUST-36)
         sent = self._retransmit_first(now, 0 if self.snd_wnd else 1)
         self.nxt = self.una + sent                 # go back N for the rest, as cwnd opens
@@ -1326,7 +1251,7 @@ class Connection:
         self.freed = True
         if self.state is not CLOSED:
             self._set_state(CLOSED)
-        self._rto_at = self._dack_at = self._persist_at = self._tw_at = self._pto_at = None
+        self._rto_at = self._dack_at = self._persist_at = self._tw_at = self.lr.pto_at = None
         if self.listener is not None:
             self.listener.forget(self)
         self._host.forget(self)
