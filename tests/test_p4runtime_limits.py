@@ -6,6 +6,7 @@ and the per-update errors of Write batches too big for a per-update list in a cl
 from __future__ import annotations
 
 import random
+import tracemalloc
 
 import grpc
 import pytest
@@ -14,11 +15,11 @@ from p4.v1 import p4runtime_pb2 as pb
 from p4.v1 import p4runtime_pb2_grpc
 
 from p4mtcp.control.p4rt import P4RuntimeError
-from p4mtcp.dataplane.device import MAX_BITWIDTH, MAX_COUNTER_SIZE, MAX_TABLE_SIZE
+from p4mtcp.dataplane.device import MAX_BITWIDTH, MAX_COUNTER_SIZE, MAX_TABLE_SIZE, Device
 from p4mtcp.write_errors import (DETAILS_BUDGET, format_indexes, parse_indexes, update_errors,
                                  write_status)
-from test_p4runtime_server import (INSERT, fixture_p4info, lpm_entry, primary,  # noqa: F401
-                                   target, update, write_error)
+from test_p4runtime_server import (INSERT, STAND_IN, fixture_p4info, lpm_entry,  # noqa: F401
+                                   primary, target, update, write_error)
 
 
 def _set(path: str, value):
@@ -62,6 +63,26 @@ def test_p4info_the_target_cannot_realize_is_invalid_argument(target, edit, word
     err = write_error(lambda: c.set_pipeline(p4info))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and words in err.details(), err.details()
     assert target.device.pipeline is None
+
+
+@pytest.mark.parametrize("size,refused", [(50_000_000, True), (MAX_COUNTER_SIZE, False)])
+def test_a_declared_counter_size_costs_no_memory(size, refused):
+    """Refused before anything is allocated, and within the limit allocated only when used
+    (a 50,000,000-cell counter used to cost ~780 MB at SetForwardingPipelineConfig)."""
+    p4info = fixture_p4info()
+    p4info.counters[0].size = size
+    device = Device(pipeline_module=STAND_IN)
+    tracemalloc.start()
+    try:
+        if refused:
+            with pytest.raises(ValueError, match="counter Ing.rx: size 50000000"):
+                device.build(p4info, b"")
+        else:
+            assert device.build(p4info, b"").counters["Ing.rx"].size == size
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024, f"{peak / 1e6:.1f} MB"
 
 
 def lpm_updates(n: int, seed: int) -> tuple[list[pb.Update], dict[int, int]]:
