@@ -1,6 +1,6 @@
 """asyncio on p4mtcp against asyncio on the kernel: the same echo programs, the same run.
 
-The server is a stock `asyncio.start_server` echo; the client opens one connection and does
+The server is the stock `asyncio.start_server` echo of tests/test_aio_fabric.py; the client opens one connection and does
 (1) request/response: ROUNDS round trips of a 64-byte message, (2) bulk: MBYTES sent and read
 back while sending (write + drain, then write_eof, read to end of stream). Both programs are
 plain asyncio code and run unchanged:
@@ -27,6 +27,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))       # the echo server the fabric test runs
 
 from harness import RESULTS, machine, wait_ready  # noqa: E402
 from p4mtcp.aio.worker import AioArgs, core_main, load_app, until_stopped  # noqa: E402
@@ -37,19 +38,6 @@ PORT = 7000
 MSG = 64
 CHUNK = 256 * 1024
 BUF = 256 * 1024
-
-
-async def echo_server(port: int) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    server = await asyncio.start_server(echo, None, port)
-    async with server:
-        await server.serve_forever()
 
 
 async def echo_client(host: str, port: int, rounds: int, nbytes: int) -> dict[str, Any]:
@@ -105,7 +93,7 @@ def kernel_main(core: int, args: AioArgs, reporter: launch.Reporter, stop: Any) 
 
 def run_pair(worker: Any, server_conf: str, client_conf: str, host: str, rounds: int,
              nbytes: int) -> dict[str, Any]:
-    srv = launch.CoreWorkers(worker, [0], AioArgs(server_conf, f"{__name__}:echo_server",
+    srv = launch.CoreWorkers(worker, [0], AioArgs(server_conf, "test_aio_fabric:echo_server",
                                                   {"port": PORT}), name="aio-server")
     cli = launch.CoreWorkers(worker, [0], AioArgs(client_conf, f"{__name__}:echo_client",
                                                   {"host": host, "port": PORT,

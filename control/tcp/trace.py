@@ -64,19 +64,9 @@ def sender_state(conn: Any) -> SenderState:
                        rtt.rto, _delivered(conn), conn.retransmits)
 
 
-class Sample(NamedTuple):
-    t: float
-    event: str
-    state: str
-    cwnd: int
-    ssthresh: int | None
-    in_flight: int
-    srtt: float | None
-    rttvar: float | None
-    rto: float
-    delivered: int
-    retransmits: int
-
+Sample = NamedTuple("Sample", [("t", float), ("event", str),
+                               *SenderState.__annotations__.items()])
+"""One trace record: seconds since the first sample, what happened, the sender state."""
 
 FIELDS = list(Sample._fields)
 

@@ -138,12 +138,7 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
         """An mTCP connection to (host, port). Failures raise the socket module's exceptions:
         ConnectionRefusedError (RST to the SYN), TimeoutError (SYN retries exhausted), OSError
         with mTCP's errno otherwise. Cancelling the call closes the half-open socket."""
-        if ssl:
-            raise ValueError("create_connection on mTCP: TLS (ssl=) is not supported")
-        if sock is not None:
-            raise ValueError("create_connection on mTCP: sock= (a kernel socket) is not supported")
-        if family not in (0, socket.AF_INET):
-            raise ValueError(f"create_connection on mTCP: family {family!r}: only AF_INET")
+        _supported("create_connection", ssl, sock, family)
         rhost, rport = await self._address(host, port, "create_connection")
         m, mctx = mtcp, self.mctx
         sockid = m.mtcp_socket(mctx, m.AF_INET, m.SOCK_STREAM, 0)
@@ -193,12 +188,7 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
                             start_serving: bool = True) -> MtcpServer:
         """A listening mTCP socket on (host, port) — host None or "" for every local address.
         Port 0 picks a free one (``server.sockets[0].getsockname()`` tells which)."""
-        if ssl:
-            raise ValueError("create_server on mTCP: TLS (ssl=) is not supported")
-        if sock is not None:
-            raise ValueError("create_server on mTCP: sock= (a kernel socket) is not supported")
-        if family not in (0, socket.AF_INET):
-            raise ValueError(f"create_server on mTCP: family {family!r}: only AF_INET")
+        _supported("create_server", ssl, sock, family)
         if not isinstance(host, (str, type(None))):
             raise TypeError(f"create_server on mTCP: host {host!r}: one address (or None)")
         addr = await self._address(host, port or 0, "create_server")
@@ -239,6 +229,16 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
     sock_recv = sock_sendall = sock_connect = sock_accept = _unsupported
     create_datagram_endpoint = create_unix_connection = create_unix_server = _unsupported
     connect_read_pipe = connect_write_pipe = subprocess_exec = subprocess_shell = _unsupported
+
+
+def _supported(call: str, ssl: Any, sock: Any, family: int) -> None:
+    """ValueError for what an mTCP connection cannot be: TLS, a kernel socket, not IPv4."""
+    if ssl:
+        raise ValueError(f"{call} on mTCP: TLS (ssl=) is not supported")
+    if sock is not None:
+        raise ValueError(f"{call} on mTCP: sock= (a kernel socket) is not supported")
+    if family not in (0, socket.AF_INET):
+        raise ValueError(f"{call} on mTCP: family {family!r}: only AF_INET")
 
 
 def _connected(done: asyncio.Future[None], bits: int) -> None:
