@@ -141,3 +141,33 @@ def test_drops_are_counted_when_the_writer_lags(tmp_path):
     assert cap.stats.dropped > 0
     assert cap.stats.frames == len(written)
     assert cap.stats.frames + cap.stats.dropped == 300 * 64
+
+
+@pytest.mark.slow
+def test_fabric_nics_capture_from_mtcp_conf(tmp_path):
+    """nic_pcap in each host's mtcp.conf -> `p4mtcp nic --pcap`: after an asyncio echo, what the
+    client's NIC sent on its network port is exactly what the server's NIC received there."""
+    from p4mtcp.aio.worker import AioArgs, core_main
+    from p4mtcp.apps import launch
+    from p4mtcp.apps.fabric import Fabric, two_hosts
+    from test_aio_fabric import run_until_result
+
+    with Fabric() as fab:
+        server, client = two_hosts(fab, 1, 1)
+        fab.start(timeout=60, nic_pcap=str(tmp_path / "pcap"))
+        srv = launch.CoreWorkers(core_main, [0], AioArgs(server.conf,
+                                                         "test_aio_fabric:echo_server",
+                                                         {"port": 7000}))
+        cli = launch.CoreWorkers(core_main, [0], AioArgs(client.conf,
+                                                         "test_aio_fabric:echo_client",
+                                                         {"host": server.ip, "port": 7000,
+                                                          "size": 200_000}))
+        with srv, cli:
+            result = run_until_result(cli, timeout=120)
+    assert result["result"] == {"bytes": 200_000, "exact": True}
+    # the NICs are stopped: their captures are complete
+    sent = [f for _, f in read(next((tmp_path / "pcap" / "client").glob("port1-*-tx.pcap")))[1]]
+    got = [f for _, f in read(next((tmp_path / "pcap" / "server").glob("port1-*-rx.pcap")))[1]]
+    assert len(sent) > 200_000 // 1500 and got == sent     # the data segments, at least
+    core_tx = read(next((tmp_path / "pcap" / "server").glob("port16-*-tx.pcap")))[1]
+    assert len(core_tx) == len(got)           # every frame in went on to the server's core
