@@ -131,10 +131,12 @@ def bmv2_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
 
 
 def embedded_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
-                  cpu_port: int = CPU_PORT) -> list[str]:
-    """The `p4mtcp nic` command line (same ports, same gRPC contract as BMv2)."""
+                  cpu_port: int = CPU_PORT, pcap_dir: str | None = None) -> list[str]:
+    """The `p4mtcp nic` command line (same ports, same gRPC contract as BMv2). `pcap_dir`:
+    the NIC captures every port there (dataplane/capture.py)."""
     return [sys.executable, "-m", "p4mtcp.cli", "nic", "--grpc", grpc, "--cpu-port", str(cpu_port),
-            "--device-id", str(device_id), *_port_args(ports, cpu_port)]
+            "--device-id", str(device_id), *_port_args(ports, cpu_port),
+            *([f"--pcap={pcap_dir}"] if pcap_dir else [])]
 
 
 def terminate(proc: subprocess.Popen, grace: float, sig: int = signal.SIGTERM) -> int:
@@ -219,5 +221,3 @@ def start_switch(kind: str, ports: Mapping[int, str], grpc: str, log_dir: str | 
     else:
         raise ValueError(f"switch kind {kind!r}: expected 'bmv2' or 'embedded'")
     return SwitchProcess(argv, grpc, name, log_path).start(timeout)
-
-

@@ -39,7 +39,7 @@ class P4NicSwitch(Switch):
 
     def __init__(self, name: str, grpc_port: int | None = None, device_id: int = 1,
                  cpu_port: int = CPU_PORT, log_dir: str = DEFAULT_LOG_DIR,
-                 start_timeout: float = 30.0, **params):
+                 start_timeout: float = 30.0, pcap_dir: str | None = None, **params):
         params.setdefault("inNamespace", False)
         super().__init__(name, **params)
         self.grpc = f"127.0.0.1:{grpc_port or free_port()}"
@@ -47,6 +47,7 @@ class P4NicSwitch(Switch):
         self.cpu_port = cpu_port
         self.log_dir = Path(log_dir)
         self.start_timeout = start_timeout
+        self.pcap_dir = pcap_dir  # capture every port here (`p4mtcp testbed --pcap`)
         self.process: SwitchProcess | None = None
 
     def port_map(self) -> dict[int, str]:
@@ -85,7 +86,7 @@ class Bmv2NicSwitch(P4NicSwitch):
     def argv(self, ports: dict[int, str]) -> list[str]:
         return bmv2_argv(ports, self.grpc, device_id=self.device_id, cpu_port=self.cpu_port,
                          log_file=str(self.log_dir / f"{self.name}.bmv2.log"),
-                         thrift_port=self.thrift_port)
+                         thrift_port=self.thrift_port, pcap_dir=self.pcap_dir)
 
 
 class EmbeddedNicSwitch(P4NicSwitch):
@@ -94,7 +95,8 @@ class EmbeddedNicSwitch(P4NicSwitch):
     kind = "embedded"
 
     def argv(self, ports: dict[int, str]) -> list[str]:
-        return embedded_argv(ports, self.grpc, device_id=self.device_id, cpu_port=self.cpu_port)
+        return embedded_argv(ports, self.grpc, device_id=self.device_id, cpu_port=self.cpu_port,
+                             pcap_dir=self.pcap_dir)
 
 
 SWITCHES: dict[str, type[P4NicSwitch]] = {"bmv2": Bmv2NicSwitch, "embedded": EmbeddedNicSwitch}

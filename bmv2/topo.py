@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import os
 import signal
 import sys
 import tempfile
@@ -157,7 +158,7 @@ class Testbed:
 
 
 def build(kind: str, plan: TestbedPlan, workdir: str | Path,
-          device_config: str | None = None) -> Testbed:
+          device_config: str | None = None, pcap_dir: str | None = None) -> Testbed:
     """The Mininet network (not started): s1 of `kind`, kernel hosts h1..hN, p4mtcp host m1."""
     from p4mtcp.bmv2.mininet_switches import SWITCHES, KernelHost, P4mtcpHost
     from mininet.net import Mininet
@@ -168,7 +169,7 @@ def build(kind: str, plan: TestbedPlan, workdir: str | Path,
     workdir.mkdir(parents=True, exist_ok=True)
     net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False)
     try:
-        s1 = net.addSwitch("s1", cls=SWITCHES[kind], log_dir=str(workdir))
+        s1 = net.addSwitch("s1", cls=SWITCHES[kind], log_dir=str(workdir), pcap_dir=pcap_dir)
         for j in range(1, plan.hosts + 1):
             h = net.addHost(f"h{j}", cls=KernelHost, ip=f"{plan.host_ip(j)}/24",
                             mac=plan.host_mac(j))
@@ -191,6 +192,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cores", type=int, default=2, help="cores of the p4mtcp host (default 2)")
     p.add_argument("--workdir", help="configs and logs (default: a new directory under /tmp)")
     p.add_argument("--cli", action="store_true", help="drop into Mininet's CLI")
+    p.add_argument("--pcap", metavar="DIR",
+                   help="the switch captures every port into DIR (embedded: pcap per port and "
+                        "direction; bmv2: its own <port>_in/_out.pcap)")
     p.add_argument("--script", metavar="FILE",
                    help="run the Mininet CLI commands in FILE (e.g. 'h1 curl ...'), then stop")
     args = p.parse_args(argv)
@@ -227,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.switch == "bmv2":
             from p4mtcp.bmv2.launcher import compile_program
             device_config = str(compile_program(workdir / "build").json)
-        tb = build(args.switch, plan, workdir, device_config)
+        pcap = os.path.abspath(args.pcap) if args.pcap else None
+        if pcap:
+            os.makedirs(pcap, exist_ok=True)
+        tb = build(args.switch, plan, workdir, device_config, pcap)
     except (ValueError, RuntimeError, ImportError) as exc:
         print(f"p4mtcp testbed: {exc}", file=sys.stderr)
         return 2

@@ -171,3 +171,17 @@ def test_fabric_nics_capture_from_mtcp_conf(tmp_path):
     assert len(sent) > 200_000 // 1500 and got == sent     # the data segments, at least
     core_tx = read(next((tmp_path / "pcap" / "server").glob("port16-*-tx.pcap")))[1]
     assert len(core_tx) == len(got)           # every frame in went on to the server's core
+
+
+def test_capture_options_are_checked_and_passed_on(tmp_path, capsys):
+    from p4mtcp.bmv2.launcher import embedded_argv
+    from p4mtcp.dataplane import nic as nicmod
+
+    assert nicmod.main(["--grpc", "127.0.0.1:0", "--pcap", str(tmp_path), "--pcap-max-mb",
+                        "0.01", "-i", f"1@unix:{tmp_path}/w"]) == 2
+    assert "max_bytes 10000 is below one full record" in capsys.readouterr().err
+    assert nicmod.main(["--grpc", "127.0.0.1:0", "--pcap", str(tmp_path), "--pcap-files", "0",
+                        "-i", f"1@unix:{tmp_path}/w"]) == 2
+    assert "files 0 must be >= 1" in capsys.readouterr().err
+    argv = embedded_argv({1: "veth0"}, "127.0.0.1:9559", pcap_dir=str(tmp_path))
+    assert argv[argv.index("nic") + 1:][-1] == f"--pcap={tmp_path}"   # the testbed's switch
