@@ -112,3 +112,32 @@ def test_plot_marks_recoveries_and_computes_throughput(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "bad.jsonl").write_text("not json\n")
     assert plot.main([str(tmp_path / "bad.jsonl")]) == 2
+
+
+@pytest.mark.slow
+def test_perf_client_writes_its_trace(tmp_path):
+    """`perf client --trace` on a fabric host: the file holds the connection's samples up to
+    the last byte delivered."""
+    from p4mtcp.apps import launch, perf
+    from p4mtcp.apps.fabric import Fabric, two_hosts
+
+    path = tmp_path / "t.jsonl"
+    with Fabric() as fab:
+        server, client = two_hosts(fab, 1, 1)
+        fab.start(timeout=60)
+        sargs = perf.PerfArgs("server", server.conf, 1, "0.0.0.0", 5001, None, 120, None, None,
+                              1, False)
+        cargs = perf.PerfArgs("client", client.conf, 1, server.ip, 5001, 1 << 20, 0.0, None,
+                              None, 0, False, trace=str(path))
+        with launch.CoreWorkers(perf.perf_core, [0], sargs) as srv:
+            msgs: list[dict] = []
+            while not any(m["kind"] == "ready" for m in msgs):
+                assert srv.running(), msgs
+                msgs += srv.poll(0.2)
+            with launch.CoreWorkers(perf.perf_core, [0], cargs) as cli:
+                assert cli.pump(lambda m: None, lambda: None, timeout=120)
+                assert cli.exit_code() == 0
+    header, samples = read_jsonl(path.read_text().splitlines())
+    assert header["remote"] == f"{server.ip}:5001" and header["local"].startswith(client.ip)
+    assert samples[-1]["delivered"] == 1 << 20 and samples[0]["t"] == 0.0
+    assert all(s["cwnd"] > 0 for s in samples)
