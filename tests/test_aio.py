@@ -218,3 +218,24 @@ def test_policy_runs_plain_asyncio_run(ctx):
         assert asyncio.run(main()) == (aio.MtcpEventLoop, b"ping")
     finally:
         asyncio.set_event_loop_policy(None)
+
+
+def test_reset_after_eof_reaches_the_half_open_side(ctx):
+    """The peer half-closes, then resets: the side that already saw EOF (and keeps its
+    transport open, as streams do) learns of the reset, with the errno Linux gives a reset in
+    CLOSE-WAIT: EPIPE (BrokenPipeError)."""
+    async def main():
+        accepted: asyncio.Queue = asyncio.Queue()
+        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), IP, 7005)
+        reader, writer = await asyncio.open_connection(IP, 7005)
+        sreader, swriter = await accepted.get()
+        writer.write(b"bye")
+        writer.write_eof()
+        assert await asyncio.wait_for(sreader.read(), 5) == b"bye"     # to EOF
+        assert not swriter.transport.is_closing()
+        writer.transport.abort()
+        with pytest.raises(BrokenPipeError):
+            await asyncio.wait_for(swriter.wait_closed(), 5)
+        server.close()
+
+    aio.run(main(), ctx)

@@ -143,11 +143,12 @@ class MtcpTransport(asyncio.Transport):
 
     def on_events(self, bits: int) -> None:
         """The loop's report for this socket (level-triggered condition bits)."""
-        if bits & mtcp.EPOLLERR and not (self._reading and not self._closing):
+        reading = self._reading and not self._closing and not self._eof_received
+        if bits & mtcp.EPOLLERR and not reading:  # reading reports it after the queued data
             err = mtcp.mtcp_getsockopt(self._mctx, self._id, mtcp.SOL_SOCKET, mtcp.SO_ERROR)
             self._fatal_error(OSError(err or errno.ECONNRESET, "connection failed"))
             return
-        if bits & (mtcp.EPOLLIN | mtcp.EPOLLERR) and self._reading and not self._closing:
+        if bits & (mtcp.EPOLLIN | mtcp.EPOLLERR) and reading:
             self._read_ready()
         if bits & (mtcp.EPOLLOUT | mtcp.EPOLLERR) and self._buffer and not self._released:
             self._write_ready()
