@@ -421,7 +421,7 @@ class Connection:
         # fourth check: SYN in a synchronized state (RFC 5961 4.2: challenge ACK, drop).
         if flags & SYN:
             if self.state is SYN_RECEIVED and self.passive:
-                self.delete()                       # RFC 9293 3.10.7.4: back to LISTEN
+                self.delete()                      # RFC 9293 3.10.7.4: back to LISTEN
             else:
                 self._challenge(now)
             return
@@ -634,9 +634,9 @@ class Connection:
             if self.lr.point is not None:
                 if self.lr.reo.first_ack_spurious(seg.tsecr if self.ts_ok else None):
                     self._undo()                   # RFC 3522 3.2 + RFC 4015 3.2
-                if ack_off >= self.lr.point:      # RFC 6582 3.2 step 6 / RFC 6675 full ACK
+                if ack_off >= self.lr.point:       # RFC 6582 3.2 step 6 / RFC 6675 full ACK
                     self.lr.finish()
-                    if not self.lr.reo.undone:        # RFC 4015 3.2: an undone cwnd stays restored
+                    if not self.lr.reo.undone:     # RFC 4015 3.2: an undone cwnd stays restored
                         self.cc.on_exit_recovery(self.snd_max - ack_off, mss)
                 elif not self.sack_ok:             # RFC 6582 3.2 step 5: partial ACK
                     self.cc.on_partial_ack(acked, mss)
@@ -770,7 +770,7 @@ class Connection:
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582 3.2, RFC 6675 5)."""
-        if self.una < self.lr.recover:               # RFC 6582 3.2 step 2: not after an RTO episode
+        if self.una < self.lr.recover:             # RFC 6582 3.2 step 2: not after an RTO episode
             return
         mss = self.eff_mss
         flight = self.snd_max - self.una
@@ -873,7 +873,7 @@ class Connection:
         st = self.state
         if st is SYN_RECEIVED:
             if self.passive:
-                self.delete()                       # passive open: back to LISTEN, nothing to report
+                self.delete()                      # passive open: back to LISTEN, nothing to report
             else:
                 self._fail(errno.ECONNREFUSED, EV_RESET)
         elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
@@ -1156,7 +1156,7 @@ class Connection:
         if self._tw_at is not None and now >= self._tw_at:
             if self.state is FIN_WAIT_2:
                 self._send_reset()
-            self.delete()                           # TIME-WAIT over / orphan FIN-WAIT-2 expired
+            self.delete()                          # TIME-WAIT over / orphan FIN-WAIT-2 expired
             return
         if self.lr.pto_at is not None and now >= self.lr.pto_at:
             self._on_pto(now)                      # before the RTO it may stand in for
