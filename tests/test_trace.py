@@ -53,25 +53,25 @@ def test_one_loss_is_one_recovery_episode_in_the_trace():
     start, end = events.index("recovery_start"), events.index("recovery_end")
     assert start < end
     before, during = s[start - 1], s[start]
-    assert during.ssthresh == pytest.approx(before.in_flight / 2, abs=1460)   # RFC 5681 (4)
-    assert during.cwnd < before.cwnd
-    assert s[-1].retransmits == conn.retransmits == 1
-    assert s[-1].delivered == len(DATA)
+    assert during.sender.ssthresh == pytest.approx(before.sender.in_flight / 2, abs=1460)   # RFC 5681 (4)
+    assert during.sender.cwnd < before.sender.cwnd
+    assert s[-1].sender.retransmits == conn.retransmits == 1
+    assert s[-1].sender.delivered == len(DATA)
     assert all(a.t <= b.t for a, b in zip(s, s[1:])) and s[0].t == 0.0
-    assert s[0].state == "ESTABLISHED" and s[0].srtt == pytest.approx(0.02, rel=0.2)
+    assert s[0].sender.state == "ESTABLISHED" and s[0].sender.srtt == pytest.approx(0.02, rel=0.2)
     assert trace.dropped == 0
 
 
 def test_samples_only_on_change_and_bounded():
     full = ConnTrace()
     transfer(full, loss=0.01, seed=3)
-    values = [tuple(x)[1:] for x in full.samples]
+    values = [(x.event, x.sender) for x in full.samples]
     assert all(a != b for a, b in zip(values, values[1:]))          # no repeated sample
     assert any(x.event == "rto" or x.event == "recovery_start" for x in full.samples)
     small = ConnTrace(limit=50)
     transfer(small, loss=0.01, seed=3)
     assert len(small.samples) == 50 and small.dropped == len(full.samples) - 50
-    assert list(small.samples)[-1].delivered == len(DATA)            # the newest are kept
+    assert list(small.samples)[-1].sender.delivered == len(DATA)            # the newest are kept
 
 
 def test_untraced_connection_has_no_trace_and_counts_retransmits():

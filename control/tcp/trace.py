@@ -64,11 +64,16 @@ def sender_state(conn: Any) -> SenderState:
                        rtt.rto, _delivered(conn), conn.retransmits)
 
 
-Sample = NamedTuple("Sample", [("t", float), ("event", str),
-                               *SenderState.__annotations__.items()])
-"""One trace record: seconds since the first sample, what happened, the sender state."""
+class Sample(NamedTuple):
+    """One trace record: seconds since the first sample, what happened, the sender then."""
 
-FIELDS = list(Sample._fields)
+    t: float
+    event: str
+    sender: SenderState
+
+
+FIELDS = ["t", "event", *SenderState._fields]
+"""A sample's fields in the file (the sender's are flattened into it)."""
 
 
 class ConnTrace:
@@ -106,7 +111,7 @@ class ConnTrace:
             self.local, self.remote = conn.local, conn.remote
         if len(self.samples) == self.samples.maxlen:
             self.dropped += 1
-        self.samples.append(Sample(now - self._t0, event, *values))
+        self.samples.append(Sample(now - self._t0, event, values))
 
     def jsonl(self) -> Iterator[str]:
         """The trace file's lines (without newlines): the header, then one per sample."""
@@ -114,7 +119,7 @@ class ConnTrace:
                           "remote": _addr(self.remote), "fields": FIELDS,
                           "dropped": self.dropped})
         for s in self.samples:
-            yield json.dumps(s._asdict())
+            yield json.dumps({"t": s.t, "event": s.event, **s.sender._asdict()})
 
 
 def _delivered(conn: Any) -> int:

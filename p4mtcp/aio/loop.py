@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from p4mtcp import mtcp
+from p4mtcp.control.epoll import MtcpEpollEvent
 from p4mtcp.aio.server import MtcpServer
 from p4mtcp.aio.transport import MtcpTransport
 
@@ -45,7 +46,7 @@ class _EpollSelector:
         self.mctx = mctx
         self.ep = mtcp.mtcp_epoll_create(mctx, EPOLL_SIZE)
 
-    def select(self, timeout: float | None) -> list[mtcp.MtcpEpollEvent]:
+    def select(self, timeout: float | None) -> list[MtcpEpollEvent]:
         wait = WAKEUP if timeout is None else min(timeout, WAKEUP)
         try:
             return mtcp.mtcp_epoll_wait(self.mctx, self.ep, MAX_EVENTS, wait * 1000.0)
@@ -85,7 +86,7 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
         if self._handlers.pop(sockid, None) is not None:
             mtcp.mtcp_epoll_ctl(self.mctx, self._selector.ep, mtcp.EPOLL_CTL_DEL, sockid, None)
 
-    def _process_events(self, event_list: list[mtcp.MtcpEpollEvent]) -> None:
+    def _process_events(self, event_list: list[MtcpEpollEvent]) -> None:
         handlers = self._handlers
         for events, sockid in event_list:
             handler = handlers.get(sockid)
@@ -123,7 +124,7 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
                                        type=socket.SOCK_STREAM)
         if not infos:
             raise OSError(f"{what}: getaddrinfo({host!r}) returned no IPv4 address")
-        return infos[0][4][0], port
+        return str(infos[0][4][0]), port
 
     async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
                                 host: str | None = None, port: int | None = None, *,
@@ -178,7 +179,8 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
             raise
         return transport, protocol
 
-    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+    async def create_server(  # type: ignore[override]  # asyncio declares overloads
+                            self, protocol_factory: Callable[[], asyncio.BaseProtocol],
                             host: str | None = None, port: int | None = None, *,
                             family: int = 0, flags: int = 0, sock: Any = None,
                             backlog: int = DEFAULT_BACKLOG, ssl: Any = None,
@@ -225,7 +227,8 @@ class MtcpEventLoop(asyncio.BaseEventLoop):
         raise NotImplementedError("the mTCP event loop serves mTCP sockets only (no kernel "
                                   "file descriptors, datagrams, pipes or subprocesses)")
 
-    add_reader = add_writer = remove_reader = remove_writer = _unsupported
+    add_reader = add_writer = _unsupported  # type: ignore[assignment]
+    remove_reader = remove_writer = _unsupported
     sock_recv = sock_sendall = sock_connect = sock_accept = _unsupported
     create_datagram_endpoint = create_unix_connection = create_unix_server = _unsupported
     connect_read_pipe = connect_write_pipe = subprocess_exec = subprocess_shell = _unsupported
