@@ -337,6 +337,11 @@ def _consistency(cfg: MtcpConfig) -> tuple[str, str] | None:
     if cfg.steer_socket and len(os.fsencode(cfg.steer_socket)) > UNIX_PATH_MAX:
         return "steer_socket", (f"steer_socket {cfg.steer_socket!r} is longer than a UNIX "
                                 f"socket path may be ({UNIX_PATH_MAX} bytes)")
+    # p4mtcp ss: each core serves ss_dir/core<N>.sock (control/sockstat.py)
+    longest = os.path.join(cfg.ss_dir or "", f"core{cfg.num_cores - 1}.sock")
+    if cfg.ss_dir and len(os.fsencode(longest)) > UNIX_PATH_MAX:
+        return "ss_dir", (f"ss_dir {cfg.ss_dir!r}: {longest!r} is longer than a UNIX socket "
+                          f"path may be ({UNIX_PATH_MAX} bytes)")
     return None
 
 

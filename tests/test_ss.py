@@ -88,3 +88,14 @@ def test_ss_lists_a_running_epserver_hosts_connections(tmp_path, capsys):
     assert sorted(r["remote"] for r in rows) == sorted(r["local"] for r in theirs)
     assert {r["core"] for r in rows} <= {0, 1} and all(r["recv_q"] == 0 for r in rows)
     assert all(r["state"] == "ESTABLISHED" and r["in_flight"] == 0 for r in theirs)
+
+
+def test_ss_dir_too_long_for_a_socket_path_is_a_config_error(tmp_path, capsys):
+    from p4mtcp.control.config import ConfigError, load_mtcp_conf
+
+    conf = write_conf(tmp_path / "mtcp.conf", ss_dir="/tmp/" + "d" * 100)
+    with pytest.raises(ConfigError, match="ss_dir .* longer than a UNIX socket path"):
+        load_mtcp_conf(conf)
+    none = write_conf(tmp_path / "none.conf")
+    assert ss.main(["-f", none]) == 2
+    assert "has no ss_dir" in capsys.readouterr().err
