@@ -158,27 +158,34 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
 
     from p4mtcp.apps.launch import process_cpu_seconds
     from p4mtcp.bmv2 import launcher
+    from p4mtcp.link import host_side
     from p4mtcp.bmv2.controller import Controller
     from p4mtcp.bmv2.frametests import program
 
-    # (name, switch kind, first rate tried, environment): the embedded NIC with PACKET_MMAP
-    # rings, the same with plain per-frame socket calls (its old path), BMv2 when installed
-    targets = [("embedded", "embedded", 20.0, {}),
-               ("embedded_plain_socket", "embedded", 20.0, {"P4MTCP_PACKET_MMAP": "0"})]
+    # (name, switch kind, first rate tried, environment, core link or None for the veth): the
+    # embedded NIC with PACKET_MMAP rings, the same with plain per-frame socket calls (its old
+    # path), the same with its core port a core process's link (shared-memory rings, the
+    # default, and UNIX-socket messages, the old default), BMv2 when installed
+    targets = [("embedded", "embedded", 20.0, {}, None),
+               ("embedded_plain_socket", "embedded", 20.0, {"P4MTCP_PACKET_MMAP": "0"}, None),
+               ("embedded_shm_core_link", "embedded", 20.0, {}, "shm"),
+               ("embedded_unix_core_link", "embedded", 20.0, {}, "unix")]
     if launcher.have(launcher.SIMPLE_SWITCH_GRPC) and launcher.have(launcher.P4C_BM2_SS):
-        targets.append(("bmv2", "bmv2", 2.0, {}))
+        targets.append(("bmv2", "bmv2", 2.0, {}, None))
     out: dict = {"targets": {}}
     profiles = []
     with tempfile.TemporaryDirectory() as d, veth_ports() as (ports, ends):
         tester = Tester(ends)
         try:
-            for name, kind, start_kpps, env in targets:
+            for name, kind, start_kpps, env, link in targets:
                 grpc = f"127.0.0.1:{launcher.free_port()}"
+                core_spec = f"{link}:{d}/{name}" if link else None
+                nic_ports = {**ports, PLAN.core_ports[0]: core_spec} if core_spec else ports
                 if kind == "bmv2":  # no --log-file: BMv2 logs nothing per frame
                     config = launcher.compile_program(Path(d) / "build").json.read_bytes()
-                    argv = launcher.bmv2_argv(ports, grpc)
+                    argv = launcher.bmv2_argv(nic_ports, grpc)
                 else:
-                    config, argv = b"", launcher.embedded_argv(ports, grpc)
+                    config, argv = b"", launcher.embedded_argv(nic_ports, grpc)
                 os.environ.update(env)
                 try:
                     sw = launcher.SwitchProcess(argv, grpc, name, Path(d) / f"{name}.log").start()
@@ -188,6 +195,7 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
                 with sw, Controller(grpc, P4INFO) as ctrl:
                     ctrl.set_pipeline(config)
                     program(ctrl, PLAN)
+                    tester.use_core(host_side(core_spec) if core_spec else None)
                     cpu = partial(process_cpu_seconds, sw.proc.pid)
                     before = cpu()
                     time.sleep(IDLE_SECONDS)
@@ -200,7 +208,7 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
                               f"{row['lossless_kpps']:7.1f} kpps lossless, NIC CPU "
                               f"{row['nic_cpu_us_per_frame']} us/frame")
                     out["targets"][name] = rows
-                    if kind == "embedded":
+                    if kind == "embedded" and not link:
                         profiles.append(profile_nic(tester, sw.proc.pid, rows[0], cpu, name))
         finally:
             tester.close()
@@ -212,15 +220,19 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
     out["embedded_cpu_per_frame_vs_pipeline_alone"] = {
         d: round(r["nic_cpu_us_per_frame"] / pipeline[d], 2) for d, r in emb.items()
         if r["nic_cpu_us_per_frame"]}
-    for peer in ("embedded_plain_socket", "bmv2"):
+    ratios = {"embedded_vs_embedded_plain_socket": ("embedded", "embedded_plain_socket"),
+              "embedded_vs_bmv2": ("embedded", "bmv2"),
+              "shm_vs_unix_core_link": ("embedded_shm_core_link", "embedded_unix_core_link")}
+    for key, (ours, peer) in ratios.items():
         if peer in out["targets"]:
-            out[f"embedded_vs_{peer}_lossless"] = {
-                r["direction"]: round(emb[r["direction"]]["lossless_kpps"] / r["lossless_kpps"], 2)
-                for r in out["targets"][peer] if r["lossless_kpps"]}
+            mine = {r["direction"]: r["lossless_kpps"] for r in out["targets"][ours]}
+            out[f"{key}_lossless"] = {r["direction"]: round(mine[r["direction"]]
+                                                            / r["lossless_kpps"], 2)
+                                      for r in out["targets"][peer] if r["lossless_kpps"]}
     print(f"embedded NIC CPU per frame / pipeline alone: "
           f"{out['embedded_cpu_per_frame_vs_pipeline_alone']}")
-    for key in ("embedded_vs_embedded_plain_socket_lossless", "embedded_vs_bmv2_lossless"):
-        print(f"{key}: {out.get(key, 'not measured (BMv2 not installed)')}")
+    for key in ratios:
+        print(f"{key}_lossless: {out.get(f'{key}_lossless', 'not measured (not installed)')}")
     return out
 
 

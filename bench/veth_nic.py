@@ -3,8 +3,9 @@
 Two veth pairs, each with its far end in a namespace of its own (tests/netns.py), are the
 target's network port (1) and core port (16). A tester process, which opens both far ends
 (PACKET_MMAP), offers 64-byte frames at a paced rate into one port and counts what comes out of
-the other. The lossless rate is the highest offered rate at which every frame came out: found by
-doubling, then bisecting. The same frames, program and entries serve every target.
+the other. The lossless rate is the highest offered rate at which every frame came out, the last one about
+when the last went in (a rate the target sustains, not one its buffers absorb for a second):
+found by doubling, then bisecting. The same frames, program and entries serve every target.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from p4mtcp.bmv2.frametests import Plan, in_netns
 PLAN = Plan(core_ports=(16,))
 FRAME_BYTES, FLOWS, SEND_BATCH = 64, 1024, 32
 DIRECTIONS = {"network->core": ("net", "core"), "core->network": ("core", "net")}
-TRIAL_SECONDS = 0.5
+TRIAL_SECONDS = 1.0
 SETTLE = 0.3          # seconds without a new frame that end a trial's collection
+ATTEMPTS = 2
+KEPT_UP, LATENCY = 1.05, 0.005
+"""A trial passes only if its last frame came out within 5 % + 5 ms of the sending time: deep
+buffers (a ring, a socket's 8 MiB) would otherwise pass a rate the target cannot sustain."""
 
 
 def test_frames(direction: str) -> list[bytes]:
@@ -56,61 +61,78 @@ class Trial:
     received: int
     nic_cpu_s: float
     tester_drops: int     # lost in the tester's own receive ring: the tester, not the target
+    kept_up: bool         # the last frame came out about when the last went in: not buffered
 
     @property
     def lossless(self) -> bool:
-        return self.received >= self.sent
+        return self.received >= self.sent and self.kept_up
 
 
 def _tester(conn: Any, ends: dict[str, tuple[str, str]]) -> None:
-    """The tester process: opens the far ends, then runs (direction, kpps, count) trials."""
+    """The tester process: opens the far ends, then runs ("trial", direction, kpps, count) and
+    ("core", spec or None) commands; the latter makes the core end a link to the target's core
+    port (a core process's side, e.g. shm-host:PATH) or, with None, the veth again."""
+    from p4mtcp.link import open_port
     from p4mtcp.link.afpacket import MmapPacketPort
 
     ports = {}
     for name, (ns_file, ifname) in ends.items():
         with in_netns(ns_file):
             ports[name] = MmapPacketPort(ifname)
+    veth_core = ports["core"]
     frames = {d: test_frames(d) for d in DIRECTIONS}
     conn.send("ready")
     while (cmd := conn.recv()) is not None:
-        direction, kpps, count = cmd
+        if cmd[0] == "core":
+            if ports["core"] is not veth_core:
+                ports["core"].close()
+            ports["core"] = veth_core if cmd[1] is None else open_port(cmd[1], 10.0)
+            conn.send("ok")
+            continue
+        _, direction, kpps, count = cmd
         src, dst = (ports[p] for p in DIRECTIONS[direction])
         while dst.recv_batch():
             pass
         before = dst.stats.rx_dropped
-        sent, received, took = _offer(src, dst, frames[direction], kpps * 1000.0, count)
-        conn.send((sent, received, took, dst.stats.rx_dropped - before))
-    for port in ports.values():
+        result = _offer(src, dst, frames[direction], kpps * 1000.0, count)
+        conn.send((*result, dst.stats.rx_dropped - before))
+    for port in {*ports.values(), veth_core}:
         port.close()
 
 
 def _offer(src: Any, dst: Any, frames: list[bytes], rate: float, count: int
-           ) -> tuple[int, int, float]:
+           ) -> tuple[int, int, float, float]:
     """Send `count` frames paced at `rate`/s in batches, counting what arrives meanwhile and
-    until SETTLE s pass without a frame: (sent, received, seconds the sending took)."""
+    until SETTLE s pass without a frame: (sent, received, seconds the sending took, seconds
+    until the last frame arrived)."""
     sent = received = at = 0
-    start = time.perf_counter()
+    start = last = time.perf_counter()
+
+    def collect() -> int:
+        nonlocal last
+        got = len(dst.recv_batch())
+        if got:
+            last = time.perf_counter()
+        return got
+
     while sent < count:
         ahead = start + sent / rate - time.perf_counter()
         if ahead > 0:
-            received += len(dst.recv_batch())
+            received += collect()
             if ahead > 0.0003:
                 time.sleep(ahead - 0.0002)
             continue
         n = src.send_batch(frames[at:at + min(SEND_BATCH, count - sent)])
         sent += n
         at = (at + n) % (len(frames) - SEND_BATCH)
-        received += len(dst.recv_batch())
+        received += collect()
     took = time.perf_counter() - start
-    quiet = time.perf_counter() + SETTLE
-    while received < sent and time.perf_counter() < quiet:
-        got = len(dst.recv_batch())
+    while received < sent and time.perf_counter() < last + SETTLE:
+        got = collect()
         received += got
-        if got:
-            quiet = time.perf_counter() + SETTLE
-        else:
+        if not got:
             time.sleep(0.001)
-    return sent, received, took
+    return sent, received, took, last - start
 
 
 class Tester:
@@ -127,11 +149,18 @@ class Tester:
     def offer(self, direction: str, kpps: float, cpu: Callable[[], float]) -> Trial:
         count = max(2000, int(kpps * 1000 * TRIAL_SECONDS))
         before = cpu()
-        self._conn.send((direction, kpps, count))
+        self._conn.send(("trial", direction, kpps, count))
         if not self._conn.poll(60):
             raise RuntimeError("the tester did not finish a trial within 60 s")
-        sent, received, took, tester_drops = self._conn.recv()
-        return Trial(sent / took / 1000, sent, received, cpu() - before, tester_drops)
+        sent, received, took, took_rx, tester_drops = self._conn.recv()
+        return Trial(sent / took / 1000, sent, received, cpu() - before, tester_drops,
+                     took_rx <= took * KEPT_UP + LATENCY)
+
+    def use_core(self, spec: str | None) -> None:
+        """Be the core process on `spec` (a connecting spec), or the veth's far end (None)."""
+        self._conn.send(("core", spec))
+        if not self._conn.poll(30) or self._conn.recv() != "ok":
+            raise RuntimeError(f"the tester could not attach to {spec}")
 
     def close(self) -> None:
         self._conn.send(None)
@@ -146,9 +175,15 @@ def lossless_rate(tester: Tester, direction: str, start_kpps: float, cpu: Callab
     trials: list[Trial] = []
 
     def ok(kpps: float) -> bool:
-        t = tester.offer(direction, kpps, cpu)
-        trials.append(t)
-        return t.lossless
+        """A rate passes if one of ATTEMPTS trials is lossless: on a shared machine a moment
+        without the CPU fails a trial that the target sustains otherwise (no false passes:
+        a pass needs every frame, on time)."""
+        for _ in range(ATTEMPTS):
+            t = tester.offer(direction, kpps, cpu)
+            trials.append(t)
+            if t.lossless:
+                return True
+        return False
 
     low, high = 0.0, start_kpps
     while high < max_kpps and ok(high):
@@ -165,8 +200,8 @@ def lossless_rate(tester: Tester, direction: str, start_kpps: float, cpu: Callab
             "lossless_kpps": round(best.offered_kpps, 1) if best else 0.0,
             "nic_cpu_us_per_frame": round(1e6 * best.nic_cpu_s / best.sent, 2) if best else None,
             "trials": [{"offered_kpps": round(t.offered_kpps, 1), "sent": t.sent,
-                        "received": t.received, "nic_cpu_s": round(t.nic_cpu_s, 3),
-                        "tester_drops": t.tester_drops}
+                        "received": t.received, "kept_up": t.kept_up,
+                        "nic_cpu_s": round(t.nic_cpu_s, 3), "tester_drops": t.tester_drops}
                        for t in trials]}
 
 
