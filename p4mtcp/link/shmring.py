@@ -50,6 +50,7 @@ RECORD_HEAD = 8
 WRAP = 0xFFFFFFFF
 MAX_RECORD = (RECORD_HEAD + MAX_FRAME + 7) & ~7
 MIN_CAPACITY = 1 << 19  # room for several of the largest records
+COPY = 1 << 18  # bytes a reader copies out at once: more than the largest record
 _MAGIC_W, _CAP_W = 0, 1
 _HEAD_W, _PRODUCER_W, _REFUSED_W = 8, 9, 10
 _TAIL_W, _CONSUMER_W, _ASLEEP_W = 16, 17, 18
@@ -199,7 +200,9 @@ class Ring:
     # -- consumer ---------------------------------------------------------------------------
 
     def get(self, limit: int) -> list[bytes]:
-        """Up to `limit` frames, oldest first; their space is released to the producer."""
+        """Up to `limit` frames, oldest first; their space is released to the producer.
+        The ready records are copied out of shared memory in one piece per stretch (up to the
+        end of the area, at most COPY bytes) and split there: one copy, not one per frame."""
         idx, data, cap, mask = self._idx, self._data, self.capacity, self._mask
         tail = self._pos
         head = idx[_HEAD_W]
@@ -209,18 +212,29 @@ class Ring:
         unpack_from = _LEN.unpack_from
         out: list[bytes] = []
         append = out.append
-        while tail != head and len(out) < limit:
+        left = limit
+        while tail != head and left:
             off = tail & mask
-            size = unpack_from(data, off)[0]
-            if size == WRAP and cap - off <= head - tail:
-                tail += cap - off
-                continue
-            rec = (size + RECORD_HEAD + 7) & ~7
-            if size > MAX_FRAME or rec > head - tail or rec > cap - off:
-                raise RingError(f"ring {self.path}: corrupt record of length {size} at offset "
-                                f"{off} (head={head} tail={tail})")
-            append(data[off + RECORD_HEAD:off + RECORD_HEAD + size].tobytes())
-            tail += rec
+            ready = min(head - tail, cap - off)
+            n = min(ready, COPY)
+            blob = data[off:off + n].tobytes()
+            at = 0
+            while at < n and left:
+                size = unpack_from(blob, at)[0]
+                end = at + RECORD_HEAD + size
+                if end > n or size > MAX_FRAME:
+                    break
+                append(blob[at + RECORD_HEAD:end])
+                at = (end + 7) & ~7
+                left -= 1
+            if at < n and left:  # stopped at a record it could not take whole
+                if size == WRAP and head - tail >= cap - off:
+                    tail += cap - off  # the producer went on at offset 0
+                    continue
+                if not (n < ready and at and size <= MAX_FRAME):  # else: the copy cut it
+                    raise RingError(f"ring {self.path}: corrupt record of length {size} at "
+                                    f"offset {off + at} (head={head} tail={tail})")
+            tail += at
         idx[_TAIL_W] = tail  # publish: the producer may reuse everything below tail
         self._pos = tail
         return out
