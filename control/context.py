@@ -390,7 +390,14 @@ class Context:
     # ---------------------------------------------------------------- the loop
 
     def step(self, timeout: float = 0.0) -> None:
-        """One run-to-completion iteration; waits up to ``timeout`` s for frames or a timer."""
+        """One run-to-completion iteration; waits up to ``timeout`` s for frames or a timer.
+
+        First out goes what the application's calls queued and what the previous batch owes
+        (ACKs), then a batch comes in and its events go to the application, which answers
+        before anything is sent: the ACK of a request leaves with the response, the ACK of a
+        SYN-ACK with the request, the ACK of a FIN with the FIN of the close it prompts (mTCP's
+        receive, application, transmit order). Woken by a timer, the step runs it at once."""
+        self._transmit(self.clock())
         frames = self.port.recv_batch()
         hung_up = not frames and self.port.closed_by_peer
         if hung_up and self._reopen is not None:
@@ -414,7 +421,9 @@ class Context:
             receive = self.stack.receive
             for src, dst, tcp in self.netif.decode_batch(frames):
                 receive(src, dst, tcp, now)
-        self._transmit(now)
+            self._dispatch()
+        else:
+            self._transmit(now)
         if self.introspect is not None:
             self.introspect.poll(now)
 

@@ -23,6 +23,8 @@ def test_query_answers_from_the_core_loop(tmp_path):
         c, s = pair.connect()
         mtcp.mtcp_write(pair.client, c, b"x" * 5000)
         pair.pump_until(lambda: mtcp.mtcp_socket_ioctl(pair.server, s, mtcp.FIONREAD) == 5000)
+        cconn = pair.client._socks[c].conn            # the server's ACK leaves at its next step
+        pair.pump_until(lambda: cconn.una == cconn.snd_max)
         answers: dict[int, list] = {}
 
         def ask(core: int) -> None:
