@@ -5,11 +5,13 @@ A context owns everything one core needs and shares nothing (DESIGN.md section 3
 socket table, its epolls and the clock. Nothing runs in the background: every loop step happens
 inside an API call (``mtcp_epoll_wait`` or a blocking call), in the application's thread.
 
-One loop step (:meth:`Context.step`): drain the port in one batch, feed the segments to the stack,
-let the stack run its due timers and hand over what to transmit (``stack.poll(now)``), send it,
-then turn the stack's events into epoll notifications. When nothing is waiting the step blocks on
-the port's file descriptor until the next timer deadline, capped at :data:`MAX_WAIT` seconds so
-that signals (``mtcp_register_signal``) are noticed promptly.
+One loop step (:meth:`Context.step`), in mTCP's order: let the stack run its due timers and hand
+over what to transmit (``stack.poll(now)``: what the application queued since the last step and
+the ACKs the last batch owes) and send it; drain the port in one batch and feed the segments to
+the stack; turn the stack's events into epoll notifications. The application answers before
+the next step transmits, so ACKs ride on its segments. When nothing is waiting the step blocks
+on the port's file descriptor until the next timer deadline, capped at :data:`MAX_WAIT` seconds
+so that signals (``mtcp_register_signal``) are noticed promptly.
 
 Socket ids 0..max_concurrency-1 are shared by stream, listener, epoll and pipe sockets. A stream
 socket's id returns to the pool only when both the application has closed it and the engine has
