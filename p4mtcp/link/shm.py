@@ -8,8 +8,8 @@ then unlinks the files, so nothing is left behind whichever side dies later.
 
 Control messages: RINGS up\\0down (NIC -> core), READY (core -> NIC), DOORBELL (either way: "your
 ring has frames", sent only when the reader said it was going to sleep). A reader drains up to
-BATCH frames per wake-up; a core reads its control socket only after it slept (or every
-CONTROL_EVERY reads), so a busy core's loop makes no system call to receive. A full ring drops
+BATCH frames per wake-up; either side reads its control socket only after it armed to sleep (or
+every CONTROL_EVERY reads), so a busy loop makes no system call to receive. A full ring drops
 the frames that do not fit, counted on both sides: `tx_dropped` at the writer, `rx_dropped` at
 the reader (the ring's refused count).
 """
@@ -36,8 +36,8 @@ HANDSHAKE_TIMEOUT = 5.0
 RINGS, READY, DOORBELL = b"RINGS ", b"READY", b"D"
 GONE = "the other side closed the link or died"
 CONTROL_EVERY = 64
-"""A core that never sleeps still looks at its control socket every this many reads, so that
-it notices a dead NIC without a system call in every loop step."""
+"""A reader that never sleeps still looks at its control socket every this many reads, so that
+it notices a dead peer (or the NIC a new core) without a system call in every loop step."""
 _CONTROL_MAX = 512
 _SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 _serial = itertools.count()
@@ -69,6 +69,16 @@ class _Rings:
     rx: Ring | None
     tx: Ring | None
     stats: PortStats
+    _woken = True  # the loop slept on fileno(): what woke it is on the control socket
+    _reads = 0
+
+    def _control_due(self) -> bool:
+        """Look at the control socket now? After the loop armed (and maybe slept), or every
+        CONTROL_EVERY reads: a busy reader's loop otherwise makes no system call to receive."""
+        self._reads += 1
+        due = self._woken or not self._reads % CONTROL_EVERY
+        self._woken = False
+        return due
 
     def _read(self) -> list[bytes]:
         out = self.rx.get(BATCH)  # type: ignore[union-attr]
@@ -116,6 +126,7 @@ class ShmNicPort(_Rings):
         return self._acceptor.fileno()
 
     def arm(self) -> bool:
+        self._woken = True
         return self.rx is None or self.rx.arm()
 
     def pending(self) -> bool:
@@ -155,16 +166,19 @@ class ShmNicPort(_Rings):
         self._names = None
 
     def recv_batch(self) -> list[bytes]:
-        self._accept()
-        conn = self._acceptor.conn
-        if conn is None or self.rx is None:
+        if self._control_due():
+            self._accept()
+            conn = self._acceptor.conn
+            if conn is None or self.rx is None:
+                return []
+            msgs = _control(conn)
+            if msgs is None:
+                self._detach(GONE)
+                return []
+            if READY in msgs:
+                self._unlink()  # the core has both rings open: the names are no longer needed
+        if self.rx is None:
             return []
-        msgs = _control(conn)
-        if msgs is None:
-            self._detach(GONE)
-            return []
-        if READY in msgs:
-            self._unlink()  # the core has both rings open: the names are no longer needed
         try:
             return self._read()
         except RingError as e:
@@ -221,14 +235,12 @@ class ShmHostPort(_Rings):
                                       f"answer within {HANDSHAKE_TIMEOUT} s") from None
             raise
         self._sock.setblocking(False)
-        self._woken = True
-        self._reads = 0
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def arm(self) -> bool:
-        self._woken = True  # what wakes the sleeper (doorbell, the NIC's end) is on the socket
+        self._woken = True
         return self.closed_by_peer or self.rx.arm()  # type: ignore[union-attr]
 
     def pending(self) -> bool:
@@ -242,11 +254,8 @@ class ShmHostPort(_Rings):
     def recv_batch(self) -> list[bytes]:
         if self.closed_by_peer:
             return []
-        self._reads += 1
-        if self._woken or not self._reads % CONTROL_EVERY:  # busy: mostly the ring alone
-            self._woken = False
-            if _control(self._sock) is None:
-                self._hang_up(GONE)
+        if self._control_due() and _control(self._sock) is None:
+            self._hang_up(GONE)
         try:
             return self._read()  # frames the NIC wrote before it went are still good
         except RingError as e:
