@@ -315,3 +315,21 @@ def test_a_nic_that_never_answers_is_a_clear_error(tmp_path, monkeypatch):
             open_port(f"shm-host:{tmp_path}/mute")
     finally:
         mute.close()
+
+
+def test_ring_files_of_a_dead_nic_are_swept(tmp_path):
+    from p4mtcp.link.shm import SHM_DIR
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(SHM_DIR, f"p4mtcp-{dead.pid}-0-up")
+    mine = os.path.join(SHM_DIR, f"p4mtcp-{os.getpid()}-999-up")
+    for name in (stale, mine):
+        open(name, "wb").close()
+    try:
+        ShmNicPort(f"{tmp_path}/c0").close()
+        assert not os.path.exists(stale) and os.path.exists(mine)
+    finally:
+        for name in (stale, mine):
+            if os.path.exists(name):
+                os.unlink(name)

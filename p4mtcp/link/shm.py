@@ -3,8 +3,9 @@
 Frames travel in two rings (link/shmring.py), one per direction; PATH is a UNIX SOCK_SEQPACKET
 control connection (link/unix.py) that carries only the set-up, the doorbells and, by its end of
 file, the news that the other side died. Set-up: a core connects; the NIC creates a fresh pair
-of ring files in /dev/shm and sends their names; the core opens them and answers READY; the NIC
-then unlinks the files, so nothing is left behind whichever side dies later.
+of ring files in /dev/shm and sends their names; the core opens them, removes the names and
+answers READY, so nothing is left behind whichever side dies later (and a NIC port sweeps the
+files of NIC processes killed before their core attached).
 
 Control messages: RINGS up\\0down (NIC -> core), READY (core -> NIC), DOORBELL (either way: "your
 ring has frames", sent only when the reader said it was going to sleep). A reader drains up to
@@ -16,6 +17,7 @@ the reader (the ring's refused count).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -61,6 +63,25 @@ def _control(sock: socket.socket) -> list[bytes] | None:
         return list(received(sock, _CONTROL_MAX))
     except ConnectionError:
         return None
+
+
+def sweep_stale_rings() -> list[str]:
+    """Remove the ring files of NIC processes that are gone (killed before a core attached);
+    the names of the files removed."""
+    removed = []
+    for name in os.listdir(SHM_DIR):
+        parts = name.split("-")
+        if len(parts) != 4 or parts[0] != "p4mtcp" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, name))
+                removed.append(name)
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
 
 
 class _Rings:
@@ -117,6 +138,7 @@ class ShmNicPort(_Rings):
         self.rx = self.tx = None
         self._names: tuple[str, str] | None = None  # ring files not yet unlinked
         self._acceptor = Acceptor("shm", path)
+        sweep_stale_rings()
 
     @property
     def connected(self) -> bool:
@@ -176,7 +198,7 @@ class ShmNicPort(_Rings):
                 self._detach(GONE)
                 return []
             if READY in msgs:
-                self._unlink()  # the core has both rings open: the names are no longer needed
+                self._names = None  # the core has opened both rings and removed their names
         if self.rx is None:
             return []
         try:
@@ -224,6 +246,9 @@ class ShmHostPort(_Rings):
             up, down = map(os.fsdecode, msg[len(RINGS):].split(b"\0"))
             self.tx = Ring(up, Role.PRODUCER)
             self.rx = Ring(down, Role.CONSUMER)
+            for name in (up, down):  # both sides hold them open now: leave no name behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
             self._sock.send(READY)
         except (OSError, RingError) as e:
             self._close_rings()
