@@ -33,12 +33,12 @@ from p4mtcp.control.config import HostConfig, Route, check_host, mac_to_int
 from p4mtcp.control.p4rt import (
     Client, Entry, Match, P4RuntimeError, encode_entry, entry, packet_in_metadata)
 from p4mtcp.control.rss import round_robin_reta
-from p4mtcp.dataplane.server import RateLimitedLog
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import (
     ARP_REPLY, ARP_RESPONDER, DROPS, FLOW_STEER, IPV4_LPM, LOCAL_IPV4, NEIGHBOR, PACKET_IN_ARP,
     PACKET_IN_ICMP, PACKET_IN_NEIGHBOR_MISS, PORT_MAC, PORT_ROLE, RETA, RX_PORT, SET_CORE_PORT,
     SET_DST_MAC, SET_LOCAL, SET_NETWORK_PORT, SET_NEXT_HOP, SET_SRC_MAC, STEER_TO_CORE, TX_PORT)
+from p4mtcp.ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
     from p4mtcp.control.steering import SteeringServer
