@@ -1,13 +1,15 @@
 """`p4mtcp ss`: a running host's TCP connections per core, like `ss -tni`.
 
-    p4mtcp ss -f mtcp.conf [--state established] [--port 80] [--watch 1] [--json]
+    p4mtcp ss -f mtcp.conf [-l | -a] [--state established] [--port 80] [--watch 1] [--json]
 
 Each core process serves its live connections on ``ss_dir/core<N>.sock`` (mtcp.conf's
 ``ss_dir``; control/sockstat.py), answered from its run loop between batches; this command
 asks every core of the host and prints one line per connection: core, state, local and remote
 address, send and receive queue, then the sender's cwnd, ssthresh, SRTT/RTTVAR, RTO, bytes in
 flight, delivered and retransmitted. ``--port`` matches either end's port, ``--state`` the TCP
-state (``established``, ``fin-wait-1``, ... as ss spells them, or the engine's names).
+state (``established``, ``fin-wait-1``, ... as ss spells them, or the engine's names). As
+with Linux ss, listeners are shown only with ``-l`` (listeners alone) or ``-a`` (everything); a
+listener's Recv-Q is its accept queue and its Send-Q the backlog.
 """
 
 from __future__ import annotations
@@ -55,11 +57,21 @@ def state_name(text: str) -> str:
     return text.strip().upper().replace("-", "_")
 
 
-def matches(row: dict[str, Any], states: set[str], ports: set[int]) -> bool:
+def _port(addr: str) -> int | None:
+    """The port of ``ip:port``; None for a listener's ``0.0.0.0:*``."""
+    port = addr.rsplit(":", 1)[1]
+    return None if port == "*" else int(port)
+
+
+def matches(row: dict[str, Any], states: set[str], ports: set[int],
+            listening: bool | None = False) -> bool:
+    """Whether ``row`` passes the filters; ``listening`` True keeps only listeners, False only
+    connections, None both (ss -l, the default, ss -a)."""
+    if listening is not None and (row["state"] == "LISTEN") != listening:
+        return False
     if states and row["state"] not in states:
         return False
-    if ports and not {int(row["local"].rsplit(":", 1)[1]),
-                      int(row["remote"].rsplit(":", 1)[1])} & ports:
+    if ports and not {_port(row["local"]), _port(row["remote"])} & ports:
         return False
     return True
 
@@ -73,6 +85,10 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     out = [f"{'Core':<4} {'State':<12} {'Recv-Q':>7} {'Send-Q':>7} {'Local Address:Port':<22} "
            f"{'Peer Address:Port':<22} Info"]
     for r in sorted(rows, key=lambda r: (r["core"], r["local"], r["remote"])):
+        if r["state"] == "LISTEN":
+            out.append(f"{r['core']:<4} {'listen':<12} {r['recv_q']:>7} {r['send_q']:>7} "
+                       f"{r['local']:<22} {r['remote']:<22}")
+            continue
         ssthresh = "-" if r["ssthresh"] is None else r["ssthresh"]
         out.append(f"{r['core']:<4} {r['state'].lower().replace('_', '-'):<12} "
                    f"{r['recv_q']:>7} {r['send_q']:>7} {r['local']:<22} {r['remote']:<22} "
@@ -86,6 +102,9 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="p4mtcp ss", description=__doc__.split("\n")[0])
     p.add_argument("-f", dest="conf", required=True, help="the host's mtcp.conf")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("-l", "--listening", action="store_true", help="only listening sockets")
+    shown.add_argument("-a", "--all", action="store_true", help="listeners and connections")
     p.add_argument("--state", action="append", default=[],
                    help="only connections in this state (repeatable)")
     p.add_argument("--port", action="append", type=int, default=[],
@@ -108,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     states = {state_name(s) for s in args.state}
     ports = set(args.port)
+    listening = None if args.all else args.listening
     try:
         while True:
             rows, missing = query_host(cfg.ss_dir, cfg.num_cores)
-            shown = [r for r in rows if matches(r, states, ports)]
+            shown = [r for r in rows if matches(r, states, ports, listening)]
             if args.watch is not None:
                 print("\033[H\033[J", end="")
             lines = [json.dumps(r) for r in shown] if args.json else format_rows(shown)

@@ -232,6 +232,10 @@ class Context:
         """This core's live engine connections (what p4mtcp ss shows)."""
         return [s.conn for s in self._by_tcb.values() if s.conn is not None and not s.tcb_freed]
 
+    def listeners(self) -> list[Listener]:
+        """This core's listening endpoints (what p4mtcp ss -l shows)."""
+        return [s.listener for s in self._listening.values() if s.listener is not None]
+
     def buffers_in_use(self) -> tuple[int, int]:
         """(send buffers, receive buffers) currently taken from the max_num_buffers pools."""
         return self._snd_used, self._rcv_used

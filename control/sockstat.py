@@ -8,7 +8,9 @@ non-blocking sends only (a slow reader gets the rest at later steps). The loop n
 Protocol: connect, read until the server closes. The answer is JSON lines, one per connection:
 ``{"core", "local", "remote", "send_q", "recv_q"}`` and the fields of
 :class:`~p4mtcp.control.tcp.trace.SenderState` (state, cwnd, ssthresh, in_flight, srtt, rttvar,
-rto, delivered, retransmits).
+rto, delivered, retransmits); then one per listener, ``{"core", "state": "LISTEN", "local",
+"remote": "0.0.0.0:*", "recv_q", "send_q"}`` with, as Linux ss reports a listener, the accept
+queue's length as ``recv_q`` and its limit (the backlog) as ``send_q``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def connection_rows(core: int, conns: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def listener_rows(core: int, listeners: list[Any]) -> list[dict[str, Any]]:
+    """The answer's records for ``listeners`` (engine Listeners) of ``core``."""
+    return [{"core": core, "state": "LISTEN", "local": _addr(lst.local), "remote": "0.0.0.0:*",
+             "recv_q": lst.pending, "send_q": lst.backlog} for lst in listeners]
+
+
 class SockStatServer:
     """Listens at ``path`` for one core's context ``ctx`` (replacing a stale socket file)."""
 
@@ -67,7 +75,8 @@ class SockStatServer:
             except (BlockingIOError, InterruptedError):
                 break
             client.setblocking(False)
-            rows = connection_rows(self.ctx.core, self.ctx.connections())
+            rows = (connection_rows(self.ctx.core, self.ctx.connections())
+                    + listener_rows(self.ctx.core, self.ctx.listeners()))
             data = "".join(json.dumps(r) + "\n" for r in rows).encode()
             self._pending.append((client, memoryview(data)))
         self._pending = [p for p in map(self._push, self._pending) if p is not None]

@@ -36,7 +36,9 @@ def test_query_answers_from_the_core_loop(tmp_path):
         pair.pump_until(lambda: len(answers) == 2)     # answered between loop steps
         for t in threads:
             t.join(5)
-        (cli,), (srv,) = answers[0], answers[1]
+        (cli,), (srv, lst) = answers[0], answers[1]
+        assert lst == {"core": 1, "state": "LISTEN", "local": f"0.0.0.0:{PORT}",
+                       "remote": "0.0.0.0:*", "recv_q": 0, "send_q": 4}   # backlog 4
         assert srv["core"] == 1 and srv["state"] == "ESTABLISHED"
         assert srv["local"] == f"{SERVER_IP}:{PORT}" and srv["remote"] == cli["local"]
         assert srv["recv_q"] == 5000 and srv["send_q"] == 0
@@ -84,12 +86,20 @@ def test_ss_lists_a_running_epserver_hosts_connections(tmp_path, capsys):
                               answered=False)            # the cores may still be starting
                 time.sleep(0.2)
             theirs = run_ss(capsys, "-f", client.conf)
+            listening = run_ss(capsys, "-f", server.conf, "-l")
+            everything = run_ss(capsys, "-f", server.conf, "-a", "--port", "80")
             assert run_ss(capsys, "-f", server.conf, "--state", "fin-wait-1") == []
             assert run_ss(capsys, "-f", server.conf, "--port", "81") == []
     assert {r["local"] for r in rows} == {f"{server.ip}:80"}
     assert sorted(r["remote"] for r in rows) == sorted(r["local"] for r in theirs)
     assert {r["core"] for r in rows} <= {0, 1} and all(r["recv_q"] == 0 for r in rows)
     assert all(r["state"] == "ESTABLISHED" and r["in_flight"] == 0 for r in theirs)
+    # ss -l: one listener per server core (epserver binds INADDR_ANY), with its backlog
+    assert sorted((r["core"], r["state"], r["local"], r["send_q"]) for r in listening) == \
+        [(0, "LISTEN", "0.0.0.0:80", 128), (1, "LISTEN", "0.0.0.0:80", 128)]
+    assert sorted((r["core"], r["local"]) for r in everything if r["state"] == "LISTEN") == \
+        [(0, "0.0.0.0:80"), (1, "0.0.0.0:80")]
+    assert sum(r["state"] == "ESTABLISHED" for r in everything) == 4   # the idle clients' 4
 
 
 def test_ss_dir_too_long_for_a_socket_path_is_a_config_error(tmp_path, capsys):
@@ -101,3 +111,14 @@ def test_ss_dir_too_long_for_a_socket_path_is_a_config_error(tmp_path, capsys):
     none = write_conf(tmp_path / "none.conf")
     assert ss.main(["-f", none]) == 2
     assert "has no ss_dir" in capsys.readouterr().err
+
+
+def test_listener_rows_format_and_filter_like_linux_ss():
+    lst = {"core": 0, "state": "LISTEN", "local": "0.0.0.0:80", "remote": "0.0.0.0:*",
+           "recv_q": 3, "send_q": 128}
+    header, line = ss.format_rows([lst])
+    assert line.split() == ["0", "listen", "3", "128", "0.0.0.0:80", "0.0.0.0:*"]
+    assert header.split()[:4] == ["Core", "State", "Recv-Q", "Send-Q"]
+    assert not ss.matches(lst, set(), set())                    # plain ss: connections only
+    assert ss.matches(lst, set(), {80}, listening=True)         # ss -l --port 80
+    assert not ss.matches(lst, set(), {81}, listening=None)     # the '*' port matches nothing
