@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from demo_run import assert_report, demo_cmd, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +42,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def demo_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "p4mtcp.cli", "demo", "--plain", *args]
-
-
 def test_demo_completes_every_request_and_reports_steering(tmp_path):
-    done = subprocess.run(demo_cmd("-n", "400", "-c", "16", "--workdir", str(tmp_path)),
-                          capture_output=True, text=True, timeout=180)
-    out = done.stdout
-    assert done.returncode == 0, out[-2000:] + done.stderr[-2000:]
-    assert "[  ALL] 400 of 400 requests completed" in out
-    assert "[steering] 400 of 400 connections were served by the core the NIC's RSS hash" in out
-    assert "[server core 0] accepted" in out and "[server core 1] accepted" in out
-    assert "[NIC A] core port 16 (core 0)" in out and "error:" not in out
+    out = run_demo("-n", "400", "-c", "16", "--workdir", str(tmp_path), timeout=180)
+    assert_report(out, 400)
     # live statistics were printed while it ran: mTCP's epwget line and per-core stack lines
     assert "[  ALL] connect:" in out and "[CPU 0] flows:" in out
 

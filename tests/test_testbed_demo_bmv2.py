@@ -7,11 +7,10 @@ and removes again. Skips with the reason without root, BMv2 or p4c.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from demo_run import assert_report, run_demo
 from p4mtcp.bmv2.launcher import P4C_BM2_SS, SIMPLE_SWITCH_GRPC, have
 
 pytestmark = [pytest.mark.bmv2, pytest.mark.root]
@@ -26,16 +25,9 @@ def _veths(prefix: str = "p4m") -> set[str]:
                     reason="simple_switch_grpc and p4c-bm2-ss must be on PATH (bmv2/README.md)")
 def test_demo_on_bmv2_nics_completes_every_request_on_the_hash_core(tmp_path):
     before = _veths()
-    done = subprocess.run([sys.executable, "-m", "p4mtcp.cli", "demo", "--plain", "--nic", "bmv2",
-                           "-N", "2", "-n", "60", "-c", "8", "--duration", "90",
-                           "--workdir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=240)
-    out = done.stdout
-    assert done.returncode == 0, out[-2000:] + done.stderr[-2000:]
-    assert "[  ALL] 60 of 60 requests completed" in out
-    assert "[steering] 60 of 60 connections were served by the core the NIC's RSS hash" in out
-    assert "[NIC A] core port 16 (core 0)" in out and "[NIC A] core port 17 (core 1)" in out
-    assert "error:" not in out
+    out = run_demo("--nic", "bmv2", "-N", "2", "-n", "60", "-c", "8", "--duration", "90",
+                   "--workdir", str(tmp_path), timeout=240)
+    assert_report(out, 60)
     assert (tmp_path / "build" / "mtcp_nic.json").is_file(), "not compiled from p4src/"
     assert "nic_target = bmv2" in (tmp_path / "server" / "mtcp.conf").read_text()
     assert _veths() == before, "the demo left veth interfaces behind"
