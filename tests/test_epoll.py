@@ -254,7 +254,9 @@ def test_epoll_wait_times_out_after_timeout_ms(pair):
     ep = mtcp.mtcp_epoll_create(pair.server, 4)
     t0 = time.monotonic()
     assert mtcp.mtcp_epoll_wait(pair.server, ep, 4, 150) == []
-    assert 0.14 <= time.monotonic() - t0 < 2.0
+    # it waited its timeout, and then returned (the upper bound only catches a wait that never
+    # ends; it is loose so that a machine too busy to run us for seconds does not fail it)
+    assert 0.14 <= time.monotonic() - t0 < 30.0
 
 
 def test_et_epollout_fires_again_when_a_full_send_buffer_drains(connected_pair):
