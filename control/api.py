@@ -517,13 +517,17 @@ def mtcp_setsockopt(mctx: Context, sockid: int, level: int, optname: int, optval
 
 def mtcp_getsockopt(mctx: Context, sockid: int, level: int, optname: int) -> Any:
     """The option's value: an int, or (onoff, seconds) for SO_LINGER. SO_ERROR is the
-    connection error (ECONNREFUSED, ECONNRESET, ETIMEDOUT) until a call has raised it, then 0;
-    reading it does not clear it (Linux's does), so a read or write still reports it."""
+    connection error (ECONNREFUSED, ECONNRESET, ETIMEDOUT) not yet reported, then 0: reading
+    it reports (clears) it, as Linux's sock_error() does, so EPOLLERR goes, reads return b""
+    and writes raise EPIPE afterwards, just as after a call that raised it."""
     call = "mtcp_getsockopt"
     ctx = _ctx(mctx, call)
     s = _stream_or_listener(ctx, sockid, call)
     if (level, optname) == (SOL_SOCKET, SO_ERROR):
-        return _pending_error(s)
+        err = _pending_error(s)
+        if err:
+            s.error_reported = True
+        return err
     if not _supported(level, optname):
         fail(errno.ENOPROTOOPT, call, f"level {level} option {optname}")
     defaults = {SO_RCVBUF: ctx.rcvbuf_size, SO_SNDBUF: ctx.sndbuf_size, SO_LINGER: (0, 0)}

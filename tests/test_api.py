@@ -519,18 +519,36 @@ def test_abort_sends_rst(connected_pair):
     raises(errno.ENOTCONN, mtcp.mtcp_abort, p.client, fresh)
     raises(errno.ENOTSOCK, mtcp.mtcp_abort, p.server, p.listener)
     assert mtcp.mtcp_abort(p.client, p.c) == 0
-    wait_so_error(p, errno.ECONNRESET)
+    wait_error(p, errno.ECONNRESET)
     raises(errno.EBADF, mtcp.mtcp_abort, p.client, p.c)  # the id is gone for the app
 
 
-def wait_so_error(p: Pair, expected: int) -> None:
-    """Run both loops until the server socket's pending error (SO_ERROR) is ``expected``."""
-    got = p.pump_until(lambda: mtcp.mtcp_getsockopt(p.server, p.s, mtcp.SOL_SOCKET, mtcp.SO_ERROR))
+def wait_error(p: Pair, expected: int) -> None:
+    """Run both loops until the server's connection has failed with ``expected`` (without
+    reporting it to the application, as reading SO_ERROR would)."""
+    got = p.pump_until(lambda: p.server._socks[p.s].conn.error)
     assert got == expected
 
 
-# Linux reports a connection's error once (the kernel's sock_error() clears it; checked on
-# loopback with SO_LINGER {1, 0} closes): then reads return b"" and writes EPIPE.
+# Linux reports a connection's error once, by the call that raises it or by SO_ERROR (the
+# kernel's sock_error() clears it; checked on loopback with SO_LINGER {1, 0} closes): then
+# poll shows POLLIN|POLLHUP without POLLERR, reads return b"" and writes EPIPE.
+
+
+def test_so_error_reports_the_reset_once_like_linux(connected_pair):
+    p = connected_pair
+    ep = mtcp.mtcp_epoll_create(p.server, 4)
+    mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (mtcp.EPOLLIN, "s"))
+    mtcp.mtcp_abort(p.client, p.c)
+    wait_error(p, errno.ECONNRESET)
+    so_error = (mtcp.SOL_SOCKET, mtcp.SO_ERROR)
+    assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == errno.ECONNRESET
+    assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == 0      # cleared by the read
+    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)
+    err_hup_in = mtcp.EPOLLERR | mtcp.EPOLLHUP | mtcp.EPOLLIN
+    assert ev.events & err_hup_in == mtcp.EPOLLHUP | mtcp.EPOLLIN    # Linux: 17, not 25
+    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
+    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
 
 
 def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
@@ -538,7 +556,7 @@ def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
     ep = mtcp.mtcp_epoll_create(p.server, 4)
     mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (mtcp.EPOLLIN, "s"))
     mtcp.mtcp_abort(p.client, p.c)
-    wait_so_error(p, errno.ECONNRESET)
+    wait_error(p, errno.ECONNRESET)
     (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)
     assert ev.events & (mtcp.EPOLLERR | mtcp.EPOLLHUP) == mtcp.EPOLLERR | mtcp.EPOLLHUP
     raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
@@ -563,10 +581,10 @@ def reset_by_peer(p: Pair, before: str) -> None:
         mtcp.mtcp_close(p.client, p.c)
         assert read_when_ready(p, p.server, p.s) == b""  # the FIN
         assert mtcp.mtcp_write(p.server, p.s, b"anyone there?") == 13
-        wait_so_error(p, errno.EPIPE)  # Linux's errno for a reset in CLOSE-WAIT
+        wait_error(p, errno.ECONNRESET)  # reported as EPIPE in CLOSE-WAIT, as Linux's tcp_reset()
         return
     mtcp.mtcp_abort(p.client, p.c)
-    wait_so_error(p, errno.ECONNRESET)
+    wait_error(p, errno.ECONNRESET)
 
 
 def call_result(p: Pair, call: str) -> bytes | int:
