@@ -131,6 +131,18 @@ def test_syscall_results_and_errnos_are_checked():
     assert wrong.status == "failed" and "returned -1 EAGAIN" in wrong.reason
 
 
+def test_writev_and_readv_move_the_iovec_byte_counts():
+    out = run(LISTEN + "+0 writev(4, [{iov_base=..., iov_len=10}, {iov_base=..., iov_len=20}], 2)"
+                       " = 30\n+0 > P. 1:31(30) ack 1\n+0 < P. 1:8(7) ack 31 win 65535\n"
+                       "+0 readv(4, [{iov_base=..., iov_len=5}, {iov_base=..., iov_len=5}], 2) = 7\n")
+    assert out.status == "passed", out.detail
+    short = run(LISTEN + "+0 writev(4, [{iov_base=..., iov_len=10}], 1) = 10\n"
+                         "+0 > P. 1:12(11) ack 1\n")
+    assert short.status == "failed" and "1:11(10)" in short.detail    # 10 bytes went, not 11
+    bad = run(LISTEN + "+0 writev(4, [{iov_base=..., iov_len=10}], 2) = 10\n")
+    assert bad.status == "failed" and bad.line == 8 and "count 2 for 1 iovec" in bad.reason
+
+
 def test_blocking_calls_return_when_the_stack_lets_them():
     accept = ("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
               "+0 listen(3, 1) = 0\n+0...0.2 accept(3, ..., ...) = 4\n"

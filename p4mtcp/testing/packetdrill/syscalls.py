@@ -247,6 +247,9 @@ class Syscalls:
     def sys_send(self, call: Syscall) -> int:
         return self._send(call, value(call.args[2]))
 
+    def sys_writev(self, call: Syscall) -> int:
+        return self._send(call, _iov_total(call))
+
     def _send(self, call: Syscall, n: int) -> int:
         sid, blocking = self._sid(call.args[0]), self._blocking(call)
         sent = 0
@@ -268,6 +271,10 @@ class Syscalls:
     def sys_read(self, call: Syscall) -> int:
         sid, n = self._sid(call.args[0]), value(call.args[2])
         return self._retrying(lambda: len(self.api.read(sid, n)), self._blocking(call))
+
+    def sys_readv(self, call: Syscall) -> int:
+        sid, n = self._sid(call.args[0]), _iov_total(call)
+        return self._retrying(lambda: self.api.readv(sid, [bytearray(n)]), self._blocking(call))
 
     def sys_recv(self, call: Syscall) -> int:
         sid, n = self._sid(call.args[0]), value(call.args[2])
@@ -383,6 +390,17 @@ class Syscalls:
             if "fd" in want and value(want["fd"]) != first.data:
                 raise Failure(0, f"epoll_wait fd: expected {want['fd']}, got {first.data}")
         return len(events)
+
+
+def _iov_total(call: Syscall) -> int:
+    """The byte count of ``readv``/``writev``'s iovec array, ``[{iov_base=..., iov_len=N}, ...]``,
+    checked against its count argument (the contents are the script's ``...``: zeros)."""
+    iov, count = call.args[1], value(call.args[2], "iovec count")
+    if not isinstance(iov, list) or not all(isinstance(v, dict) and "iov_len" in v for v in iov):
+        raise Unmapped(f"{call.name}() iovec {iov!r}: expected [{{iov_base=..., iov_len=N}}, ...]")
+    if count != len(iov):
+        raise Failure(0, f"{call.name}() count {count} for {len(iov)} iovec entries")
+    return sum(value(v["iov_len"], "iov_len") for v in iov)
 
 
 def _bit_names(bits: int, prefix: str) -> str:
