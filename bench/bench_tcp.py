@@ -2,7 +2,7 @@
 
 Reports bulk-transfer MB/s and segments/s, and short connections per second (connect, 64-byte
 request, 64-byte reply, close), for the pure-Python engine and, when a current compiled build
-exists (``python -m p4mtcp.control.tcp.accelbuild``), for the compiled one in the same run, each
+exists (``p4mtcp accel build``), for the compiled one in the same run, each
 in its own process, with the speed-ups. Writes bench/results/tcp.json and a cProfile top-25 of
 smaller bulk and short-connection runs (the engine this process loaded: pure Python unless
 P4MTCP_ACCEL=1) to bench/results/tcp_profile.txt.
@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from p4mtcp.control.tcp import ACCELERATED, TcpConfig, TcpStack, accel
+from p4mtcp import accel
+from p4mtcp.control.tcp import ACCELERATED, TcpConfig, TcpStack
 
 A, B = 0x0A000001, 0x0A000002
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -16,6 +16,7 @@ COMMANDS = {
     "ss": ("p4mtcp.apps.ss", "list a running host's connections per core, like ss -tni"),
     "testbed": ("p4mtcp.bmv2.topo", "Mininet topology with a BMv2 or embedded switch"),
     "packetdrill": ("p4mtcp.testing.packetdrill.cli", "run packetdrill scripts on the stack"),
+    "accel": ("p4mtcp.accelbuild", "build|status of the optional compiled modules (mypyc)"),
 }
 
 

@@ -13,17 +13,19 @@ accept(); accept() then reports READABLE/EOF for what already arrived. CLOSED me
 gone (after RESET/ERROR too); a connection never accepted or connected reports nothing.
 """
 
-from . import accel
+import sys
 
-ACCELERATED = accel.activate(__path__)
-"""True when the compiled build (``accel.py``) was loaded instead of the pure-Python modules."""
+from p4mtcp import accel
 
-from .config import TcpConfig  # noqa: E402  (after activate: may load the compiled build)
-from .connection import Connection  # noqa: E402
-from .events import Event, EventKind, State  # noqa: E402
-from .listener import Listener  # noqa: E402
-from .stack import TcpStack  # noqa: E402
-from .stats import TcpStats  # noqa: E402
+from .config import TcpConfig
+from .connection import Connection
+from .events import Event, EventKind, State
+from .listener import Listener
+from .stack import TcpStack
+from .stats import TcpStats
+
+ACCELERATED = accel.is_compiled(sys.modules[TcpStack.__module__])
+"""True when the compiled build (``p4mtcp/accel.py``) runs instead of the pure-Python modules."""
 
 __all__ = ["ACCELERATED", "TcpStack", "TcpConfig", "TcpStats", "Connection", "Listener", "Event",
            "EventKind", "State"]

@@ -1,0 +1,151 @@
+"""`p4mtcp accel build|status`: compile the modules of ``p4mtcp.accel.COMPILED`` with mypyc.
+
+The build copies the sources to compile, and the p4mtcp modules they import (for their types),
+into a scratch tree laid out by module name, compiles the listed ones in one mypyc run (one
+shared runtime library, so compiled modules call each other directly), and installs the
+extension modules with a manifest of the source hashes into the folder that
+``p4mtcp.accel.install`` checks before loading anything from it. It needs mypy (``pip install
+-e '.[accel]'``) and a C compiler; without them it says so and nothing changes: p4mtcp runs as
+pure Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from .accel import (COMPILED, ENV_ENABLE, FORMAT, MANIFEST, BuildError, build_dir, check,
+                    find_source_spec, source_hashes, sources)
+
+# Given to mypy: modules imported only for their types are followed but not judged, and
+# libraries without type information (grpc, protobuf) are Any.
+MYPY_FLAGS = ("--follow-imports=silent", "--ignore-missing-imports")
+
+
+def build(dest: Path) -> Path:
+    """Compile the listed modules with mypyc into ``dest`` (replacing an older build)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        raise BuildError("no C compiler (cc/gcc) on PATH: p4mtcp runs as pure Python")
+    if importlib.util.find_spec("mypyc") is None:
+        raise BuildError("mypyc is not installed (pip install -e '.[accel]')")
+    compiled = sources()
+    with tempfile.TemporaryDirectory(prefix="p4mtcp-accel-") as tmp:
+        work = Path(tmp)
+        copied = _copy_tree(compiled, work)
+        hashes = source_hashes({name: copied[name] for name in compiled})  # what is compiled
+        files = [str(copied[name].relative_to(work)) for name in sorted(compiled)]
+        proc = subprocess.run([sys.executable, "-m", "mypyc", *MYPY_FLAGS, *files], cwd=work,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise BuildError(f"mypyc failed:\n{proc.stdout[-6000:]}{proc.stderr[-4000:]}")
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        shared = list(work.glob(f"*__mypyc{suffix}"))
+        if len(shared) != 1:
+            raise BuildError(f"mypyc left {len(shared)} runtime libraries in {work}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        modules = {}
+        for name in sorted(compiled):
+            source = copied[name]
+            ext = source.with_name(source.stem + suffix)
+            rel = ext.relative_to(work)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ext, dest / rel)
+            modules[name] = {"sha256": hashes[name], "file": rel.as_posix(),
+                             "package": source.name == "__init__.py"}
+        shutil.copy2(shared[0], dest / shared[0].name)
+    manifest = {"format": FORMAT, "ext_suffix": suffix,
+                "shared": {"name": shared[0].name[:-len(suffix)], "file": shared[0].name},
+                "modules": modules}
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return dest
+
+
+def _copy_tree(compiled: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Copy the modules to compile and every p4mtcp module they import, directly or not, into
+    ``work`` by module name (with the ``__init__`` of each package on the way): module name ->
+    its copy."""
+    copied: dict[str, Path] = {}
+    todo = list(compiled)
+    while todo:
+        name = todo.pop()
+        if name in copied:
+            continue
+        try:
+            spec = find_source_spec(name)
+        except BuildError:
+            continue  # `from pkg import name` where name is not a module
+        if spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        is_pkg = spec.submodule_search_locations is not None
+        rel = Path(*name.split("."), "__init__.py") if is_pkg else Path(*name.split(".")).with_suffix(".py")
+        target = work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spec.origin, target)
+        copied[name] = target
+        parent = name.rpartition(".")[0]
+        if parent:
+            todo.append(parent)
+        todo.extend(_p4mtcp_imports(target.read_text(), name, is_pkg))
+    return copied
+
+
+def _p4mtcp_imports(source: str, name: str, is_pkg: bool) -> set[str]:
+    """The p4mtcp modules (and possible modules: `from X import y` may name a module y) a
+    source imports."""
+    package = name if is_pkg else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{alias.name}" for alias in node.names)
+    return {m for m in out if m == "p4mtcp" or m.startswith("p4mtcp.")}
+
+
+def status(folder: Path) -> tuple[bool, str]:
+    manifest, why = check(folder)
+    if manifest is None:
+        return False, f"not usable: {why}"
+    return True, (f"usable: {folder}, {len(manifest['modules'])} modules "
+                  f"({', '.join(COMPILED)}); load it with {ENV_ENABLE}=1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="p4mtcp accel", description=__doc__.split("\n")[0])
+    ap.add_argument("action", choices=("build", "status"),
+                    help="build: compile (needs mypy and a C compiler); status: is the build "
+                         "there and current")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="build folder (default: $P4MTCP_ACCEL_DIR, else ~/.cache/p4mtcp/accel/TAG)")
+    args = ap.parse_args(argv)
+    folder = args.dir or build_dir()
+    if args.action == "build":
+        try:
+            build(folder)
+        except BuildError as exc:
+            print(f"p4mtcp accel build: {exc}", file=sys.stderr)
+            return 1
+        print(f"built {folder}; use it with {ENV_ENABLE}=1")
+        return 0
+    ok, text = status(folder)
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
