@@ -8,7 +8,9 @@ is therefore just another reconnect: the supervisor thread backs off, reconnects
 pipeline if the NIC lacks it and re-applies the whole state.
 
 P4Runtime never sits on a per-packet path: the NIC answers ARP for local addresses and steers TCP
-by itself; the agent only sees ARP it must learn from and frames whose next hop is unresolved.
+by itself; the agent only sees ARP it must learn from, frames whose next hop is unresolved and
+ICMP other than echo requests. Of those it logs, a fragmentation-needed message about one of our
+TCP flows goes on to the core that owns the flow (RFC 1191), which lowers that connection's MSS.
 Objects are addressed by name; the P4Runtime messages and the connection are `control.p4rt`'s.
 """
 
@@ -33,6 +35,8 @@ from p4mtcp.control.config import HostConfig, Route, check_host, mac_to_int
 from p4mtcp.control.p4rt import (
     Client, Entry, Match, P4RuntimeError, encode_entry, entry, packet_in_metadata)
 from p4mtcp.control.rss import round_robin_reta
+from p4mtcp.control.tcp import pmtu
+from p4mtcp.hashing import rss_bucket
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import (
     ARP_REPLY, ARP_RESPONDER, DROPS, FLOW_STEER, IPV4_LPM, LOCAL_IPV4, NEIGHBOR, PACKET_IN_ARP,
@@ -54,9 +58,8 @@ AgentError = P4RuntimeError
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IPV4_DST = struct.Struct("!I")
-_IPV4_ICMP = struct.Struct("!B8xB2x4s4sBBHHH")  # ver_ihl, proto, src, dst | type code csum x mtu
-_PORTS = struct.Struct("!HH")
-ICMP_UNREACHABLE, ICMP_FRAG_NEEDED = 3, 4     # RFC 792 type 3, code 4: fragmentation needed
+_IPV4 = struct.Struct("!BxH5xB2x4s4s")        # ver_ihl, total length, protocol, src, dst
+IPPROTO_ICMP = 1
 ETHERTYPE_ARP, ETHERTYPE_IPV4 = 0x0806, 0x0800
 BROADCAST = b"\xff" * 6
 
@@ -92,45 +95,39 @@ def arp_request(src_mac: bytes, src_ip: int, target_ip: int) -> bytes:
 
 @dataclass(frozen=True)
 class Icmp:
-    """An ICMP message for a local address, as the NIC handed it over (RFC 792)."""
-    type: int
-    code: int
+    """An ICMP message for a local address, as the NIC handed it over (RFC 792); the message
+    itself is read by `control.tcp.pmtu`, which the core's engine reads it with too."""
     src: str
     dst: str
-    mtu: int | None = None                        # RFC 1191 next-hop MTU (frag needed)
-    quoted: tuple[int, str, int, str, int] | None = None   # proto, src, sport, dst, dport
+    message: pmtu.IcmpMessage
+    payload: bytes                                # the ICMP message (the IPv4 payload)
 
     def __str__(self) -> str:
-        text = f"ICMP type {self.type} code {self.code} from {self.src} to {self.dst}"
-        if self.quoted is not None:
-            proto, qsrc, sport, qdst, dport = self.quoted
-            text += f" about protocol {proto} {qsrc}:{sport} -> {qdst}:{dport}"
-        if self.mtu is not None:
-            text += f": fragmentation needed, next-hop MTU {self.mtu} (RFC 1191)"
+        m = self.message
+        text = f"ICMP type {m.type} code {m.code} from {self.src} to {self.dst}"
+        q = m.quoted
+        if q is not None:
+            text += (f" about protocol {q.proto} {ipaddress.IPv4Address(q.src)}:{q.sport} -> "
+                     f"{ipaddress.IPv4Address(q.dst)}:{q.dport}")
+        if m.frag_needed:
+            text += f": fragmentation needed, next-hop MTU {m.next_hop_mtu} (RFC 1191)"
         return text
 
 
 def parse_icmp(frame: bytes) -> Icmp | None:
     """The ICMP message of an Ethernet/IPv4 frame (no IPv4 options: the NIC drops those), with
-    the quoted datagram's addresses and ports when it carries one; None if it is not one."""
+    the quoted datagram when it carries one; None if it is not one."""
     off = _ETH.size
-    if (len(frame) < off + 28 or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4
+    if (len(frame) < off + _IPV4.size or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4
             or frame[off] != 0x45):
         return None
-    _, proto, src, dst, typ, code, _, _, mtu = _IPV4_ICMP.unpack_from(frame, off)
-    if proto != 1:
+    _, total, proto, src, dst = _IPV4.unpack_from(frame, off)
+    payload = bytes(frame[off + _IPV4.size:off + total])   # the NIC checked the total length
+    message = pmtu.read_icmp(payload) if proto == IPPROTO_ICMP else None
+    if message is None:
         return None
-    quoted = None
-    inner = off + 28                              # RFC 792: the datagram's header + 64 bits
-    if typ in (3, 4, 5, 11, 12) and len(frame) >= inner + 24 and frame[inner] >> 4 == 4:
-        ihl = (frame[inner] & 0xF) * 4
-        if ihl >= 20 and len(frame) >= inner + ihl + 4:
-            sport, dport = _PORTS.unpack_from(frame, inner + ihl)
-            quoted = (frame[inner + 9], str(ipaddress.IPv4Address(frame[inner + 12:inner + 16])),
-                      sport, str(ipaddress.IPv4Address(frame[inner + 16:inner + 20])), dport)
-    frag_needed = (typ, code) == (ICMP_UNREACHABLE, ICMP_FRAG_NEEDED)
-    return Icmp(typ, code, str(ipaddress.IPv4Address(src)), str(ipaddress.IPv4Address(dst)),
-                mtu if frag_needed else None, quoted)
+    return Icmp(str(ipaddress.IPv4Address(src)), str(ipaddress.IPv4Address(dst)), message,
+                payload)
 
 
 def _ipv4_dst(frame: bytes) -> int | None:
@@ -204,6 +201,8 @@ class AgentStats:
     ignored: int = 0
     connects: int = 0
     icmp: int = 0              # ICMP messages for local addresses the NIC handed over
+    pmtu_forwarded: int = 0    # fragmentation needed about our TCP flows, sent to their core
+    pmtu_ignored: int = 0      # fragmentation needed not usable (logged with the reason)
 
 
 # --- the agent ----------------------------------------------------------------------------------
@@ -455,6 +454,19 @@ class NicAgent:
         with self._state:
             return dict(self._learned)
 
+    def core_port_of(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int
+                     ) -> int | None:
+        """The core port the NIC steers this flow's arriving segments to, from the entries the
+        agent keeps on it: the flow's flow_steer entry, else the reta bucket of the RSS hash;
+        None if neither is installed."""
+        with self._state:
+            e = self._entries.get((FLOW_STEER, _flow_key(remote_ip, local_ip, remote_port,
+                                                         local_port)))
+            if e is None:
+                bucket = rss_bucket(local_ip, local_port, remote_ip, remote_port)
+                e = self._entries.get((RETA, (("meta.rss_bucket", bucket),)))
+        return None if e is None else dict(e.params)["port"]
+
     def send_packet(self, port: int, frame: bytes) -> None:
         """PacketOut: `frame` leaves the NIC unchanged out of `port`."""
         self._require_session().send_packet(frame, egress_port=port)
@@ -504,23 +516,43 @@ class NicAgent:
             elif reason == PACKET_IN_NEIGHBOR_MISS:
                 self._on_neighbor_miss(session, pkt.payload)
             elif reason == PACKET_IN_ICMP:
-                self._on_icmp(meta.get("ingress_port", -1), pkt.payload)
+                self._on_icmp(session, meta.get("ingress_port", -1), pkt.payload)
             else:
                 self.stats.ignored += 1
         except AgentError as e:           # a write failed; the next reconnect re-syncs
             self.last_error = e
             log.warning("packet-in handling: %s", e)
 
-    def _on_icmp(self, port: int, frame: bytes) -> None:
-        """Log what an ICMP message says (the NIC answers echo requests itself). A
-        fragmentation-needed message's MTU is logged, not yet applied to the connections'
-        MSS: the stacks run in the core processes, which this agent has no channel to."""
+    def _on_icmp(self, session: Client, port: int, frame: bytes) -> None:
+        """Log what an ICMP message says (the NIC answers echo requests itself), and hand a
+        fragmentation-needed message to the core whose engine runs the flow it quotes."""
         msg = parse_icmp(frame)
         if msg is None:
             self.stats.ignored += 1
             return
         self.stats.icmp += 1
-        self._icmp_log.warning("port %d: %s", port, msg)
+        outcome = self._forward_frag_needed(session, frame, msg) if msg.message.frag_needed else ""
+        self._icmp_log.warning("port %d: %s%s", port, msg, outcome)
+
+    def _forward_frag_needed(self, session: Client, frame: bytes, msg: Icmp) -> str:
+        """RFC 1191: send the frame unchanged out of the core port the flow's segments arrive
+        on (the core's engine checks it against the connection, RFC 5927 4.1); what happened,
+        for the log line."""
+        try:
+            fn = pmtu.frag_needed(msg.payload)
+        except ValueError as e:
+            self.stats.pmtu_ignored += 1
+            return f"; ignored: {e}"
+        if fn.local_ip not in self._local_ips:    # routers answer the quoted datagram's source
+            self.stats.pmtu_ignored += 1
+            return "; ignored: the quoted segment was not sent from a local address"
+        port = self.core_port_of(fn.local_ip, fn.local_port, fn.remote_ip, fn.remote_port)
+        if port is None:
+            self.stats.pmtu_ignored += 1
+            return "; ignored: no core port steers that flow"
+        session.send_packet(frame, egress_port=port)
+        self.stats.pmtu_forwarded += 1
+        return f"; path MTU {fn.mtu} sent to core port {port}"
 
     def _on_arp(self, session: Client, port: int, frame: bytes) -> None:
         arp = parse_arp(frame)

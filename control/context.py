@@ -427,6 +427,9 @@ class Context:
             receive = self.stack.receive
             for src, dst, tcp in self.netif.decode_batch(frames):
                 receive(src, dst, tcp, now)
+            if self.netif.icmp:  # fragmentation needed, forwarded by the NIC agent (RFC 1191)
+                for src, dst, msg in self.netif.take_icmp():
+                    self.stack.receive_icmp(src, dst, msg, now)
             self._dispatch()
         else:
             self._transmit(now)

@@ -19,6 +19,7 @@ from p4mtcp.hashing import csum16, ones_sum
 
 ETHERTYPE_IPV4 = 0x0800
 IPPROTO_TCP = 6
+IPPROTO_ICMP = 1
 ETH_LEN = 14
 IPV4_LEN = 20
 TTL = 64
@@ -58,6 +59,9 @@ class NetIf:
     offload_checksum: bool = True
     drops: RxDrops = field(default_factory=RxDrops)
     _ip_id: int = 0
+    icmp: list[Segment] = field(default_factory=list)
+    """(src_ip, dst_ip, ICMP message) received, for the stack's ``receive_icmp``: the NIC agent
+    forwards fragmentation-needed messages to the core owning the flow (RFC 1191)."""
 
     def encode(self, src_ip: int, dst_ip: int, tcp_bytes: bytes) -> bytes:
         """One Ethernet frame carrying ``tcp_bytes`` from ``src_ip`` to ``dst_ip``."""
@@ -111,9 +115,17 @@ class NetIf:
             self.drops.fragment += 1
             return None
         if proto != IPPROTO_TCP:
-            self.drops.not_tcp += 1
+            if proto == IPPROTO_ICMP:
+                self.icmp.append((src, dst, mv[ETH_LEN + ihl:ETH_LEN + total]))
+            else:
+                self.drops.not_tcp += 1
             return None
         return src, dst, mv[ETH_LEN + ihl:ETH_LEN + total]
+
+    def take_icmp(self) -> list[Segment]:
+        """The ICMP messages received since the last call (drained)."""
+        icmp, self.icmp = self.icmp, []
+        return icmp
 
     def decode_batch(self, frames: Iterable[bytes]) -> list[Segment]:
         decode = self.decode

@@ -11,7 +11,7 @@ import errno
 import socket
 from typing import TYPE_CHECKING
 
-from . import wire
+from . import pmtu, wire
 from .buffers import RecvBuffer, SendBuffer
 from .congestion import CongestionControl
 from .congestion import make as make_congestion_control
@@ -352,6 +352,29 @@ class Connection:
         self._rcv_mss = self.eff_mss
         self.cc = make_congestion_control(self._cfg.congestion, self.eff_mss,
                                           self._cfg.initial_window)
+
+    def path_mtu(self, seq: int, mtu: int) -> bool:
+        """A fragmentation-needed message quoting our segment at wire ``seq`` says the path
+        carries ``mtu`` octets (pmtu.py); True when the MSS went down.
+
+        RFC 5927 4.1: believed only for a quoted sequence number in SND.UNA..SND.NXT (sent, not
+        yet acknowledged), and only once data flows. RFC 1191 6.4 and 8: the MSS never rises on
+        such a message. As Linux's tcp_simple_retransmit, the flight goes again at once at the
+        new size (back to SND.UNA, as cwnd allows) and cwnd is kept, in bytes: the drops were
+        no congestion and no more data is in the network (RFC 1191 6.4). In fast recovery the
+        holes are resent at the new size as recovery reaches them."""
+        una = self.una
+        off = una + seq_diff(seq, (self.iss + una) & MASK)
+        if self.state not in _DATA_OUT or not una <= off < self.snd_max:   # SND.MAX: sent
+            return False
+        mss = pmtu.mss_for(mtu, 12 if self.ts_ok else 0)
+        if mss >= self.eff_mss:
+            return False
+        self.eff_mss = mss
+        if self.lr.point is None:
+            self.nxt = una
+            self._host.mark(self)
+        return True
 
     def _syn_options(self) -> bytes:
         cfg = self._cfg

@@ -6,7 +6,7 @@ import errno
 import heapq
 import itertools
 
-from . import wire
+from . import pmtu, wire
 from .config import TcpConfig
 from .connection import Connection, connection_key
 from .events import Event, EventKind, State
@@ -104,6 +104,33 @@ class TcpStack:
             return
         if not seg.flags & RST:                    # RFC 9293 3.10.7.1 (CLOSED): RST for any but RST
             self.send_rst(dst_ip, src_ip, seg.dport, seg.sport, *reset_for(seg))
+
+    def receive_icmp(self, src_ip: int, dst_ip: int, icmp_bytes: bytes | bytearray | memoryview,
+                     now: float) -> None:
+        """Process one ICMP message (the IPv4 payload); only fragmentation needed acts
+        (`path_mtu`). Anything else is counted as ignored, never raised."""
+        self.stats.icmp_in += 1
+        try:
+            msg = pmtu.frag_needed(icmp_bytes)
+        except ValueError as exc:
+            self.stats.pmtu_ignored += 1
+            self.last_error = f"{exc} (from {_fmt(src_ip, 0)} to {_fmt(dst_ip, 0)})"
+            return
+        self.path_mtu(msg.local_ip, msg.local_port, msg.remote_ip, msg.remote_port, msg.seq,
+                      msg.mtu, now)
+
+    def path_mtu(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
+                 seq: int, mtu: int, now: float) -> bool:
+        """RFC 1191: the path of the connection that sent the segment at wire ``seq`` carries
+        ``mtu`` octets (already judged by `pmtu.path_mtu`). True when that connection's MSS went
+        down (its flight goes again at the new size on the next poll); else counted ignored."""
+        self.now = now
+        conn = self._conns.get(connection_key(local_ip, local_port, remote_ip, remote_port))
+        if conn is not None and conn.path_mtu(seq, mtu):
+            self.stats.pmtu_lowered += 1
+            return True
+        self.stats.pmtu_ignored += 1
+        return False
 
     def poll(self, now: float) -> list[tuple[int, int, bytes]]:
         """Run due timers and pending output; return (src_ip, dst_ip, tcp_bytes) to transmit."""

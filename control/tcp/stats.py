@@ -36,6 +36,10 @@ class TcpStats:
     syncookies_sent: int = 0
     syncookies_accepted: int = 0
     syncookies_rejected: int = 0
+    icmp_in: int = 0             # ICMP messages handed to the stack (the agent forwards them)
+    pmtu_lowered: int = 0        # connections whose MSS a fragmentation-needed message lowered
+    pmtu_ignored: int = 0        # such messages ignored: malformed, no connection, quoted
+                                 # sequence number outside the flight, or MTU not lower (RFC 1191)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

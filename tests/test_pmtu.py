@@ -1,0 +1,161 @@
+"""Path MTU discovery in the engine (RFC 1191, RFC 5927 4.1): a fragmentation-needed message
+lowers a connection's MSS, re-slices its flight and leaves cwnd alone; forged or stale ones
+change nothing. Sans-IO: segments and ICMP bytes in, segments out."""
+
+from __future__ import annotations
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.packet import Raw
+
+from p4mtcp.control.tcp import pmtu
+from test_tcp_support import ENGINE_IP, ENGINE_IP_S, PEER_IP, PEER_IP_S, Peer, payload
+
+ROUTER_IP = PEER_IP + 1
+
+
+def frag_needed(seq: int, mtu: int, *, total: int = 1500, sport: int = 80, dport: int = 40000,
+                proto: str = "tcp", type_code: tuple[int, int] = (3, 4)) -> bytes:
+    """ICMP type 3 code 4 (the IPv4 payload) quoting our segment ENGINE:sport -> PEER:dport at
+    wire sequence number ``seq``, whose IPv4 total length was ``total`` (RFC 792: header + 8)."""
+    l4 = TCP(sport=sport, dport=dport, seq=seq) if proto == "tcp" else UDP(sport=sport,
+                                                                          dport=dport)
+    quoted = bytes(IP(src=ENGINE_IP_S, dst=PEER_IP_S, len=total, flags="DF") / l4)[:28]
+    return bytes(ICMP(type=type_code[0], code=type_code[1], nexthopmtu=mtu) / Raw(quoted))
+
+
+def sending(mss: int = 1460, nbytes: int = 4 * 1460, **cfg):
+    """An accepted connection that has just sent ``nbytes`` (nodelay): (peer, conn, segments)."""
+    p = Peer(**cfg)
+    conn, _ = p.accept(syn_options=[("MSS", mss)])
+    p.stack.events()
+    conn.set_option("nodelay", True)
+    conn.send((bytes(range(251)) * (nbytes // 251 + 1))[:nbytes])
+    return p, conn, p.out()
+
+
+# ---------------------------------------------------------------- reading the message
+
+def test_next_hop_mtu_is_used_as_reported():
+    assert pmtu.path_mtu(1200, 1500) == 1200
+
+
+def test_zero_next_hop_mtu_takes_the_plateau_below_the_quoted_length():
+    """RFC 1191 5: an old router says 0; the greatest table 7-1 plateau below the total length."""
+    assert pmtu.path_mtu(0, 1500) == 1492
+    assert pmtu.path_mtu(0, 1492) == 1006
+    assert pmtu.path_mtu(0, 9000) == 8166
+
+
+def test_small_reports_are_raised_to_linux_min_pmtu_and_bogus_ones_refused():
+    assert pmtu.path_mtu(300, 1500) == pmtu.MIN_PMTU == 552
+    assert pmtu.path_mtu(68, 1500) == 552
+    assert pmtu.path_mtu(0, 400) == 552                  # plateau 296, then the floor
+    with pytest.raises(ValueError, match="below the 68 octets"):
+        pmtu.path_mtu(67, 1500)
+
+
+def test_frag_needed_names_the_flow_and_sequence_number():
+    msg = pmtu.frag_needed(frag_needed(123456, 1280))
+    assert (msg.local_ip, msg.local_port, msg.remote_ip, msg.remote_port) == (
+        ENGINE_IP, 80, PEER_IP, 40000)
+    assert (msg.seq, msg.mtu) == (123456, 1280)
+
+
+@pytest.mark.parametrize("icmp, why", [
+    (frag_needed(1, 1280)[:6], "shorter than its header"),
+    (frag_needed(1, 1280, type_code=(11, 0)), "type 11 code 0 is not fragmentation needed"),
+    (frag_needed(1, 1280)[:8 + 24], "quotes no IPv4 header and 8 octets"),
+    (frag_needed(1, 1280, proto="udp"), "quotes protocol 17, not TCP"),
+    (frag_needed(1, 20), "below the 68 octets"),
+])
+def test_unusable_messages_are_refused_with_the_reason(icmp, why):
+    with pytest.raises(ValueError, match=why):
+        pmtu.frag_needed(icmp)
+
+
+def test_mss_subtracts_headers_and_fixed_options_with_a_floor():
+    assert pmtu.mss_for(1000, 0) == 960
+    assert pmtu.mss_for(1000, 12) == 948                  # timestamps on every segment
+    assert pmtu.mss_for(90, 12) == pmtu.MIN_MSS
+
+
+# ---------------------------------------------------------------- the engine
+
+def test_mss_lowered_and_the_flight_resent_at_the_new_size_with_cwnd_kept():
+    p, conn, segs = sending()
+    assert [len(payload(s)) for s in segs] == [1460] * 4
+    first = segs[0].seq
+    cwnd = conn.cc.cwnd
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(first, 1000), p.now)
+    assert conn.eff_mss == 960
+    assert p.stack.stats.pmtu_lowered == 1 and p.stack.stats.icmp_in == 1
+    again = p.out()                                       # at once: no timer involved
+    sizes = [len(payload(s)) for s in again]
+    assert sizes and max(sizes) <= 960
+    assert again[0].seq == first
+    assert b"".join(payload(s) for s in again) == b"".join(payload(s) for s in segs)
+    assert p.stack.stats.retransmits == len(again)
+    assert conn.cc.cwnd == cwnd                           # not a congestion signal
+    assert p.stack.stats.timeouts == 0 and p.stack.stats.fast_retransmits == 0
+
+
+def test_next_segments_carry_at_most_the_new_mss():
+    p, conn, segs = sending(nbytes=1460)
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    p.out()                                               # the resent flight
+    top = segs[0].seq + 1460
+    p.send("A", 1001, top)                                # all of it acknowledged
+    assert p.out() == []
+    conn.send(b"n" * 5000)
+    new = p.out()
+    assert [len(payload(s)) for s in new] == [960] * 5 + [200]
+    assert new[0].seq == top
+
+
+def test_timestamps_count_against_the_new_mss():
+    p = Peer()
+    conn, _ = p.accept(syn_options=[("MSS", 1460), ("Timestamp", (1, 0))])
+    assert conn.eff_mss == 1448
+    conn.set_option("nodelay", True)
+    conn.send(b"t" * 3000)
+    segs = p.out()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[1].seq, 1000), p.now)
+    assert conn.eff_mss == 948
+    assert max(len(payload(s)) for s in p.out()) == 948
+
+
+@pytest.mark.parametrize("where", ["acknowledged", "beyond SND.NXT", "far away"])
+def test_quoted_sequence_number_outside_the_flight_is_ignored(where):
+    """RFC 5927 4.1: SND.UNA <= SEG.SEQ < SND.NXT, else a blind attacker could shrink the MSS."""
+    p, conn, segs = sending()
+    p.send("A", 1001, segs[1].seq)                        # the first segment acknowledged
+    p.out()
+    seq = {"acknowledged": segs[0].seq, "beyond SND.NXT": segs[-1].seq + 1460,
+           "far away": segs[0].seq + (1 << 31)}[where]
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(seq, 1000), p.now)
+    assert conn.eff_mss == 1460
+    assert p.stack.stats.pmtu_ignored == 1 and p.stack.stats.pmtu_lowered == 0
+    assert p.out() == []
+
+
+def test_an_mtu_that_does_not_lower_the_mss_changes_nothing():
+    """RFC 1191 6.4 and 8: never raise the estimate on a message, never resend for one that
+    does not lower it."""
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1500), p.now)
+    assert conn.eff_mss == 1460 and p.out() == []
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    p.out()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1200), p.now)
+    assert conn.eff_mss == 960 and p.out() == []
+    assert (p.stack.stats.pmtu_lowered, p.stack.stats.pmtu_ignored) == (1, 2)
+
+
+def test_messages_for_no_connection_or_malformed_are_counted_never_raised():
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000, dport=1), p.now)
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, b"\x03\x04", p.now)
+    assert p.stack.stats.pmtu_ignored == 2 and p.stack.stats.icmp_in == 2
+    assert "shorter than its header" in p.stack.last_error
+    assert conn.eff_mss == 1460 and p.out() == []
