@@ -38,6 +38,7 @@ from p4mtcp.hashing import rss_bucket
 NETWORK_PORT = 1
 CORE_PORT_BASE = 16
 CPU_PORT = 255
+DEFAULT_MTU = 1500
 NIC_KINDS = ("embedded", "bmv2")
 
 
@@ -143,6 +144,7 @@ class Fabric:
             f"tcp_timeout = {extra.get('tcp_timeout', 30)}",
             "tcp_timewait = 0",
             f"congestion_control = {extra.get('congestion_control', 'newreno')}",
+            f"mtu = {extra.get('mtu', DEFAULT_MTU)}",
             "port = net0",
             f"nic_target = {self.nic}",
             *([f"p4_device_config = {self.device_config}"] if self.nic == "bmv2" else []),
@@ -170,7 +172,7 @@ class Fabric:
     def start(self, timeout: float = 30.0, **conf_extra: Any) -> "Fabric":
         try:
             if self.nic == "bmv2":
-                self._prepare_bmv2()
+                self._prepare_bmv2(conf_extra.get("mtu", DEFAULT_MTU))
             for host in self.hosts:
                 self.write_configs(host, **conf_extra)
                 pcap = load_host(host.conf).mtcp.nic_pcap  # mtcp.conf's nic_pcap
@@ -189,8 +191,9 @@ class Fabric:
             raise
         return self
 
-    def _prepare_bmv2(self) -> None:
-        """Compile p4src/ for BMv2 and create the veths (needs root, BMv2 and p4c)."""
+    def _prepare_bmv2(self, mtu: int) -> None:
+        """Compile p4src/ for BMv2 and create the veths (needs root, BMv2 and p4c), their MTU
+        the hosts' (mtcp.conf mtu), so that every link on the path takes the hosts' frames."""
         from p4mtcp.bmv2 import veth
         from p4mtcp.bmv2.launcher import P4C_BM2_SS, SIMPLE_SWITCH_GRPC, compile_program, require
         if os.geteuid() != 0:
@@ -199,7 +202,7 @@ class Fabric:
         require(P4C_BM2_SS)
         self.device_config = str(compile_program(self.dir / "build").json)
         for a, b in self._veths:
-            veth.create(a, b)
+            veth.create(a, b, mtu)
             self._created.append(a)
 
     def _nic_argv(self, host: Host, pcap: str | None) -> list[str]:

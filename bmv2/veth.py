@@ -29,11 +29,14 @@ def _run(argv: Sequence[str], check: bool = True) -> None:
                         f"{done.stderr.decode(errors='replace').strip()}")
 
 
-def create(a: str, b: str) -> None:
-    """The pair a <-> b, both up, quiet and without offloads (root)."""
+def create(a: str, b: str, mtu: int | None = None) -> None:
+    """The pair a <-> b, both up, quiet and without offloads (root); `mtu`: both ends' MTU
+    (default the kernel's, 1500)."""
     _run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
     try:
         for name in (a, b):
+            if mtu is not None:
+                _run(["ip", "link", "set", name, "mtu", str(mtu)])
             _run(["sysctl", "-qw", f"net.ipv6.conf.{name}.disable_ipv6=1"])
             for feature in OFFLOADS:          # features a veth cannot change are left alone
                 _run(["ethtool", "-K", name, feature, "off"], check=False)

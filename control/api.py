@@ -221,7 +221,8 @@ def mtcp_create_context(cpu: int, port: Any = None, *, offload_checksum: bool = 
                       offload_checksum=offload_checksum, selector=selector,
                       steer_flow=steering.steer if steering else None,
                       unsteer_flow=steering.unsteer if steering else None,
-                      routes=_proc.routes, reopen=reopen, congestion=cfg.congestion_control)
+                      routes=_proc.routes, reopen=reopen, congestion=cfg.congestion_control,
+                      mss=cfg.mss)
     except ValueError as exc:  # e.g. buffer sizes the engine cannot honour
         port.close()
         fail(errno.EINVAL, call, str(exc))

@@ -18,6 +18,9 @@ tcp_timeout         idle seconds before a connection is        30
 tcp_timewait        seconds in TIME_WAIT                       0
 congestion_control  ``newreno`` (RFC 5681, RFC 6582; mTCP)     newreno
                     or ``cubic`` (RFC 9438)
+mtu                 IPv4 MTU of the host's links, 576..9216:   1500
+                    the engine announces and sends an MSS
+                    of mtu - 40 (9000: jumbo frames)
 port                interface names, space separated           net0
 stat_print          interfaces whose statistics are printed    (none)
 nic_target          ``embedded`` or ``bmv2``                    embedded
@@ -68,10 +71,12 @@ from pathlib import Path
 from typing import Any
 
 from p4mtcp.control.tcp.congestion import ALGORITHMS
-from p4mtcp.link import host_side
+from p4mtcp.link import MAX_MTU, host_side
 
 DEFAULT_P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
 MAX_PORT = 511  # v1model ports are bit<9>; 511 is the drop port
+MIN_MTU = 576   # RFC 791 / RFC 1122 3.3.3: the datagram every host must take (MSS 536)
+IP_TCP_HEADERS = 40  # RFC 9293 3.7.1: MSS = MTU - fixed IPv4 header - fixed TCP header
 
 
 class ConfigError(ValueError):
@@ -205,6 +210,7 @@ class MtcpConfig:
     tcp_timeout: int = 30
     tcp_timewait: int = 0
     congestion_control: str = "newreno"
+    mtu: int = 1500
     port: tuple[str, ...] = ("net0",)
     stat_print: tuple[str, ...] = ()
     nic_target: str = "embedded"
@@ -230,6 +236,11 @@ class MtcpConfig:
         if not self.host_mac:
             object.__setattr__(self, "host_mac", tuple(
                 "02:00:" + ":".join(f"{b:02x}" for b in a.ip.packed) for a in self.local_ip))
+
+    @property
+    def mss(self) -> int:
+        """The MSS the host's engine announces and its largest segment (RFC 9293 3.7.1)."""
+        return self.mtu - IP_TCP_HEADERS
 
     def core_port(self, core: int) -> int:
         """The NIC port that carries core `core`'s frames."""
@@ -275,6 +286,7 @@ _KEYS: dict[str, Callable[[str], Any]] = {
     "tcp_timeout": _int(),
     "tcp_timewait": _int(0),
     "congestion_control": _choice(*ALGORITHMS),
+    "mtu": _int(MIN_MTU, MAX_MTU),
     "port": _names,
     "stat_print": _names,
     "nic_target": _choice("embedded", "bmv2"),

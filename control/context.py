@@ -160,7 +160,8 @@ class Context:
                  clock: Callable[[], float] = time.monotonic, isn_secret: bytes | None = None,
                  tcp_config: TcpConfig | None = None,
                  routes: Sequence[tuple[int, int]] | None = None,
-                 reopen: Callable[[], Port] | None = None, congestion: str = "newreno"):
+                 reopen: Callable[[], Port] | None = None, congestion: str = "newreno",
+                 mss: int = 1460):
         if not local_ips:
             raise ValueError(f"context for core {core}: no local IPv4 address configured")
         self.core = core
@@ -180,7 +181,8 @@ class Context:
         cfg = tcp_config or TcpConfig(rcvbuf=self.rcvbuf_size, sndbuf=self.sndbuf_size,
                                       timewait=float(conf.tcp_timewait),
                                       idle_timeout=float(conf.tcp_timeout),
-                                      offload_checksum=offload_checksum, congestion=congestion)
+                                      offload_checksum=offload_checksum, congestion=congestion,
+                                      mss=mss)  # mtcp.conf mtu - 40
         self.stack = TcpStack(cfg, isn_secret=isn_secret or os.urandom(16))
         self.stats = ContextStats()
         # Longest a blocking-socket call waits (then EAGAIN): tcp_timeout when on, else no limit.

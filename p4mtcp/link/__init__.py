@@ -5,7 +5,8 @@ protocol (port.py), UNIX-socket links (unix.py), shared-memory rings (shmring.py
 AF_PACKET with PACKET_MMAP (afpacket.py, frames.py) and the spec strings (specs.py).
 """
 
-from .port import BATCH, MAX_FRAME, OneFrameSend, Port, PortStats
+from .port import BATCH, MAX_FRAME, MAX_MTU, OneFrameSend, Port, PortStats
 from .specs import host_side, open_port
 
-__all__ = ["BATCH", "MAX_FRAME", "OneFrameSend", "Port", "PortStats", "host_side", "open_port"]
+__all__ = ["BATCH", "MAX_FRAME", "MAX_MTU", "OneFrameSend", "Port", "PortStats", "host_side",
+           "open_port"]

@@ -14,6 +14,10 @@ BATCH = 256
 """Frames one `recv_batch()` returns at most: fairness between the ports of one poll loop."""
 MAX_FRAME = 65536 + 64
 """The largest frame any link carries (a 64 KiB IPv4 datagram plus L2 headers)."""
+MAX_MTU = 9216
+"""The largest IPv4 MTU a host may configure (mtcp.conf ``mtu``; 9000 is the usual jumbo frame):
+its frames, Ethernet header and a VLAN tag included, fit MAX_FRAME on UNIX and shared-memory
+links and one PACKET_MMAP receive block on AF_PACKET (an interface's own MTU must allow them)."""
 
 
 @dataclass
