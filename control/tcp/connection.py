@@ -35,6 +35,7 @@ ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2 = State.ESTABLISHED, State.FIN_WAIT_1, State
 CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT
 EV_CONNECTED, EV_READABLE, EV_WRITABLE = EventKind.CONNECTED, EventKind.READABLE, EventKind.WRITABLE
 EV_EOF, EV_RESET, EV_ERROR, EV_CLOSED = EventKind.EOF, EventKind.RESET, EventKind.ERROR, EventKind.CLOSED
+_READABLE_BIT, _WRITABLE_BIT = 1 << EV_READABLE.value, 1 << EV_WRITABLE.value   # in `reported`
 
 _CAN_SEND = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
 _DATA_OUT = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING,
@@ -537,7 +538,13 @@ class Connection:
                 return False
             if rnxt <= self._last_ack_sent:
                 self.ts_recent = tsval             # RFC 7323 4.3
-        self._on_ack(seg, rnxt, ack_off, plen, now)
+        if ack_off == una and plen and una == self.snd_max and seg.sack is None \
+                and self.lr.tlp_end is None and self.trace is None:
+            # Data to a side with nothing in flight (the receiver of a bulk transfer): no RTT,
+            # congestion or recovery step applies, only the window bookkeeping.
+            self._update_window(seg.window << self.snd_wscale, rnxt, ack_off)
+        else:
+            self._on_ack(seg, rnxt, ack_off, plen, now)
         if plen:
             self._receive_data(rnxt, payload, False, now)
         return True
@@ -623,17 +630,7 @@ class Connection:
         mss = self.eff_mss
         old_wnd = self.snd_wnd
         wnd = seg.window << self.snd_wscale
-        # RFC 9293 3.10.7.4: update the window only from newer segments (SND.WL1/WL2).
-        if self._wl1 < seq_off or (self._wl1 == seq_off and self._wl2 <= ack_off):
-            self.snd_wnd = wnd
-            self._wl1 = seq_off
-            self._wl2 = ack_off
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-            if wnd and self._persist_at is not None:
-                self._persist_at = None
-                self._persist_n = 0
-                self._host.mark(self)
+        self._update_window(wnd, seq_off, ack_off)
         sack_new = False
         fack = self.lr.sb.high                        # the highest SACK known before this ACK
         if self.sack_ok and seg.sack:
@@ -714,6 +711,19 @@ class Connection:
             self._arm_pto(now)                     # RFC 8985 7.2: restart on a new cumulative ACK
         if self.trace is not None:
             self.trace.sample(now, self, self.lr.point is not None)
+
+    def _update_window(self, wnd: int, seq_off: int, ack_off: int) -> None:
+        """RFC 9293 3.10.7.4: take the peer's window only from newer segments (SND.WL1/WL2)."""
+        if self._wl1 < seq_off or (self._wl1 == seq_off and self._wl2 <= ack_off):
+            self.snd_wnd = wnd
+            self._wl1 = seq_off
+            self._wl2 = ack_off
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            if wnd and self._persist_at is not None:
+                self._persist_at = None
+                self._persist_n = 0
+                self._host.mark(self)
 
     def _arm_pto(self, now: float) -> None:
         """RFC 8985 7.2: schedule a tail loss probe, PTO = 2*SRTT (+ the worst-case delayed ACK
@@ -972,6 +982,12 @@ class Connection:
                 off = self.nxt = sb.skip(off)
             if off < end:
                 room = min(limit - (off - self.una), wnd_end - off)
+                if room > mss and off == self.snd_max and end - off > 2 * mss and not (
+                        self.sack_ok and (self.rcv.has_ooo or self._dsack is not None)):
+                    k = min(room, end - off - 1) // mss   # full ones, none the last: no PSH/FIN
+                    if k > 1:
+                        self._send_burst(off, k, mss, now)
+                        continue
                 n = min(mss, end - off)
                 if room < n:
                     if room <= 0 or room < mss and room < self.max_snd_wnd // 2:
@@ -1048,6 +1064,33 @@ class Connection:
             self._host.stats.retransmits += 1
             self.retransmits += 1
             self._rtt_off = None                   # Karn: no samples across retransmission
+        if self._rto_at is None:                   # RFC 6298 5.1
+            self._rto_at = now + self.rtt.rto
+
+    def _send_burst(self, off: int, k: int, mss: int, now: float) -> None:
+        """``k`` full segments of new data from SND.NXT = SND.MAX = ``off``, none of them the last
+        buffered byte's (no PSH, no FIN) and no SACK option owed: what ``_send_segment`` does k
+        times, with the ACK, window and timestamps of one output call computed once and the
+        segments built in one run (wire.build_run)."""
+        rcv = self.rcv
+        wnd = self._advertise()
+        self._last_ack_sent = rcv.nxt
+        self._ack_now = False
+        self._dack_at = None
+        n = k * mss
+        lip, rip = self._lip, self._rip
+        host = self._host
+        host.emit_run(lip, rip, wire.build_run(
+            lip, rip, self._lport, self._rport, (self.iss + off) & MASK,
+            (self.irs + rcv.nxt) & MASK, wnd,
+            (self._ts_now(), self.ts_recent) if self.ts_ok else None,
+            self.sndbuf.view(off, n), mss, not self._cfg.offload_checksum))
+        host.stats.bytes_out += n
+        top = off + n
+        self.nxt = self.snd_max = top
+        self._tail_start = top - mss               # where the newest segment in flight starts
+        if self._rtt_off is None and not self.ts_ok:
+            self._rtt_off, self._rtt_time = off + mss, now   # time the first (RFC 6298 3)
         if self._rto_at is None:                   # RFC 6298 5.1
             self._rto_at = now + self.rtt.rto
 
@@ -1283,7 +1326,7 @@ class Connection:
 
     def report(self, kind: EventKind) -> None:
         if kind is EV_READABLE or kind is EV_WRITABLE:
-            bit = 1 << kind.value
+            bit = _READABLE_BIT if kind is EV_READABLE else _WRITABLE_BIT
             if self.reported & bit:
                 return                             # one per kind until the caller drains events
             self.reported |= bit

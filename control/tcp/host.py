@@ -27,6 +27,9 @@ class Host(Protocol):
     def emit(self, src_ip: int, dst_ip: int, segment: bytes) -> None:
         """Queue one built TCP segment for transmission (counted in stats.segs_out)."""
 
+    def emit_run(self, src_ip: int, dst_ip: int, segments: list[bytes]) -> None:
+        """Queue built segments, in order (one burst of a connection's output)."""
+
     def send_rst(self, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int,
                  flags: int) -> None:
         """Build and queue a reset (counted in stats.rst_out)."""

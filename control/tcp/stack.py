@@ -220,6 +220,10 @@ class TcpStack:
         self.stats.segs_out += 1
         self._out.append((src_ip, dst_ip, segment))
 
+    def emit_run(self, src_ip: int, dst_ip: int, segments: list[bytes]) -> None:
+        self.stats.segs_out += len(segments)
+        self._out += [(src_ip, dst_ip, seg) for seg in segments]
+
     def send_rst(self, src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int,
                  flags: int) -> None:
         self.stats.rst_out += 1

@@ -12,6 +12,8 @@ HEADER = struct.Struct("!HHIIBBHHH")
 _U16 = struct.Struct("!H")
 _U32X2 = struct.Struct("!II")
 TS_OPTION = struct.Struct("!HBBII")  # NOP NOP kind=8 len=10 val ecr: every data segment's option
+HEADER_TS = struct.Struct("!HHIIBBHHHHBBII")   # HEADER + TS_OPTION: a data segment's 32 bytes
+_NOP_NOP = 0x0101
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 BAD_CHECKSUM = "bad TCP checksum"
@@ -132,7 +134,7 @@ def data_options(ts: tuple[int, int] | None, sack: list[tuple[int, int]] | None)
     """Options for a non-SYN segment: NOP NOP TS, then NOP NOP SACK blocks (RFC 7323, 2018)."""
     out = b""
     if ts is not None:
-        out = TS_OPTION.pack(0x0101, OPT_TS, 10, ts[0], ts[1])
+        out = TS_OPTION.pack(_NOP_NOP, OPT_TS, 10, ts[0], ts[1])
     if sack:
         out += struct.pack(f"!BBBB{2 * len(sack)}I", OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(sack),
                            *[x for block in sack for x in block])
@@ -156,3 +158,20 @@ def build(src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int, 
         s = ones_sum(payload, s)
     _U16.pack_into(hdr, 16, ~s & 0xFFFF)
     return b"".join((hdr, payload)) if payload else bytes(hdr)
+
+
+def build_run(src_ip: int, dst_ip: int, sport: int, dport: int, seq: int, ack: int, window: int,
+              ts: tuple[int, int] | None, payload: memoryview, mss: int,
+              checksum: bool = True) -> list[bytes]:
+    """Consecutive ACK segments carrying ``payload`` in ``mss``-byte pieces from ``seq`` on, with
+    the same ACK, window and timestamps (one output call's burst of full segments): one
+    precompiled header pack and one concatenation per segment, the payload sliced from one view."""
+    n = len(payload)
+    if checksum or ts is None:
+        opts = b"" if ts is None else TS_OPTION.pack(_NOP_NOP, OPT_TS, 10, ts[0], ts[1])
+        return [build(src_ip, dst_ip, sport, dport, (seq + i) & 0xFFFFFFFF, ack, ACK, window,
+                      opts, payload[i:i + mss], checksum) for i in range(0, n, mss)]
+    pack = HEADER_TS.pack
+    tsval, tsecr = ts
+    return [pack(sport, dport, (seq + i) & 0xFFFFFFFF, ack, 0x80, ACK, window, 0, 0, _NOP_NOP,
+                 OPT_TS, 10, tsval, tsecr) + payload[i:i + mss] for i in range(0, n, mss)]
