@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import socket
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
@@ -22,18 +21,12 @@ from p4mtcp.p4src import CPU_PORT
 from p4mtcp.testing import Host
 from p4mtcp.testing.host import LOCAL_IP, PEER_MAC, REMOTE_IP
 from p4mtcp.testing.nic import one_core_host
-from test_agent import host_config
+from test_agent import free_port, host_config
 from waiting import wait_for
 
 ROUTER_IP = "198.51.100.1"
 MTU = 1000
 MASK = 0xFFFFFFFF
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def frag_needed_frame(host_mac: str, seg: IP, mtu: int) -> bytes:
