@@ -26,7 +26,7 @@ from p4mtcp.apps.corepoll import CorePoll
 from p4mtcp.control.tcp.trace import ConnTrace
 
 PORT = 5001
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024    # bytes per read/write call: a quarter of a bulk socket buffer (1 MiB)
 PATTERN_LEN = 65521   # a prime: repeated blocks never line up with power-of-two chunk sizes
 
 

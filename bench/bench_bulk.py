@@ -6,15 +6,15 @@ embedded fabric: `perf server` on that many cores of host A, `perf client` on th
 host B, one connection per client core, each moving `--mbytes` MB; the NIC steers each
 connection to one server core. The kernel run moves the same bytes over the same number of
 loopback connections (the loopback's own MTU, 65536) with blocking sockets in separate
-processes, in the same 64 KiB writes.
+processes, in the same 256 KiB reads and writes as perf (`perf.CHUNK`).
 
 Throughput is bytes received over the span from the first receiver's accept to the last one's
-end of stream. Socket buffers: `--buf` bytes for the p4mtcp hosts (rcvbuf/sndbuf in mtcp.conf;
-mTCP's default is 8192); the kernel autotunes its own. Each row of bench/results/bulk.json says
-its MTU; a cProfile of a 1-core sender and receiver at each MTU goes to
-bench/results/bulk_profile.txt.
+end of stream. Socket buffers: `--buf` bytes (default 1 MiB) for the p4mtcp hosts (rcvbuf/sndbuf
+in mtcp.conf; mTCP's default is 8192); the kernel autotunes its own (up to the maximum of
+net.ipv4.tcp_rmem). Each row of bench/results/bulk.json says its MTU; a cProfile of a 1-core
+sender and receiver at each MTU goes to bench/results/bulk_profile.txt.
 
-    python bench/bench_bulk.py [--mbytes 50] [--cores 1,2] [--mtus 1500,9000] [--buf 262144]
+    python bench/bench_bulk.py [--mbytes 50] [--cores 1,2] [--mtus 1500,9000] [--buf 1048576]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mbytes", type=int, default=50, help="MB per connection")
     ap.add_argument("--cores", default="1,2")
     ap.add_argument("--mtus", default="1500,9000", help="p4mtcp hosts' MTUs (mtcp.conf mtu)")
-    ap.add_argument("--buf", type=int, default=256 * 1024, help="p4mtcp rcvbuf/sndbuf bytes")
+    ap.add_argument("--buf", type=int, default=1 << 20, help="p4mtcp rcvbuf/sndbuf bytes")
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)

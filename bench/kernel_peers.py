@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-CHUNK = 64 * 1024
+from p4mtcp.apps.perf import CHUNK   # perf's read and write size, for the kernel's too
 
 
 async def _serve(port: int, response: bytes, ready: Any, stop: Any) -> None:
