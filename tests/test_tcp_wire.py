@@ -193,3 +193,23 @@ def test_payload_is_a_view_not_a_copy():
     s = wire.parse(data, 0, 0, False)
     data[20] = ord("X")
     assert bytes(s.payload) == b"Xbcdef"
+
+
+@pytest.mark.parametrize("checksum", [False, True])
+@pytest.mark.parametrize("ts", [(7, 8), None])
+def test_build_run_is_build_segment_by_segment(checksum, ts):
+    """A burst built in one run: the same bytes as one build per segment, sequence numbers
+    wrapping past 2**32, each checksum verifying when computed."""
+    payload = memoryview(bytes(range(256)) * 24)                   # 6144 bytes: 4 x 1536
+    seq = 0xFFFFFFFF - 2000
+    run = wire.build_run(PEER_IP, ENGINE_IP, 1, 2, seq, 99, 512, ts, payload, 1536, checksum)
+    opts = wire.data_options(ts, None)
+    one = [wire.build(PEER_IP, ENGINE_IP, 1, 2, (seq + i) & 0xFFFFFFFF, 99, wire.ACK, 512, opts,
+                      payload[i:i + 1536], checksum) for i in range(0, len(payload), 1536)]
+    assert run == one and len(run) == 4
+    for i, seg in enumerate(run):
+        s = wire.parse(seg, PEER_IP, ENGINE_IP, checksum)
+        assert not isinstance(s, str)
+        assert s.seq == (seq + 1536 * i) & 0xFFFFFFFF
+        assert bytes(s.payload) == payload[i * 1536:(i + 1) * 1536]
+        assert (s.tsval, s.tsecr) == (ts if ts else (None, 0)) and s.flags == wire.ACK
