@@ -30,7 +30,7 @@ import os
 import select
 import socket
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -171,6 +171,7 @@ class Context:
         self.sndbuf_size = int(conf.sndbuf_size)
         self.local_ips = list(local_ips)
         self.routes = None if routes is None else list(routes)  # (network, mask); None: any
+        self._routed = -1  # the last remote address a route was found for
         self.port = port
         self.netif = NetIf(offload_checksum=offload_checksum)
         self.selector = selector  # RSS-aware source ports; None: any free port (no NIC hash)
@@ -194,7 +195,7 @@ class Context:
         self._free: deque[int] = deque(range(self.max_concurrency))
         self._by_tcb: dict[int, Socket] = {}  # id(Connection | Listener) -> socket
         self._listening: dict[int, Socket] = {}  # port -> listener socket
-        self._port_users: Counter[int] = Counter()  # local port -> live connections using it
+        self._port_users: dict[int, int] = {}  # local port -> live connections using it
         self._snd_used = 0
         self._rcv_used = 0
         self._next_port = itertools.cycle(range(*EPHEMERAL))
@@ -487,27 +488,35 @@ class Context:
 
     def _dispatch(self) -> None:
         by_tcb = self._by_tcb
+        closed = EventKind.CLOSED
         for ev in self.stack.events():
             s = by_tcb.get(id(ev.sock))
             if s is None:
                 continue
-            if ev.kind is EventKind.CLOSED:
+            kind = ev.kind
+            if kind is closed:
                 self._tcb_freed(s)
-            for w in s.watchers:
-                w.notify(s.id, _EVENT_BITS[ev.kind])
+            if s.watchers:
+                bits = _EVENT_BITS[kind]
+                for w in s.watchers:
+                    w.notify(s.id, bits)
 
     def _tcb_freed(self, s: Socket) -> None:
         if s.tcb_freed:
             return
         s.tcb_freed = True
         self.stats.flows_freed += 1
-        self._by_tcb.pop(id(s.conn), None)
+        conn = s.conn
+        assert conn is not None  # only stream sockets with a connection have a TCB
+        self._by_tcb.pop(id(conn), None)
+        (lip, port), (rip, rport) = conn.local, conn.remote
         if self._steered:
-            self._unsteer(s.conn.local + s.conn.remote)  # type: ignore[union-attr]
-        port = s.conn.local[1]  # type: ignore[union-attr]
-        self._port_users[port] -= 1
-        if not self._port_users[port]:
-            del self._port_users[port]
+            self._unsteer((lip, port, rip, rport))
+        users = self._port_users
+        if users[port] > 1:
+            users[port] -= 1
+        else:
+            del users[port]
         self._drop_buffers(s)
         if s.app_closed:
             self._release(s)
@@ -541,7 +550,9 @@ class Context:
         s.conn = conn
         s.tcb_freed = False
         self._by_tcb[id(conn)] = s
-        self._port_users[conn.local[1]] += 1
+        users = self._port_users
+        port = conn.local[1]
+        users[port] = users.get(port, 0) + 1
         self._take_recv_buffer(s)
         for (level, name), value in s.opts.items():
             apply_option(conn, level, name, value)
@@ -552,8 +563,9 @@ class Context:
         ip, port = s.bound  # type: ignore[misc]
         if port in self._listening:
             fail(errno.EADDRINUSE, call, f"port {port} already has a listener")
-        if self._port_users[port] and not s.opts.get((socket.SOL_SOCKET, socket.SO_REUSEADDR)):
-            fail(errno.EADDRINUSE, call, f"port {port} is used by {self._port_users[port]} "
+        users = self._port_users.get(port, 0)
+        if users and not s.opts.get((socket.SOL_SOCKET, socket.SO_REUSEADDR)):
+            fail(errno.EADDRINUSE, call, f"port {port} is used by {users} "
                                          "connection(s); set SO_REUSEADDR to listen anyway")
         try:
             lst = self.stack.listen(ip, port, backlog)
@@ -586,7 +598,7 @@ class Context:
 
     def connect(self, s: Socket, rip: int, rport: int, call: str) -> None:
         """Choose the local address (RSS-aware) and start the handshake."""
-        if self.routes is not None and not any(rip & m == n for n, m in self.routes):
+        if rip != self._routed and not self._routable(rip):
             fail(errno.EINVAL, call, f"no route to {socket.inet_ntoa(rip.to_bytes(4, 'big'))} "
                                      "(route.conf and the local subnets)")
         if not self.recv_buffer_left():
@@ -616,6 +628,18 @@ class Context:
         s.bound = (lip, lport)
         self.attach(s, conn)
         self.stats.connects += 1
+
+    def _routable(self, rip: int) -> bool:
+        """Whether a route reaches ``rip``; remembers the last address that passed (a client
+        connects to one server over and over)."""
+        if self.routes is not None:
+            for network, mask in self.routes:
+                if rip & mask == network:
+                    break
+            else:
+                return False
+        self._routed = rip
+        return True
 
     def _source_ips(self, rip: int, rport: int) -> Sequence[int]:
         """mtcp_init_rss's address pool for its destination, else the configured addresses."""

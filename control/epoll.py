@@ -58,6 +58,11 @@ class MtcpEpollEvent(NamedTuple):
     data: Any
 
 
+_new_event = tuple.__new__
+"""Builds an MtcpEpollEvent from (events, data) without the Python-level __new__ a NamedTuple
+adds: collect makes one per reported event."""
+
+
 @dataclass(slots=True)
 class _Registration:
     events: int  # requested bits | ALWAYS, with the ET/ONESHOT flags
@@ -85,10 +90,14 @@ class Epoll:
     def sockets(self) -> list[int]:
         return list(self._regs)
 
+    # mTCP raises the events already pending at ADD/MOD time (RaisePendingStreamEvents), in both
+    # modes: add and modify treat registration itself as an edge on every condition (what
+    # notify(sockid, CONDITIONS) does, written out: this runs once or twice per connection).
+
     def add(self, sockid: int, events: int, data: Any) -> None:
         """Register ``sockid`` (caller checked it is not registered: EEXIST)."""
-        self._regs[sockid] = _Registration(events | ALWAYS, data)
-        self._recheck(sockid)
+        self._regs[sockid] = _Registration(events | ALWAYS, data, True, CONDITIONS)
+        self._ready[sockid] = None
 
     def modify(self, sockid: int, events: int, data: Any) -> None:
         """Replace the registration (re-arms a one-shot); caller checked it exists (ENOENT).
@@ -97,17 +106,12 @@ class Epoll:
         reg.events = events | ALWAYS
         reg.data = data
         reg.armed = True
-        reg.edges = 0
-        self._recheck(sockid)
+        reg.edges = CONDITIONS
+        self._ready[sockid] = None
 
     def remove(self, sockid: int) -> None:
         self._regs.pop(sockid, None)
         self._ready.pop(sockid, None)
-
-    def _recheck(self, sockid: int) -> None:
-        # mTCP raises the events already pending at ADD/MOD time (RaisePendingStreamEvents), in
-        # both modes: treat registration itself as an edge on every condition.
-        self.notify(sockid, CONDITIONS)
 
     def notify(self, sockid: int, bits: int) -> None:
         """Something happened to ``sockid`` that may have made ``bits`` true."""
@@ -142,7 +146,7 @@ class Epoll:
             bits = readiness(sockid) & mask & CONDITIONS
             if not bits:
                 continue
-            out.append(MtcpEpollEvent(bits, reg.data))
+            out.append(_new_event(MtcpEpollEvent, (bits, reg.data)))
             if mask & EPOLLONESHOT:
                 reg.armed = False
             elif not mask & EPOLLET:
