@@ -75,12 +75,15 @@ def test_fragmentation_needed_lowers_the_mss_of_the_connection_end_to_end(nic_ho
         sent.append(h.expect(TCP(ack=7001)))
     assert [len(p[TCP].payload) for p in sent] == [1460] * 3
 
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "ICMP type 3 code 4" in r.getMessage()]
+
     with caplog.at_level(logging.WARNING, logger="p4mtcp.control.agent"):
         h.link.to_stack(frag_needed_frame(h.host_mac, sent[0], MTU))
         wait_for(lambda: h.link.port.inbox, 10.0, "the agent to send the message to the core")
+        wait_for(logged, 10.0, "the agent's log line")    # written after the packet-out
     assert agent.stats.pmtu_forwarded == 1
-    logged = [r.getMessage() for r in caplog.records if "ICMP type 3 code 4" in r.getMessage()]
-    assert logged and f"path MTU {MTU} sent to core port {h.link.core_port}" in logged[0]
+    assert f"path MTU {MTU} sent to core port {h.link.core_port}" in logged()[0]
 
     h.advance(0.0)                                        # the core takes it: flight resent
     stats = h.ctx.stack.stats
