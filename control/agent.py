@@ -530,9 +530,9 @@ class NicAgent:
         if msg is None:
             self.stats.ignored += 1
             return
-        self.stats.icmp += 1
         outcome = self._forward_frag_needed(session, frame, msg) if msg.message.frag_needed else ""
         self._icmp_log.warning("port %d: %s%s", port, msg, outcome)
+        self.stats.icmp += 1                      # counted once handled and logged
 
     def _forward_frag_needed(self, session: Client, frame: bytes, msg: Icmp) -> str:
         """RFC 1191: send the frame unchanged out of the core port the flow's segments arrive
