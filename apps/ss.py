@@ -5,7 +5,7 @@
 Each core process serves its live connections on ``ss_dir/core<N>.sock`` (mtcp.conf's
 ``ss_dir``; control/sockstat.py), answered from its run loop between batches; this command
 asks every core of the host and prints one line per connection: core, state, local and remote
-address, send and receive queue, then the sender's cwnd, ssthresh, SRTT/RTTVAR, RTO, bytes in
+address, send and receive queue, then the sender's MSS, cwnd, ssthresh, SRTT/RTTVAR, RTO, bytes in
 flight, delivered and retransmitted. ``--port`` matches either end's port, ``--state`` the TCP
 state (``established``, ``fin-wait-1``, ... as ss spells them, or the engine's names). As
 with Linux ss, listeners are shown only with ``-l`` (listeners alone) or ``-a`` (everything); a
@@ -92,7 +92,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
         ssthresh = "-" if r["ssthresh"] is None else r["ssthresh"]
         out.append(f"{r['core']:<4} {r['state'].lower().replace('_', '-'):<12} "
                    f"{r['recv_q']:>7} {r['send_q']:>7} {r['local']:<22} {r['remote']:<22} "
-                   f"cwnd:{r['cwnd']} ssthresh:{ssthresh} "
+                   f"mss:{r['mss']} cwnd:{r['cwnd']} ssthresh:{ssthresh} "
                    f"rtt:{_ms(r['srtt'])}/{_ms(r['rttvar'])} rto:{_ms(r['rto'])} "
                    f"unacked:{r['in_flight']} delivered:{r['delivered']} "
                    f"retrans:{r['retransmits']}")

@@ -6,7 +6,8 @@ the context calls :meth:`SockStatServer.poll` at the end of each loop step, whic
 non-blocking sends only (a slow reader gets the rest at later steps). The loop never waits on it.
 
 Protocol: connect, read until the server closes. The answer is JSON lines, one per connection:
-``{"core", "local", "remote", "send_q", "recv_q"}`` and the fields of
+``{"core", "local", "remote", "send_q", "recv_q", "mss"}`` (the MSS the connection sends,
+lowered by path MTU discovery) and the fields of
 :class:`~p4mtcp.control.tcp.trace.SenderState` (state, cwnd, ssthresh, in_flight, srtt, rttvar,
 rto, delivered, retransmits); then one per listener, ``{"core", "state": "LISTEN", "local",
 "remote": "0.0.0.0:*", "recv_q", "send_q"}`` with, as Linux ss reports a listener, the accept
@@ -35,7 +36,7 @@ def connection_rows(core: int, conns: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for c in conns:
         row = {"core": core, "local": _addr(c.local), "remote": _addr(c.remote),
-               "send_q": len(c.sndbuf), "recv_q": c.readable_bytes}
+               "send_q": len(c.sndbuf), "recv_q": c.readable_bytes, "mss": c.eff_mss}
         row.update(sender_state(c)._asdict())
         rows.append(row)
     return rows

@@ -14,8 +14,10 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from p4mtcp.apps.ss import format_rows
 from p4mtcp.control.agent import NicAgent
 from p4mtcp.control.config import HostConfig
+from p4mtcp.control.sockstat import connection_rows
 from p4mtcp.dataplane.server import serve
 from p4mtcp.p4src import CPU_PORT
 from p4mtcp.testing import Host
@@ -89,6 +91,8 @@ def test_fragmentation_needed_lowers_the_mss_of_the_connection_end_to_end(nic_ho
     stats = h.ctx.stack.stats
     assert (stats.icmp_in, stats.pmtu_lowered) == (1, 1)
     assert h.ctx.connections()[0].eff_mss == MTU - 40
+    rows = connection_rows(0, h.ctx.connections())      # what `p4mtcp ss` shows
+    assert rows[0]["mss"] == MTU - 40 and f" mss:{MTU - 40} " in format_rows(rows)[1]
     resent = list(h.sent)
     h.sent.clear()
     assert resent and resent[0][TCP].seq == sent[0][TCP].seq
