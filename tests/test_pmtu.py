@@ -24,12 +24,12 @@ def frag_needed(seq: int, mtu: int, *, total: int = 1500, sport: int = 80, dport
     return bytes(ICMP(type=type_code[0], code=type_code[1], nexthopmtu=mtu) / Raw(quoted))
 
 
-def sending(mss: int = 1460, nbytes: int = 4 * 1460, **cfg):
-    """An accepted connection that has just sent ``nbytes`` (nodelay): (peer, conn, segments)."""
+def sending(mss: int = 1460, nbytes: int = 4 * 1460, nodelay: bool = True, **cfg):
+    """An accepted connection that has just sent ``nbytes``: (peer, conn, segments)."""
     p = Peer(**cfg)
     conn, _ = p.accept(syn_options=[("MSS", mss)])
     p.stack.events()
-    conn.set_option("nodelay", True)
+    conn.set_option("nodelay", nodelay)
     conn.send((bytes(range(251)) * (nbytes // 251 + 1))[:nbytes])
     return p, conn, p.out()
 
@@ -98,6 +98,17 @@ def test_mss_lowered_and_the_flight_resent_at_the_new_size_with_cwnd_kept():
     assert p.stack.stats.retransmits == len(again)
     assert conn.cc.cwnd == cwnd                           # not a congestion signal
     assert p.stack.stats.timeouts == 0 and p.stack.stats.fast_retransmits == 0
+
+
+def test_the_whole_flight_goes_again_at_once_with_nagle_on():
+    """The re-sliced flight's last piece is smaller than the new MSS: already sent data, so
+    Nagle (RFC 9293 3.7.4, for new data) does not hold it back for an ACK."""
+    p, conn, segs = sending(nbytes=3 * 1460, nodelay=False)
+    assert [len(payload(s)) for s in segs] == [1460] * 3
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    again = p.out()
+    assert [len(payload(s)) for s in again] == [960] * 4 + [540]
+    assert b"".join(payload(s) for s in again) == b"".join(payload(s) for s in segs)
 
 
 def test_next_segments_carry_at_most_the_new_mss():

@@ -994,7 +994,8 @@ class Connection:
                         self._maybe_persist(now)   # RFC 9293 3.8.6.2.1 sender SWS avoidance
                         return
                     n = room
-                elif n < mss and off > self.una and not self.nodelay and fin_off is None:
+                elif n < mss and off > self.una and not self.nodelay and fin_off is None \
+                        and off >= self.snd_max:   # data sent before (going back N) goes again
                     return                         # RFC 9293 3.7.4 Nagle: one small segment in flight
                 fin = fin_off is not None and off + n == fin_off
                 self._send_segment(off, n, fin, now)
