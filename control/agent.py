@@ -58,7 +58,6 @@ AgentError = P4RuntimeError
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 _IPV4_DST = struct.Struct("!I")
-_IPV4 = struct.Struct("!BxH5xB2x4s4s")        # ver_ihl, total length, protocol, src, dst
 IPPROTO_ICMP = 1
 ETHERTYPE_ARP, ETHERTYPE_IPV4 = 0x0806, 0x0800
 BROADCAST = b"\xff" * 6
@@ -117,12 +116,12 @@ class Icmp:
 def parse_icmp(frame: bytes) -> Icmp | None:
     """The ICMP message of an Ethernet/IPv4 frame (no IPv4 options: the NIC drops those), with
     the quoted datagram when it carries one; None if it is not one."""
-    off = _ETH.size
-    if (len(frame) < off + _IPV4.size or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4
+    off, ipv4 = _ETH.size, pmtu.IPV4
+    if (len(frame) < off + ipv4.size or _ETH.unpack_from(frame)[2] != ETHERTYPE_IPV4
             or frame[off] != 0x45):
         return None
-    _, total, proto, src, dst = _IPV4.unpack_from(frame, off)
-    payload = bytes(frame[off + _IPV4.size:off + total])   # the NIC checked the total length
+    _, total, proto, src, dst = ipv4.unpack_from(frame, off)
+    payload = bytes(frame[off + ipv4.size:off + total])   # the NIC checked the total length
     message = pmtu.read_icmp(payload) if proto == IPPROTO_ICMP else None
     if message is None:
         return None

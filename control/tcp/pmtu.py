@@ -32,7 +32,8 @@ PLATEAUS = (65535, 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
 """RFC 1191 table 7-1, largest first."""
 
 _ICMP = struct.Struct("!BBHHH")        # type, code, checksum, unused, next-hop MTU (RFC 1191 4)
-_QUOTED_IP = struct.Struct("!BxH5xB2x4s4s")   # version/IHL, total length, protocol, src, dst
+IPV4 = struct.Struct("!BxH5xB2x4s4s")
+"""The IPv4 header fields ICMP readers need: version/IHL, total length, protocol, src, dst."""
 _QUOTED_L4 = struct.Struct("!HHI")     # the quoted 8 octets: ports, then TCP's sequence number
 _ERRORS = frozenset({3, 4, 5, 11, 12})  # RFC 792 messages that quote a datagram
 IPPROTO_TCP = 6
@@ -86,10 +87,10 @@ def read_icmp(icmp: bytes | bytearray | memoryview) -> IcmpMessage | None:
     typ, code, _, _, mtu = _ICMP.unpack_from(icmp)
     quoted = None
     off = _ICMP.size
-    if typ in _ERRORS and len(icmp) >= off + _QUOTED_IP.size and icmp[off] >> 4 == 4:
+    if typ in _ERRORS and len(icmp) >= off + IPV4.size and icmp[off] >> 4 == 4:
         ihl = (icmp[off] & 0x0F) * 4
         if ihl >= 20 and len(icmp) >= off + ihl + _QUOTED_L4.size:
-            _, total, proto, src, dst = _QUOTED_IP.unpack_from(icmp, off)
+            _, total, proto, src, dst = IPV4.unpack_from(icmp, off)
             sport, dport, seq = _QUOTED_L4.unpack_from(icmp, off + ihl)
             quoted = Quoted(proto, int.from_bytes(src, "big"), int.from_bytes(dst, "big"),
                             total, sport, dport, seq)
