@@ -10,6 +10,7 @@ retransmission of it, is lost.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import struct
 import subprocess
@@ -25,7 +26,8 @@ from p4mtcp.hashing import csum16
 from test_e2e_kernel import ns_mac
 from waiting import wait_for
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.skipif(
+    shutil.which("nc") is None, reason="nc not on PATH (netcat, the kernel peer's receiver)")]
 
 MTU = 1000
 SIZE = 2 * 1000 * 1000
