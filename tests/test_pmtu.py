@@ -9,6 +9,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
 from p4mtcp.control.tcp import pmtu
+from test_tcp_recovery import NOP, sack_connection
 from test_tcp_support import ENGINE_IP, ENGINE_IP_S, PEER_IP, PEER_IP_S, Peer, payload
 
 ROUTER_IP = PEER_IP + 1
@@ -170,3 +171,22 @@ def test_messages_for_no_connection_or_malformed_are_counted_never_raised():
     assert p.stack.stats.pmtu_ignored == 2 and p.stack.stats.icmp_in == 2
     assert "shorter than its header" in p.stack.last_error
     assert conn.eff_mss == 1460 and p.out() == []
+
+
+def test_in_fast_recovery_only_the_mss_changes_and_repairs_use_it():
+    """During SACK recovery (RFC 6675) the flight is not sent again wholesale: the scoreboard
+    decides what is resent, now in segments of the new MSS."""
+    p, conn, snd = sack_connection(sndbuf=100_000)
+    conn.send(b"x" * 14600)
+    assert len(p.out()) == 10
+    for k in range(3):                                    # segment 0 lost, 1..3 SACKed
+        p.send("A", 1001, snd, options=[NOP, NOP, ("SAck", (snd + 1460, snd + (2 + k) * 1460))])
+    assert [s.seq for s in p.out()] == [snd]              # fast retransmit, old size
+    assert conn.lr.point is not None
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(snd + 5 * 1460, 1000), p.now)
+    assert conn.eff_mss == 960 and p.out() == []
+    p.send("A", 1001, snd, options=[NOP, NOP, ("SAck", (snd + 1460, snd + 4 * 1460,
+                                                        snd + 5 * 1460, snd + 10 * 1460))])
+    out = p.out()                                         # segment 4 is a hole now, lost
+    assert out and max(len(payload(s)) for s in out) <= 960
+    assert (snd + 4 * 1460, 960) in [(s.seq, len(payload(s))) for s in out]
