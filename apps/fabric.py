@@ -66,6 +66,7 @@ class Host:
     steering: Any = None          # the agent's flow_steer server for the host's core processes
     core_specs: list[str] = field(default_factory=list)       # each core's link (mtcp.conf)
     nic_core_specs: list[str] = field(default_factory=list)   # ... and the NIC's side of it
+    mtu: int | None = None        # mtcp.conf mtu; None: the fabric's (start(mtu=...), else 1500)
 
     @property
     def grpc(self) -> str:
@@ -102,13 +103,15 @@ class Fabric:
         self._links = 0
 
     def add_host(self, name: str, ip_prefix: str, cores: int, network_spec: str,
-                 neighbours: dict[str, str] | None = None, mac: str | None = None) -> Host:
+                 neighbours: dict[str, str] | None = None, mac: str | None = None,
+                 mtu: int | None = None) -> Host:
         iface = ipaddress.IPv4Interface(ip_prefix)
         hdir = self.dir / name
         hdir.mkdir(exist_ok=True)
         ip = str(iface.ip)
         host = Host(name, ip, iface.network.prefixlen, cores, network_spec,
-                    dict(neighbours or {}), hdir, launch.free_tcp_port(), mac or mac_for(ip))
+                    dict(neighbours or {}), hdir, launch.free_tcp_port(), mac or mac_for(ip),
+                    mtu=mtu)
         host.core_specs = [f"shm:{hdir}/c{i}" for i in range(cores)]  # shared-memory rings
         if self.nic == "bmv2":
             n = len(self.hosts)
@@ -144,7 +147,7 @@ class Fabric:
             f"tcp_timeout = {extra.get('tcp_timeout', 30)}",
             "tcp_timewait = 0",
             f"congestion_control = {extra.get('congestion_control', 'newreno')}",
-            f"mtu = {extra.get('mtu', DEFAULT_MTU)}",
+            f"mtu = {self._mtu(host, extra)}",
             "port = net0",
             f"nic_target = {self.nic}",
             *([f"p4_device_config = {self.device_config}"] if self.nic == "bmv2" else []),
@@ -172,7 +175,7 @@ class Fabric:
     def start(self, timeout: float = 30.0, **conf_extra: Any) -> "Fabric":
         try:
             if self.nic == "bmv2":
-                self._prepare_bmv2(conf_extra.get("mtu", DEFAULT_MTU))
+                self._prepare_bmv2(max(self._mtu(h, conf_extra) for h in self.hosts))
             for host in self.hosts:
                 self.write_configs(host, **conf_extra)
                 pcap = load_host(host.conf).mtcp.nic_pcap  # mtcp.conf's nic_pcap
@@ -191,9 +194,14 @@ class Fabric:
             raise
         return self
 
+    @staticmethod
+    def _mtu(host: Host, extra: dict[str, Any]) -> int:
+        """The host's mtcp.conf mtu: its own, else the one start() was given, else 1500."""
+        return host.mtu or extra.get("mtu", DEFAULT_MTU)
+
     def _prepare_bmv2(self, mtu: int) -> None:
         """Compile p4src/ for BMv2 and create the veths (needs root, BMv2 and p4c), their MTU
-        the hosts' (mtcp.conf mtu), so that every link on the path takes the hosts' frames."""
+        the largest host's (mtcp.conf mtu), so that every link on the path takes its frames."""
         from p4mtcp.bmv2 import veth
         from p4mtcp.bmv2.launcher import P4C_BM2_SS, SIMPLE_SWITCH_GRPC, compile_program, require
         if os.geteuid() != 0:
