@@ -11,7 +11,12 @@ The rate is completed transactions over the span from the first client core's st
 one's end (process start-up excluded on both sides). Results and ratios go to
 bench/results/short_conn.json; a cProfile of one server core and one client core of a separate
 1-core run (the hot loop: mtcp_epoll_wait, the TCP engine, the apps) to
-bench/results/short_conn_profile.txt.
+bench/results/short_conn_profile.txt, with a cProfile of the core path alone after them.
+
+The core path alone (`core_path` in the results): epserver's and epwget's per-core code on two
+contexts in this one process, joined by an in-memory port pair: no NIC, no link, no waiting, so
+its CPU time per connection is what the two core processes must spend whatever the machine's
+load, steadier than a rate measured among busy neighbours.
 
     python bench/bench_short_conn.py [--requests 5000] [--concurrency 64] [--cores 1,2]
 """
@@ -19,8 +24,14 @@ bench/results/short_conn_profile.txt.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
+import pstats
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +41,12 @@ import kernel_peers  # noqa: E402
 from harness import (  # noqa: E402
     RESULTS, cpu_split, machine, profile_path, serve_and_run, write_profile)
 
+from p4mtcp import mtcp  # noqa: E402
 from p4mtcp.apps import epserver, epwget, launch  # noqa: E402
 from p4mtcp.apps.fabric import Fabric, two_hosts  # noqa: E402
 from p4mtcp.apps.http import build_response_head  # noqa: E402
+from p4mtcp.apps.webfiles import FileCache  # noqa: E402
+from p4mtcp.link import PortStats  # noqa: E402
 
 SERVER_IP = "10.0.0.1"
 REQUEST_SIZE = 64
@@ -70,6 +84,91 @@ def p4mtcp_run(cores: int, requests: int, concurrency: int, profile_dir: Path | 
                                      {"epserver": srv_msgs, "epwget": msgs})}
 
 
+class _MemPort:
+    """One end of an in-memory frame pipe: what one context sends is the other's next batch."""
+
+    closed_by_peer = False
+
+    def __init__(self) -> None:
+        self.stats = PortStats()
+        self.inbox: list[bytes] = []
+        self.peer: _MemPort = self
+        self._rfd, self._wfd = os.pipe()  # the context polls fileno(); nothing ever writes it
+
+    def send(self, frame: bytes) -> bool:
+        return self.send_batch((frame,)) == 1
+
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        self.peer.inbox.extend(frames)
+        return len(frames)
+
+    def recv_batch(self) -> list[bytes]:
+        frames, self.inbox = self.inbox, []
+        return frames
+
+    def arm(self) -> bool:
+        return True
+
+    def pending(self) -> bool:
+        return bool(self.inbox)
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def close(self) -> None:
+        if self._rfd >= 0:
+            os.close(self._rfd)
+            os.close(self._wfd)
+            self._rfd = self._wfd = -1
+
+
+def core_path(requests: int, concurrency: int, profile: Path | None = None) -> float:
+    """CPU seconds per connection of epserver's and epwget's per-core code together, in this
+    process (see the module docstring); with `profile`, a cProfile of it is written there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "www").mkdir()
+        (d / "www" / "64").write_bytes(BODY)
+        conf = d / "mtcp.conf"
+        conf.write_text(f"num_cores = 2\nlocal_ip = 10.0.0.2/24 {SERVER_IP}/24\n"
+                        "port = net0 net1\nmax_concurrency = 10000\nmax_num_buffers = 10000\n"
+                        "rcvbuf = 8192\nsndbuf = 8192\ntcp_timeout = 30\ntcp_timewait = 0\n")
+        mtcp.mtcp_init(str(conf))
+        try:
+            a, b = _MemPort(), _MemPort()
+            a.peer, b.peer = b, a
+            client_ctx = mtcp.mtcp_create_context(0, a)
+            server_ctx = mtcp.mtcp_create_context(1, b)
+            server = epserver.CoreServer(mtcp, server_ctx, FileCache(str(d / "www")), 80, 4096)
+            wargs = epwget.WgetArgs(SERVER_IP, 80, "/64", requests, 1, concurrency, str(conf),
+                                    None, 300.0, REQUEST_SIZE)
+            client = epwget.CoreClient(mtcp, client_ctx, 0, wargs, requests)
+            prof = cProfile.Profile() if profile else None
+            t0 = time.process_time()
+            if prof:
+                prof.enable()
+            client.fill()
+            for _ in range(10 * requests):  # bounded: ~12 connections finish per round
+                if client.finished:
+                    break
+                client.step(0)
+                server.step(0)
+            if prof:
+                prof.disable()
+            cpu = time.process_time() - t0
+            if client.done != requests or client.errors or server.requests != requests:
+                raise RuntimeError(f"core path: {client.done} of {requests} done, "
+                                   f"{client.errors} errors, {server.requests} served")
+            if prof and profile:
+                with open(profile, "w") as fh:
+                    pstats.Stats(prof, stream=fh).sort_stats("tottime").print_stats(40)
+        finally:
+            mtcp.mtcp_destroy()
+            a.close()
+            b.close()
+    return cpu / requests
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=5000)
@@ -97,12 +196,25 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "runs": runs,
     }
+    core_path(500, args.concurrency)  # warm-up
+    per_conn = [core_path(args.requests, args.concurrency) for _ in range(3)]
+    result["core_path"] = {
+        "what": "epserver's and epwget's per-core code on two contexts in one process, an "
+                "in-memory port pair between them (no NIC, no link): CPU per connection",
+        "connections": args.requests, "cpu_us_per_connection": round(min(per_conn) * 1e6, 1),
+        "cpu_us_per_connection_runs": [round(c * 1e6, 1) for c in per_conn]}
+    print(f"core path alone: {min(per_conn) * 1e6:.1f} us CPU per connection (both cores)")
     (RESULTS / "short_conn.json").write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_profile:
+
+        def profiled(pdir: Path) -> None:
+            p4mtcp_run(1, min(args.requests, 2000), args.concurrency, pdir)
+            core_path(min(args.requests, 2000), args.concurrency, pdir / "core_path.txt")
+
         write_profile("short_conn",
-                      "cProfile of a 1-core epserver/epwget run over the embedded NIC",
-                      lambda pdir: p4mtcp_run(1, min(args.requests, 2000), args.concurrency, pdir),
-                      ("server_core0.txt", "client_core0.txt"))
+                      "cProfile of a 1-core epserver/epwget run over the embedded NIC, then of "
+                      "the core path alone (both cores' code in one process, no NIC)",
+                      profiled, ("server_core0.txt", "client_core0.txt", "core_path.txt"))
     print(f"wrote {RESULTS / 'short_conn.json'}")
     return 0
 

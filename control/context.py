@@ -32,7 +32,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NoReturn, TypeVar
 
@@ -94,27 +94,36 @@ class Pipe:
         return PIPE_BUF_SIZE - len(self.buf)
 
 
-@dataclass(eq=False, slots=True)
 class Socket:
-    """One entry of the socket table (mTCP's ``socket_map``)."""
+    """One entry of the socket table (mTCP's ``socket_map``). A plain class, not a dataclass:
+    one is made per connection, and a written-out ``__init__`` is compiled in the optional
+    build where a dataclass's generated one stays Python."""
 
-    id: int
-    type: SockType
-    nonblock: bool = True  # mTCP sockets are non-blocking by default
-    bound: tuple[int, int] | None = None  # (ip, port) from mtcp_bind or an implicit bind
-    conn: Connection | None = None
-    listener: Listener | None = None
-    epoll: ep.Epoll | None = None
-    pipe: Pipe | None = None
-    opts: dict[tuple[int, int], Any] = field(default_factory=dict)  # (level, optname) -> value
-    watchers: list[ep.Epoll] = field(default_factory=list)
-    app_closed: bool = False
-    tcb_freed: bool = False
-    shut_rd: bool = False
-    shut_wr: bool = False
-    error_reported: bool = False  # the connection's error was raised once (Linux sock_error)
-    snd_buf: bool = False
-    rcv_buf: bool = False
+    __slots__ = ("id", "type", "nonblock", "bound", "conn", "listener", "epoll", "pipe", "opts",
+                 "watchers", "app_closed", "tcb_freed", "shut_rd", "shut_wr", "error_reported",
+                 "snd_buf", "rcv_buf")
+
+    def __init__(self, sockid: int, stype: SockType):
+        self.id = sockid
+        self.type = stype
+        self.nonblock = True  # mTCP sockets are non-blocking by default
+        self.bound: tuple[int, int] | None = None  # (ip, port) from mtcp_bind or implicit
+        self.conn: Connection | None = None
+        self.listener: Listener | None = None
+        self.epoll: ep.Epoll | None = None
+        self.pipe: Pipe | None = None
+        self.opts: dict[tuple[int, int], Any] = {}  # (level, optname) -> value
+        self.watchers: list[ep.Epoll] = []
+        self.app_closed = False
+        self.tcb_freed = False
+        self.shut_rd = False
+        self.shut_wr = False
+        self.error_reported = False  # the connection's error was raised once (sock_error)
+        self.snd_buf = False
+        self.rcv_buf = False
+
+    def __repr__(self) -> str:
+        return f"Socket({self.id}, {self.type.name})"
 
 
 @dataclass

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 EPOLLNONE = 0x000
@@ -63,12 +62,17 @@ _new_event = tuple.__new__
 adds: collect makes one per reported event."""
 
 
-@dataclass(slots=True)
 class _Registration:
-    events: int  # requested bits | ALWAYS, with the ET/ONESHOT flags
-    data: Any
-    armed: bool = True  # False once a one-shot registration has reported
-    edges: int = 0  # ET: condition bits notified since the last report
+    """One socket's registration (a plain class: its ``__init__`` is compiled in the optional
+    build, a dataclass's generated one would stay Python)."""
+
+    __slots__ = ("events", "data", "armed", "edges")
+
+    def __init__(self, events: int, data: Any, armed: bool, edges: int):
+        self.events = events  # requested bits | ALWAYS, with the ET/ONESHOT flags
+        self.data = data
+        self.armed = armed  # False once a one-shot registration has reported
+        self.edges = edges  # ET: condition bits notified since the last report
 
 
 class Epoll:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
+from typing import cast
 
 from . import pmtu, wire
 from .config import TcpConfig
@@ -18,6 +19,7 @@ from .stats import TcpStats
 from .wire import ACK, RST, SYN
 
 _TIME_WAIT = State.TIME_WAIT
+_new_tuple = tuple.__new__
 
 
 class TcpStack:
@@ -214,7 +216,9 @@ class TcpStack:
             self._queued.append(conn)
 
     def event(self, kind: EventKind, sock: Connection | Listener) -> None:
-        self._events.append(Event(kind, sock))
+        # tuple.__new__ directly: a NamedTuple's own __new__ is Python even when this is
+        # compiled, and a short connection raises about ten events
+        self._events.append(cast(Event, _new_tuple(Event, (kind, sock))))
 
     def emit(self, src_ip: int, dst_ip: int, segment: bytes) -> None:
         self.stats.segs_out += 1
