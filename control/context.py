@@ -32,7 +32,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, NoReturn, TypeVar
 
@@ -143,7 +143,7 @@ class ContextStats:
     loops: int = 0
 
     def snapshot(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # compiled: no __dict__
 
 
 # What each engine event may have made true, for epoll notifications.
