@@ -191,3 +191,18 @@ class Device:
             else:
                 rest.append((port, data))
         return rest
+
+    def process_batch(self, in_port: int, frames: list[bytes], out: dict[int, list[bytes]],
+                      errors: list[tuple[int, Exception]]) -> None:
+        """process() for a batch of frames from in_port in one call (the program loops, so a
+        compiled program runs the whole batch without returning to Python): results appended
+        to out[egress port] in order, frames the program raised on (a bug) in errors as (index,
+        exception). CPU-port frames go to `packet_in_handler` as in process()."""
+        p = self.pipeline
+        if p is None or p.program is None:
+            return
+        p.program.process_batch(in_port, frames, out, errors)
+        handler = self.packet_in_handler
+        if handler is not None and self.cpu_port in out:
+            for data in out.pop(self.cpu_port):
+                handler(data)

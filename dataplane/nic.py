@@ -199,25 +199,17 @@ class Nic:
             self._flush(self._process(in_port, frames[i:i + FLUSH_EVERY]))
 
     def _process(self, in_port: int, frames: list[bytes]) -> dict[int, list[bytes]]:
-        process = self.device.process
         stats = self.stats
         stats.frames_in += len(frames)
         if self.capture is not None:
             self.capture.received(in_port, frames)
         by_port: dict[int, list[bytes]] = {}
-        for frame in frames:
-            try:
-                out = process(in_port, frame)
-            except Exception:  # a mirror bug must not take the NIC down; say so loudly
-                stats.pipeline_errors += 1
-                log.exception("pipeline raised on a %d-byte frame from port %d", len(frame), in_port)
-                continue
-            for port_num, data in out:
-                group = by_port.get(port_num)
-                if group is None:
-                    by_port[port_num] = [data]
-                else:
-                    group.append(data)
+        errors: list[tuple[int, Exception]] = []
+        self.device.process_batch(in_port, frames, by_port, errors)
+        for i, exc in errors:  # a mirror bug must not take the NIC down; say so loudly
+            stats.pipeline_errors += 1
+            log.error("pipeline raised on a %d-byte frame from port %d", len(frames[i]), in_port,
+                      exc_info=exc)
         return by_port
 
     def _flush(self, by_port: dict[int, list[bytes]]) -> None:

@@ -7,17 +7,19 @@ checksum only sets a flag that ingress acts on; counters count the frame's ingre
 checksum payload is everything after the last parsed header.
 
 Headers are read once with precompiled structs from the frame; the deparser copies the frame only
-when a header changed. Checksums use p4mtcp.hashing.ones_sum over memoryview slices (C speed).
+when a header changed. Checksums use p4mtcp.hashing (C speed, no per-byte Python loop).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Final
 
-from p4mtcp.hashing import ones_sum, rss_bucket
+from p4mtcp.hashing import ones_fold, ones_sum, rss_bucket
 from p4mtcp.p4info import P4Schema, SchemaError
+
+from .tables import CounterState, TableState
 
 # The program's names, spelled once in p4src (docs/ARCHITECTURE.md).
 from p4mtcp.p4src import (  # noqa: E402,I001
@@ -57,46 +59,47 @@ CONTROLLER_HEADERS = {
 }
 
 # Index of NicIngress.drops (p4src/include/headers.p4).
-DROP_PARSER_ERROR = 0
-DROP_BAD_IPV4_CSUM = 1
-DROP_BAD_TCP_CSUM = 2
-DROP_BAD_LENGTH = 3
-DROP_UNKNOWN_PORT = 4
-DROP_NOT_LOCAL = 5
-DROP_UNHANDLED = 6
-DROP_NO_CORE = 7
-DROP_NO_ROUTE = 8
-DROP_IPV4_OPTIONS = 9
-DROP_BAD_ICMP_CSUM = 10
-ROLE_UNKNOWN, ROLE_NETWORK, ROLE_CORE = 0, 1, 2
-DROP_PORT = 511  # v1model: mark_to_drop sets egress_spec to 511
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-IP_PROTO_TCP = 6
-IP_PROTO_ICMP = 1
-ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY_TYPE = 8, 0
-ETH_MIN_FRAME = 60
+DROP_PARSER_ERROR: Final = 0
+DROP_BAD_IPV4_CSUM: Final = 1
+DROP_BAD_TCP_CSUM: Final = 2
+DROP_BAD_LENGTH: Final = 3
+DROP_UNKNOWN_PORT: Final = 4
+DROP_NOT_LOCAL: Final = 5
+DROP_UNHANDLED: Final = 6
+DROP_NO_CORE: Final = 7
+DROP_NO_ROUTE: Final = 8
+DROP_IPV4_OPTIONS: Final = 9
+DROP_BAD_ICMP_CSUM: Final = 10
+ROLE_UNKNOWN: Final = 0
+ROLE_NETWORK: Final = 1
+ROLE_CORE: Final = 2
+DROP_PORT: Final = 511  # v1model: mark_to_drop sets egress_spec to 511
+ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_ARP: Final = 0x0806
+IP_PROTO_TCP: Final = 6
+IP_PROTO_ICMP: Final = 1
+ICMP_ECHO_REQUEST: Final = 8
+ICMP_ECHO_REPLY_TYPE: Final = 0
+ETH_MIN_FRAME: Final = 60
 
-_ETH = struct.Struct("!6s6sH")
-_ARP = struct.Struct("!HHBBH6sI6sI")
-_IPV4 = struct.Struct("!BBHHHBBHII")  # ver_ihl tos total_len id flags_frag ttl proto csum src dst
-_TCP = struct.Struct("!HHIIBBHHH")  # src_port dst_port seq ack data_offset_res flags window csum urg
-_ICMP = struct.Struct("!BBHI")  # type code checksum rest
-_U16 = struct.Struct("!H")
-_PACKET_IN = struct.Struct("!HB")  # ingress_port:9 _pad:7, reason:8
-_PACKET_OUT = _U16  # egress_port:9 _pad:7
+# Only the fields the program reads: fewer objects per frame (pad bytes "x" are skipped). The
+# IPv4 header is read as its ten 16-bit words: the fields come from them, and so does their sum,
+# which both IPv4 checksum controls need.
+_ARP: Final = struct.Struct("!HHBBH6sI6sI")
+_IPV4_WORDS: Final = struct.Struct("!10H").unpack_from
+_TCP: Final = struct.Struct("!HH8xB3xH").unpack_from  # src_port dst_port data_offset_res csum
+_ICMP: Final = struct.Struct("!BBH")  # type code checksum
+_ADDRS: Final = struct.Struct("!II")  # IPv4 src_addr dst_addr
+_U16: Final = struct.Struct("!H")
+_PACKET_IN: Final = struct.Struct("!HB")  # ingress_port:9 _pad:7, reason:8
 
-ETH_LEN, ARP_LEN, IPV4_LEN, TCP_LEN, ICMP_LEN = 14, 28, 20, 20, 8
-_IP_OFF = ETH_LEN
-_TCP_OFF = ETH_LEN + IPV4_LEN
-
-
-class TableState(Protocol):
-    def lookup(self, key: tuple[int, ...], nbytes: int) -> tuple[str, tuple[int, ...]]: ...
-
-
-class CounterState(Protocol):
-    def count(self, index: int, nbytes: int) -> None: ...
+ETH_LEN: Final = 14
+ARP_LEN: Final = 28
+IPV4_LEN: Final = 20
+TCP_LEN: Final = 20
+ICMP_LEN: Final = 8
+_IP_OFF: Final = ETH_LEN
+_TCP_OFF: Final = ETH_LEN + IPV4_LEN
 
 
 def validate(schema: P4Schema) -> None:
@@ -141,45 +144,61 @@ def validate(schema: P4Schema) -> None:
 
 
 class Packet:
-    """One frame's journey through the pipeline: parsed headers, metadata, standard metadata."""
+    """One frame's journey through the pipeline: parsed header fields, metadata, standard
+    metadata. The class holds every field's initial value, so a frame sets only what its path
+    through the program sets (a header's fields are meaningful only while it is valid)."""
 
-    __slots__ = (
-        "in_port", "frame", "length", "parser_error", "checksum_error",
-        "packet_out_port", "eth_dst", "eth_src", "eth_type", "arp",
-        "ipv4", "tcp_valid", "tcp", "icmp", "l4_len", "port_role", "core", "rss_bucket",
-        "next_hop", "drop", "drop_reason", "egress_spec", "egress_port", "packet_in", "eth_dirty",
-        "arp_dirty", "ipv4_dirty", "ipv4_csum", "tcp_csum",
-    )
+    # the frame and what the parser found
+    in_port: int
+    frame: bytes
+    length: int
+    parser_error = ""             # v1model: error.NoError
+    checksum_error = False
+    packet_out_port = -1          # -1: packet_out header invalid
+    eth_type = 0
+    arp: list | None = None       # arp header, field by field (None: invalid)
+    ipv4_valid = False
+    ip_ver_ihl = 0
+    ip_total_len = 0
+    ip_flags_frag = 0
+    ip_proto = 0
+    ip_csum = 0
+    ip_sum = 0                    # the header's ten words added up (checksum field included)
+    ip_src = 0
+    ip_dst = 0
+    tcp_valid = False
+    tcp_src_port = 0
+    tcp_dst_port = 0
+    tcp_data_offset = 0
+    tcp_csum = 0
+    icmp_valid = False
+    icmp_type = 0
+    icmp_code = 0
+    icmp_csum = 0
+    l4_len = 0
+    # metadata
+    port_role = ROLE_UNKNOWN
+    core = 0
+    rss_bucket = 0
+    next_hop = 0
+    # standard metadata
+    drop = False
+    drop_reason = 0
+    egress_spec = 0               # v1model's initial value
+    egress_port = 0
+    # what the deparser changes in the frame
+    packet_in_reason = 0          # 0: packet_in header invalid (reasons start at 1)
+    eth_dst = b""                 # b"": unchanged
+    eth_src = b""
+    arp_dirty = False
+    ipv4_dirty = False            # addresses swapped (an echo reply)
+    new_ipv4_csum = -1            # set by NicComputeChecksum; -1: not computed
+    new_tcp_csum = -1
 
-    def __init__(self, in_port: int, frame: bytes):
+    def __init__(self, in_port: int, frame: bytes) -> None:
         self.in_port = in_port
         self.frame = frame
         self.length = len(frame)
-        self.parser_error: str | None = None
-        self.checksum_error = False
-        self.packet_out_port = -1  # -1: header invalid
-        self.eth_dst = self.eth_src = b""
-        self.eth_type = 0
-        self.arp: list | None = None
-        self.ipv4: tuple | None = None
-        self.tcp_valid = False
-        self.tcp: tuple = ()
-        self.icmp: tuple | None = None
-        self.l4_len = 0
-        self.port_role = ROLE_UNKNOWN
-        self.core = 0
-        self.rss_bucket = 0
-        self.next_hop = 0
-        self.drop = False
-        self.drop_reason = 0
-        self.egress_spec = 0  # v1model's initial value
-        self.egress_port = 0
-        self.packet_in: tuple[int, int] | None = None
-        self.eth_dirty = False
-        self.arp_dirty = False
-        self.ipv4_dirty = False  # addresses changed (an echo reply)
-        self.ipv4_csum: int | None = None  # set by NicComputeChecksum
-        self.tcp_csum: int | None = None
 
     def set_drop(self, reason: int) -> None:
         self.drop = True
@@ -188,6 +207,29 @@ class Packet:
 
 def _mac(value: int) -> bytes:
     return value.to_bytes(6, "big")
+
+
+# Both checksums leave their own field out. One pass sums the whole header (or segment) and takes
+# the field back off: one's-complement addition is addition mod 0xFFFF (RFC 1071), and what
+# remains is never all zero (IPv4 version 4; the pseudo-header's protocol 6), so a zero residue
+# is written 0xFFFF, exactly as ones_sum over the fields without it would give.
+
+def _ipv4_checksum(p: Packet) -> int:
+    """csum16 over the IPv4 header fields, the checksum field left out."""
+    return ~((p.ip_sum - p.ip_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
+
+
+def _tcp_checksum(p: Packet) -> int:
+    """csum16 over {src, dst, 8w0, protocol, l4_len, TCP fields but checksum} and the payload
+    (options, data and any Ethernet padding: BMv2 sums everything after the parsed headers)."""
+    src, dst = p.ip_src, p.ip_dst
+    pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + p.ip_proto + p.l4_len
+    return ~((ones_sum(p.frame[_TCP_OFF:], pseudo) - p.tcp_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
+
+
+def _icmp_checksum(p: Packet) -> int:
+    """csum16 over {type, code, rest} and the payload (data and any Ethernet padding)."""
+    return ~((ones_sum(p.frame[_TCP_OFF:]) - p.icmp_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
 
 
 class NicPipeline:
@@ -213,17 +255,41 @@ class NicPipeline:
         """(egress port, frame) pairs. Frames to cpu_port start with the packet_in header bytes,
         exactly as BMv2 emits them on its CPU port; frames from cpu_port start with packet_out."""
         p = Packet(in_port, frame)
+        if not self._run(p):
+            return []
+        return [(p.egress_port, self.deparser(p))]
+
+    def process_batch(self, in_port: int, frames: list[bytes], out: dict[int, list[bytes]],
+                      errors: list[tuple[int, Exception]]) -> None:
+        """process() for every frame of a batch from in_port, the results appended to
+        out[egress port] in order. A frame on which the program raises (a bug) is dropped and
+        reported in errors as (its index, the exception); the others go on."""
+        for i in range(len(frames)):
+            try:
+                p = Packet(in_port, frames[i])
+                if self._run(p):
+                    data = self.deparser(p)
+                    group = out.get(p.egress_port)
+                    if group is None:
+                        out[p.egress_port] = [data]
+                    else:
+                        group.append(data)
+            except Exception as e:  # noqa: BLE001  (reported to the caller, which logs it)
+                errors.append((i, e))
+
+    def _run(self, p: Packet) -> bool:
+        """The controls in v1model's order up to the deparser; False when the frame is dropped."""
         self.parser(p)
         # NicVerifyChecksum runs here in v1model; its one output, checksum_error, is read only by
         # ingress for frames from network ports, so ingress runs it there, on demand, and frames
         # from cores (zero checksums, never verified) skip the wasted pass.
         self.ingress(p)
         if p.drop or p.egress_spec == DROP_PORT:
-            return []
+            return False
         p.egress_port = p.egress_spec
         self.egress(p)
         self.compute_checksum(p)
-        return [(p.egress_port, self.deparser(p))]
+        return True
 
     # --- NicParser ------------------------------------------------------------------------------
 
@@ -233,79 +299,78 @@ class NicPipeline:
             if n < 2:
                 p.parser_error = "PacketTooShort"
                 return
-            p.packet_out_port = _PACKET_OUT.unpack_from(frame, 0)[0] >> 7
+            p.packet_out_port = (frame[0] << 1) | (frame[1] >> 7)  # egress_port: bit<9>
             return
         if n < ETH_LEN:
             p.parser_error = "PacketTooShort"
             return
-        p.eth_dst, p.eth_src, p.eth_type = _ETH.unpack_from(frame, 0)
-        if p.eth_type == ETHERTYPE_ARP:
+        eth_type = p.eth_type = (frame[12] << 8) | frame[13]
+        if eth_type == ETHERTYPE_ARP:
             if n < ETH_LEN + ARP_LEN:
                 p.parser_error = "PacketTooShort"
                 return
             p.arp = list(_ARP.unpack_from(frame, ETH_LEN))
-        elif p.eth_type == ETHERTYPE_IPV4:
+        elif eth_type == ETHERTYPE_IPV4:
             if n < _TCP_OFF:
                 p.parser_error = "PacketTooShort"
                 return
-            ip = p.ipv4 = _IPV4.unpack_from(frame, _IP_OFF)
-            if ip[0] >> 4 != 4:
+            words: tuple[int, ...] = _IPV4_WORDS(frame, _IP_OFF)
+            # version_ihl diffserv | total_len | identification | flags_frag | ttl protocol |
+            # checksum | src_addr (2 words) | dst_addr (2 words)
+            ver_ihl = words[0] >> 8
+            total_len = words[1]
+            flags_frag = words[3]
+            proto = words[4] & 0xFF
+            p.ipv4_valid = True
+            p.ip_ver_ihl = ver_ihl
+            p.ip_total_len = total_len
+            p.ip_flags_frag = flags_frag
+            p.ip_proto = proto
+            p.ip_csum = words[5]
+            p.ip_sum = sum(words)
+            p.ip_src = (words[6] << 16) | words[7]
+            p.ip_dst = (words[8] << 16) | words[9]
+            if ver_ihl >> 4 != 4:
                 p.parser_error = "IPv4BadVersion"
                 return
-            p.l4_len = (ip[2] - 20) & 0xFFFF
-            # select(ihl, frag_offset, protocol): (5, 0, TCP) -> parse_tcp
-            if ip[0] & 0xF == 5 and ip[4] & 0x1FFF == 0 and ip[6] == IP_PROTO_TCP:
+            p.l4_len = (total_len - 20) & 0xFFFF
+            # select(ihl, frag_offset, protocol): (5, 0, TCP) -> parse_tcp, (5, 0, ICMP) -> parse_icmp
+            if ver_ihl & 0xF != 5 or flags_frag & 0x1FFF:
+                return
+            if proto == IP_PROTO_TCP:
                 if n < _TCP_OFF + TCP_LEN:
                     p.parser_error = "PacketTooShort"
                     return
-                p.tcp = _TCP.unpack_from(frame, _TCP_OFF)
+                sport, dport, offset_res, tcp_csum = _TCP(frame, _TCP_OFF)
                 p.tcp_valid = True
-                if p.tcp[4] >> 4 < 5:
+                p.tcp_src_port = sport
+                p.tcp_dst_port = dport
+                p.tcp_data_offset = offset_res >> 4
+                p.tcp_csum = tcp_csum
+                if offset_res >> 4 < 5:
                     p.parser_error = "TcpBadDataOffset"
-            elif ip[0] & 0xF == 5 and ip[4] & 0x1FFF == 0 and ip[6] == IP_PROTO_ICMP:
+            elif proto == IP_PROTO_ICMP:
                 if n < _TCP_OFF + ICMP_LEN:
                     p.parser_error = "PacketTooShort"
                     return
-                p.icmp = _ICMP.unpack_from(frame, _TCP_OFF)
+                typ, code, icmp_csum = _ICMP.unpack_from(frame, _TCP_OFF)
+                p.icmp_valid = True
+                p.icmp_type = typ
+                p.icmp_code = code
+                p.icmp_csum = icmp_csum
 
     # --- NicVerifyChecksum -----------------------------------------------------------------------
 
     def verify_checksum(self, p: Packet) -> None:
         """verify_checksum / verify_checksum_with_payload with csum16: flag a mismatch."""
-        if p.ipv4 is None or p.parser_error is not None:
+        if not p.ipv4_valid or p.parser_error:
             return  # a parser error drops the frame before the flag is read
-        mv = memoryview(p.frame)
-        ip = p.ipv4
-        if self._ipv4_checksum(mv, ip) != ip[7]:
+        if _ipv4_checksum(p) != p.ip_csum:
             p.checksum_error = True
-        elif p.tcp_valid and self._tcp_checksum(mv, p) != p.tcp[7]:
+        elif p.tcp_valid and _tcp_checksum(p) != p.tcp_csum:
             p.checksum_error = True
-        elif p.icmp is not None and self._icmp_checksum(mv, p.icmp) != p.icmp[2]:
+        elif p.icmp_valid and _icmp_checksum(p) != p.icmp_csum:
             p.checksum_error = True
-
-    # Both checksums leave their own field out. One pass sums the whole header (or segment) and
-    # takes the field back off: one's-complement addition is addition mod 0xFFFF (RFC 1071), and
-    # what remains is never all zero (IPv4 version 4; the pseudo-header's protocol 6), so a zero
-    # residue is written 0xFFFF, exactly as ones_sum over the fields without it would give.
-
-    @staticmethod
-    def _ipv4_checksum(mv: memoryview, ip: tuple) -> int:
-        """csum16 over the IPv4 header fields, the checksum field (ip[7]) left out."""
-        return ~((ones_sum(mv[_IP_OFF:_TCP_OFF]) - ip[7]) % 0xFFFF or 0xFFFF) & 0xFFFF
-
-    @staticmethod
-    def _tcp_checksum(mv: memoryview, p: Packet) -> int:
-        """csum16 over {src, dst, 8w0, protocol, l4_len, TCP fields but checksum} and the payload
-        (options, data and any Ethernet padding: BMv2 sums everything after the parsed headers)."""
-        ip = p.ipv4
-        src, dst = ip[8], ip[9]
-        pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + ip[6] + p.l4_len
-        return ~((ones_sum(mv[_TCP_OFF:], pseudo) - p.tcp[7]) % 0xFFFF or 0xFFFF) & 0xFFFF
-
-    @staticmethod
-    def _icmp_checksum(mv: memoryview, icmp: tuple) -> int:
-        """csum16 over {type, code, rest} and the payload (data and any Ethernet padding)."""
-        return ~((ones_sum(mv[_TCP_OFF:]) - icmp[2]) % 0xFFFF or 0xFFFF) & 0xFFFF
 
     # --- NicIngress ------------------------------------------------------------------------------
 
@@ -316,7 +381,7 @@ class NicPipeline:
             p.egress_spec = p.packet_out_port
             p.packet_out_port = -1  # setInvalid: the deparser drops the header
             return
-        if p.parser_error is not None:
+        if p.parser_error:
             p.set_drop(DROP_PARSER_ERROR)
         else:
             action, params = self._port_role.lookup((p.in_port,), nbytes)
@@ -328,7 +393,7 @@ class NicPipeline:
             else:
                 p.set_drop(DROP_UNKNOWN_PORT)
 
-        if not p.drop and p.port_role != ROLE_UNKNOWN and p.ipv4 is not None:
+        if not p.drop and p.port_role != ROLE_UNKNOWN and p.ipv4_valid:
             self._ipv4_admission(p)
 
         if not p.drop:
@@ -342,18 +407,17 @@ class NicPipeline:
             p.egress_spec = DROP_PORT
 
     def _ipv4_admission(self, p: Packet) -> None:
-        ip = p.ipv4
-        total_len = ip[2]
+        total_len = p.ip_total_len
         ip_end = total_len + ETH_LEN
         n = p.length
-        if ip[0] & 0xF != 5:
+        if p.ip_ver_ihl & 0xF != 5:
             p.set_drop(DROP_IPV4_OPTIONS)
         elif (total_len < 20 or ip_end > n or (ip_end < n and n > ETH_MIN_FRAME)
-              or (p.tcp_valid and (p.tcp[4] >> 4) << 2 > p.l4_len)):
+              or (p.tcp_valid and p.tcp_data_offset << 2 > p.l4_len)):
             # RFC 791: total length counts header and data; only Ethernet padding of a
             # minimum-size frame may follow the datagram.
             p.set_drop(DROP_BAD_LENGTH)
-        elif ip[4] & 0x2000 or ip[4] & 0x1FFF:  # MF flag or a fragment offset
+        elif p.ip_flags_frag & 0x3FFF:  # MF flag or a fragment offset
             p.set_drop(DROP_UNHANDLED)
 
     def _from_network(self, p: Packet) -> None:
@@ -364,7 +428,7 @@ class NicPipeline:
                 if arp[4] == 1:  # request
                     action, params = self._arp_responder.lookup((arp[8],), nbytes)
                     if action == ARP_REPLY:
-                        self._arp_reply(p, params[0])
+                        self._arp_reply(p, arp, params[0])
                     else:
                         self._to_cpu(p, PACKET_IN_ARP)
                 else:
@@ -372,23 +436,22 @@ class NicPipeline:
             else:
                 p.set_drop(DROP_UNHANDLED)
             return
-        ip = p.ipv4
-        if ip is None:
+        if not p.ipv4_valid:
             p.set_drop(DROP_UNHANDLED)
             return
         self.verify_checksum(p)
         if p.checksum_error:
             # One v1model error bit: the header (checksum included) sums to zero iff valid.
-            residue = ~ones_sum(memoryview(p.frame)[_IP_OFF:_TCP_OFF]) & 0xFFFF
+            residue = ~ones_fold(p.ip_sum) & 0xFFFF
             p.set_drop(DROP_BAD_IPV4_CSUM if residue != 0 else
                        DROP_BAD_TCP_CSUM if p.tcp_valid else DROP_BAD_ICMP_CSUM)
             return
-        action, _ = self._local_ipv4.lookup((ip[9],), nbytes)
+        action, _ = self._local_ipv4.lookup((p.ip_dst,), nbytes)
         if action != SET_LOCAL:
             p.set_drop(DROP_NOT_LOCAL)
             return
-        if p.icmp is not None:
-            if p.icmp[0] == ICMP_ECHO_REQUEST and p.icmp[1] == 0:
+        if p.icmp_valid:
+            if p.icmp_type == ICMP_ECHO_REQUEST and p.icmp_code == 0:
                 self._icmp_echo_reply(p)
             else:
                 self._to_cpu(p, PACKET_IN_ICMP)
@@ -396,12 +459,12 @@ class NicPipeline:
         if not p.tcp_valid:
             p.set_drop(DROP_UNHANDLED)
             return
-        tcp = p.tcp
-        action, params = self._flow_steer.lookup((ip[8], ip[9], tcp[0], tcp[1]), nbytes)
+        src, dst, sport, dport = p.ip_src, p.ip_dst, p.tcp_src_port, p.tcp_dst_port
+        action, params = self._flow_steer.lookup((src, dst, sport, dport), nbytes)
         if action == USE_RSS:
             # Symmetric RSS: hash(rss_bucket, crc32, 0, {lo_ip, hi_ip, lo_port, hi_port}, RETA_SIZE)
-            p.rss_bucket = rss_bucket(ip[8], tcp[0], ip[9], tcp[1])
-            action, params = self._reta.lookup((p.rss_bucket,), nbytes)
+            bucket = p.rss_bucket = rss_bucket(src, sport, dst, dport)
+            action, params = self._reta.lookup((bucket,), nbytes)
             if action == STEER_TO_CORE:
                 p.egress_spec = params[0]
             else:
@@ -411,54 +474,52 @@ class NicPipeline:
 
     def _from_core(self, p: Packet) -> None:
         nbytes = p.length
-        if p.ipv4 is None:
+        if not p.ipv4_valid:
             p.set_drop(DROP_UNHANDLED)
             return
-        action, params = self._ipv4_lpm.lookup((p.ipv4[9],), nbytes)
+        action, params = self._ipv4_lpm.lookup((p.ip_dst,), nbytes)
         if action != SET_NEXT_HOP:
             p.set_drop(DROP_NO_ROUTE)
             return
         next_hop, p.egress_spec = params
-        p.next_hop = next_hop or p.ipv4[9]  # 0: on-link, the destination is the next hop
+        p.next_hop = next_hop or p.ip_dst  # 0: on-link, the destination is the next hop
         action, params = self._neighbor.lookup((p.next_hop,), nbytes)
         if action == SET_DST_MAC:
             p.eth_dst = _mac(params[0])
-            p.eth_dirty = True
             action, params = self._port_mac.lookup((p.egress_spec,), nbytes)
             if action == SET_SRC_MAC:
                 p.eth_src = _mac(params[0])
         else:
             self._to_cpu(p, PACKET_IN_NEIGHBOR_MISS)
 
-    def _arp_reply(self, p: Packet, mac: int) -> None:
+    def _arp_reply(self, p: Packet, arp: list, mac: int) -> None:
         """RFC 826 "Packet Reception": answer with our hardware address, out of the same port."""
-        arp = p.arp
         own = _mac(mac)
-        p.eth_dst, p.eth_src = p.eth_src, own
+        p.eth_dst, p.eth_src = p.frame[6:12], own
         arp[4] = 2
         arp[7] = arp[5]  # tha = sha
         arp[5] = own
         arp[6], arp[8] = arp[8], arp[6]  # spa <-> tpa
-        p.eth_dirty = p.arp_dirty = True
+        p.arp_dirty = True
         p.egress_spec = p.in_port
 
     def _icmp_echo_reply(self, p: Packet) -> None:
         """RFC 792 echo reply: addresses reversed, type 0, out of the same port; the checksum
         updated for the type word 0x0800 -> 0 (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'))."""
-        p.eth_dst, p.eth_src = p.eth_src, p.eth_dst
-        ip = p.ipv4
-        p.ipv4 = (*ip[:8], ip[9], ip[8])
-        typ, code, csum, rest = p.icmp
-        total = (~csum & 0xFFFF) + 0xF7FF
+        frame = p.frame
+        p.eth_dst, p.eth_src = frame[6:12], frame[0:6]
+        p.ip_src, p.ip_dst = p.ip_dst, p.ip_src
+        total = (~p.icmp_csum & 0xFFFF) + 0xF7FF
         total = (total & 0xFFFF) + (total >> 16)
-        p.icmp = (ICMP_ECHO_REPLY_TYPE, code, ~total & 0xFFFF, rest)
-        p.eth_dirty = p.ipv4_dirty = True
+        p.icmp_type = ICMP_ECHO_REPLY_TYPE
+        p.icmp_csum = ~total & 0xFFFF
+        p.ipv4_dirty = True
         p.egress_spec = p.in_port
         self._icmp_echo.count(p.in_port, p.length)
 
     def _to_cpu(self, p: Packet, reason: int) -> None:
         p.egress_spec = self.cpu_port
-        p.packet_in = (p.in_port, reason)
+        p.packet_in_reason = reason
 
     # --- NicEgress -------------------------------------------------------------------------------
 
@@ -469,12 +530,11 @@ class NicPipeline:
 
     def compute_checksum(self, p: Packet) -> None:
         """update_checksum(_with_payload) for frames from core ports: the stack left them zero."""
-        if p.port_role != ROLE_CORE or p.ipv4 is None:
+        if p.port_role != ROLE_CORE or not p.ipv4_valid:
             return
-        mv = memoryview(p.frame)
-        p.ipv4_csum = self._ipv4_checksum(mv, p.ipv4)
+        p.new_ipv4_csum = _ipv4_checksum(p)
         if p.tcp_valid:
-            p.tcp_csum = self._tcp_checksum(mv, p)
+            p.new_tcp_csum = _tcp_checksum(p)
 
     # --- NicDeparser -----------------------------------------------------------------------------
 
@@ -483,23 +543,24 @@ class NicPipeline:
         frame = p.frame
         if p.in_port == self.cpu_port:
             return frame[2:]  # packet_out was set invalid; the rest is payload
-        if not (p.eth_dirty or p.arp_dirty or p.ipv4_dirty or p.ipv4_csum is not None
-                or p.packet_in):
+        if not (p.eth_dst or p.eth_src or p.arp_dirty or p.ipv4_dirty or p.new_ipv4_csum >= 0
+                or p.packet_in_reason):
             return frame
         buf = bytearray(frame)
-        if p.eth_dirty:
-            _ETH.pack_into(buf, 0, p.eth_dst, p.eth_src, p.eth_type)
-        if p.arp_dirty:
-            _ARP.pack_into(buf, ETH_LEN, *p.arp)
+        if p.eth_dst:
+            buf[0:6] = p.eth_dst
+        if p.eth_src:
+            buf[6:12] = p.eth_src
+        arp = p.arp
+        if p.arp_dirty and arp is not None:
+            _ARP.pack_into(buf, ETH_LEN, *arp)
         if p.ipv4_dirty:
-            _IPV4.pack_into(buf, _IP_OFF, *p.ipv4)
-            _ICMP.pack_into(buf, _TCP_OFF, *p.icmp)
-        if p.ipv4_csum is not None:
-            _U16.pack_into(buf, _IP_OFF + 10, p.ipv4_csum)
-        if p.tcp_csum is not None:
-            _U16.pack_into(buf, _TCP_OFF + 16, p.tcp_csum)
-        if p.packet_in:
-            port, reason = p.packet_in
-            return _PACKET_IN.pack((port & 0x1FF) << 7, reason) + buf
+            _ADDRS.pack_into(buf, _IP_OFF + 12, p.ip_src, p.ip_dst)
+            _ICMP.pack_into(buf, _TCP_OFF, p.icmp_type, p.icmp_code, p.icmp_csum)
+        if p.new_ipv4_csum >= 0:
+            _U16.pack_into(buf, _IP_OFF + 10, p.new_ipv4_csum)
+        if p.new_tcp_csum >= 0:
+            _U16.pack_into(buf, _TCP_OFF + 16, p.new_tcp_csum)
+        if p.packet_in_reason:
+            return _PACKET_IN.pack((p.in_port & 0x1FF) << 7, p.packet_in_reason) + buf
         return bytes(buf)
-

@@ -11,7 +11,7 @@ canonical error code the server must return.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Final, Iterable, Sequence
 
 from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2
@@ -25,6 +25,10 @@ from p4mtcp.p4info import (Action, BytestringError, Counter, MatchField, P4Schem
 # Don't-care lpm/ternary/range fields are (0, 0), (0, 0) and (0, 2**bitwidth - 1).
 Key = tuple
 Params = tuple[int, ...]
+# How a table searches (TableState._kind).
+_EXACT: Final = 0
+_LPM: Final = 1
+_SCAN: Final = 2
 
 
 class P4Error(Exception):
@@ -224,21 +228,19 @@ class TableState:
         kinds = [f.match_type for f in table.match_fields]
         self._initial = self._initial_default()
         self._default = self._initial
+        # Every index exists whatever the kind (one attribute layout); lookup reads its kind's.
+        self._exact: dict[Key, Entry] = {}
+        self._lpm_pos = kinds.index("lpm") if "lpm" in kinds else 0
+        self._lpm_width = self._widths[self._lpm_pos] if kinds else 0
+        self._lpm_index: dict[int, dict[Key, Entry]] = {}
+        self._lpm_levels: list[tuple[int, dict[Key, Entry]]] = []
+        self._scan: list[tuple[int, int, tuple[tuple[int, int, int], ...], Entry]] = []
         if all(k == "exact" for k in kinds):
-            self._kind = "exact"
-            self._exact: dict[Key, Entry] = {}
-            self.lookup = self._lookup_exact
+            self._kind = _EXACT
         elif kinds.count("lpm") == 1 and all(k in ("exact", "lpm") for k in kinds):
-            self._kind = "lpm"
-            self._lpm_pos = kinds.index("lpm")
-            self._lpm_width = self._widths[self._lpm_pos]
-            self._lpm_index: dict[int, dict[Key, Entry]] = {}
-            self._lpm_levels: list[tuple[int, dict[Key, Entry]]] = []
-            self.lookup = self._lookup_lpm
+            self._kind = _LPM
         else:
-            self._kind = "scan"
-            self._scan: list[tuple[int, int, tuple, Entry]] = []
-            self.lookup = self._lookup_scan
+            self._kind = _SCAN
 
     def _initial_default(self) -> Entry:
         """The program's default action: stated in the P4Info, else the const one, else NoAction."""
@@ -267,42 +269,40 @@ class TableState:
     def lookup(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
         """Matching entry's (action full name, params in P4Info order) or the default action's.
         Counts a hit in the table's direct counter if it has one; a miss is not counted, as on
-        BMv2, which updates direct counters only `if (hit)`. (Bound per table kind.)"""
-        raise NotImplementedError  # replaced in __init__
-
-    @staticmethod
-    def _hit(e: Entry, nbytes: int) -> tuple[str, Params]:
+        BMv2, which updates direct counters only `if (hit)`. An all-exact table, the common
+        case, is one dict lookup with no further call."""
+        kind = self._kind
+        if kind == _EXACT:
+            e = self._exact.get(key)
+        elif kind == _LPM:
+            e = self._match_lpm(key)
+        else:
+            e = self._match_scan(key)
+        if e is None:
+            return self._default.result
         c = e.counts
         if c is not None:
             c[0] += 1
             c[1] += nbytes
         return e.result
 
-    def _lookup_exact(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
-        e = self._exact.get(key)
-        return self._default.result if e is None else self._hit(e, nbytes)
-
-    def _lookup_lpm(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
+    def _match_lpm(self, key: tuple[int, ...]) -> Entry | None:
         i = self._lpm_pos
         head, value, tail = key[:i], key[i], key[i + 1:]
         for mask, index in self._lpm_levels:  # longest prefix first
             e = index.get(head + (value & mask,) + tail)
             if e is not None:
-                break
-        else:
-            return self._default.result
-        return self._hit(e, nbytes)
+                return e
+        return None
 
-    def _lookup_scan(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
+    def _match_scan(self, key: tuple[int, ...]) -> Entry | None:
         packed = 0
         for v, w in zip(key, self._widths):
             packed = (packed << w) | v
         for value, mask, ranges, e in self._scan:  # highest priority first
             if packed & mask == value and all(lo <= key[j] <= hi for j, lo, hi in ranges):
-                break
-        else:
-            return self._default.result
-        return self._hit(e, nbytes)
+                return e
+        return None
 
     # -- control plane (callers hold the device's write lock) ------------------------------
 
@@ -373,26 +373,30 @@ class TableState:
         self._default = Entry(None, 0, action, params, c)
 
     def _store(self, e: Entry) -> None:
-        self._entries[(e.key, e.priority)] = e
-        if self._kind == "exact":
-            self._exact[e.key] = e
-        elif self._kind == "lpm":
-            plen = e.key[self._lpm_pos][1]
+        key = e.key
+        assert key is not None  # only the default entry has none, and it is never stored
+        self._entries[(key, e.priority)] = e
+        if self._kind == _EXACT:
+            self._exact[key] = e
+        elif self._kind == _LPM:
+            plen = key[self._lpm_pos][1]
             level = self._lpm_index.get(plen)
             if level is None:
                 level = self._lpm_index[plen] = {}
                 self._relevel()
-            level[self._lpm_key(e.key)] = e
+            level[self._lpm_key(key)] = e
         else:
             self._rescan()
 
     def _unindex(self, e: Entry) -> None:
-        if self._kind == "exact":
-            del self._exact[e.key]
-        elif self._kind == "lpm":
-            plen = e.key[self._lpm_pos][1]
+        key = e.key
+        assert key is not None
+        if self._kind == _EXACT:
+            del self._exact[key]
+        elif self._kind == _LPM:
+            plen = key[self._lpm_pos][1]
             level = self._lpm_index[plen]
-            del level[self._lpm_key(e.key)]
+            del level[self._lpm_key(key)]
             if not level:
                 del self._lpm_index[plen]
                 self._relevel()
@@ -409,11 +413,11 @@ class TableState:
                             for plen in sorted(self._lpm_index, reverse=True)]
 
     def _rescan(self) -> None:
-        compiled = []
+        compiled: list[tuple[int, int, tuple[tuple[int, int, int], ...], Entry]] = []
         for e in sorted(self._entries.values(), key=lambda e: -e.priority):  # stable: FIFO ties
             value = mask = 0
-            ranges = []
-            for j, (f, item) in enumerate(zip(self.table.match_fields, e.key)):
+            ranges: list[tuple[int, int, int]] = []
+            for j, (f, item) in enumerate(zip(self.table.match_fields, e.key or ())):
                 w, kind = f.bitwidth, f.match_type
                 if kind == "exact":
                     v, m = item, _full(w)

@@ -2,14 +2,16 @@
 
 The pure-Python modules are the reference: they are what the tests run and what every machine
 runs, with or without a C compiler. `p4mtcp accel build` (p4mtcp/accelbuild.py) compiles the
-modules named in COMPILED, all in one build, into a folder with a manifest of the SHA-256 of
-every source it was compiled from. With ``P4MTCP_ACCEL=1`` in the environment, ``p4mtcp``'s
-``__init__`` calls :func:`install` before any other p4mtcp module is imported: if every listed
-source still hashes as in the manifest and none was added or removed, a finder placed first on
-``sys.meta_path`` hands out the compiled modules; otherwise it warns, naming the first file that
-differs, and everything stays pure Python. The check is all or nothing because compiled modules
-call each other directly: one compiled module beside an edited source of another would run the
-other's old code. So a compiled module never stands in for an edited source.
+modules named in COMPILED, in one build of a few groups, into a folder with a manifest of the
+SHA-256 of every source it was compiled from. With ``P4MTCP_ACCEL=1`` in the environment,
+``p4mtcp``'s ``__init__`` calls :func:`install` before any other p4mtcp module is imported: a
+finder placed first on ``sys.meta_path`` hands out the compiled modules of every group whose
+sources all still hash as in the manifest (none added or removed) and whose groups it calls
+into are loaded too; for any other group it warns, naming the first file that differs, and
+that group stays pure Python. Compiled modules call each other directly, also across groups:
+a compiled module beside an edited source of one it calls would run that one's old code, so
+the check covers a group and every group it imports. A compiled module never stands in for an
+edited source.
 
 The folder is ``$P4MTCP_ACCEL_DIR``, default ``~/.cache/p4mtcp/accel/<interpreter tag>``.
 """
@@ -29,15 +31,20 @@ from types import ModuleType
 ENV_ENABLE = "P4MTCP_ACCEL"
 ENV_DIR = "P4MTCP_ACCEL_DIR"
 MANIFEST = "manifest.json"
-FORMAT = 2
+FORMAT = 3
 
-# What the build compiles, one module per line; a package stands for every module below it
-# (sub-packages' __init__ included) but its own __init__.py. To compile another module, add its
-# line here and run `p4mtcp accel build`.
+# What the build compiles, one module per line: (module, group). A package stands for every
+# module below it (sub-packages' __init__ included) but its own __init__.py. The modules of a
+# group are checked together, so an edit in one group leaves the others compiled: keep modules
+# that are edited together (or by different people) in groups of their own. To compile another
+# module, add its line here and run `p4mtcp accel build`.
 COMPILED = (
-    "p4mtcp.control.tcp",             # the sans-IO TCP engine
-    "p4mtcp.hashing",                 # checksums and the RSS hash: engine and pipeline
-    "p4mtcp.link.frames",             # the NIC's AF_PACKET edge: frame fix-ups
+    ("p4mtcp.control.tcp", "engine"),          # the sans-IO TCP engine
+    ("p4mtcp.hashing", "hashing"),             # checksums and the RSS hash: engine and NIC
+    ("p4mtcp.dataplane.tables", "nic"),        # the NIC: table lookups and counters
+    ("p4mtcp.dataplane.pipeline", "nic"),      # the NIC: the P4 program
+    ("p4mtcp.link.frames", "nic"),             # the NIC's AF_PACKET edge: frame fix-ups
+    ("p4mtcp.link.afpacket", "nic"),           # the NIC's AF_PACKET edge: PACKET_MMAP rings
 )
 # Modules under a listed package that stay Python: the tracer runs only when an application
 # attaches one.
@@ -79,27 +86,39 @@ def find_source_spec(name: str) -> importlib.machinery.ModuleSpec:
     raise BuildError(f"module {name} (listed in p4mtcp.accel.COMPILED) not found")
 
 
+def groups() -> dict[str, str]:
+    """Module name -> its group, for every module the build compiles (COMPILED, expanded)."""
+    return {module: group for name, group in COMPILED for module in _expand(name)}
+
+
 def sources() -> dict[str, Path]:
     """Module name -> source file of every module the build compiles (COMPILED, expanded)."""
     out: dict[str, Path] = {}
-    for name in COMPILED:
-        spec = find_source_spec(name)
-        if spec.origin is None or not spec.origin.endswith(".py"):
-            raise BuildError(f"{name}: no Python source ({spec.origin})")
-        if spec.submodule_search_locations is None:
-            out[name] = Path(spec.origin)
+    for name, _ in COMPILED:
+        out.update(_expand(name))
+    return out
+
+
+def _expand(name: str) -> dict[str, Path]:
+    """Module name -> source of ``name``, or of every module below it if it is a package
+    (EXCLUDED left out)."""
+    spec = find_source_spec(name)
+    if spec.origin is None or not spec.origin.endswith(".py"):
+        raise BuildError(f"{name}: no Python source ({spec.origin})")
+    if spec.submodule_search_locations is None:
+        return {name: Path(spec.origin)}
+    out: dict[str, Path] = {}
+    root = Path(spec.origin).parent
+    for file in sorted(root.rglob("*.py")):
+        rel = file.relative_to(root)
+        if "__pycache__" in rel.parts or rel == Path("__init__.py"):
             continue
-        root = Path(spec.origin).parent
-        for file in sorted(root.rglob("*.py")):
-            rel = file.relative_to(root)
-            if "__pycache__" in rel.parts or rel == Path("__init__.py"):
-                continue
-            parts = rel.with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join((name, *parts))] = file
-    for name in EXCLUDED:
-        out.pop(name, None)
+        parts = rel.with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        module = ".".join((name, *parts))
+        if module not in EXCLUDED:
+            out[module] = file
     return out
 
 
@@ -109,9 +128,7 @@ def source_hashes(files: dict[str, Path] | None = None) -> dict[str, str]:
     return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
 
 
-def check(folder: Path) -> tuple[dict | None, str]:
-    """(manifest, "") when ``folder`` holds a build of exactly the current sources for this
-    interpreter; else (None, why not), naming the first file that differs."""
+def _read_manifest(folder: Path) -> tuple[dict | None, str]:
     import sysconfig
 
     try:
@@ -124,32 +141,83 @@ def check(folder: Path) -> tuple[dict | None, str]:
         return None, f"{folder} holds a build of an older format (p4mtcp accel build)"
     if manifest.get("ext_suffix") != sysconfig.get_config_var("EXT_SUFFIX"):
         return None, f"{folder} was built for another interpreter ({manifest.get('ext_suffix')})"
+    return manifest, ""
+
+
+def usable_groups(folder: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """({group: its manifest entry} for the groups that may load, {group: why not} for the
+    others). A group may load when it is built from exactly the current sources of the modules
+    COMPILED assigns to it, all its files are there, and every group it imports may load."""
+    manifest, why = _read_manifest(folder)
     try:
         files = sources()
         now = source_hashes(files)
+        wanted = groups()
     except (BuildError, OSError) as exc:
-        return None, str(exc)
-    built = {name: m.get("sha256") for name, m in manifest.get("modules", {}).items()}
-    for name in sorted(set(built) | set(now)):
-        if built.get(name) != now.get(name):
-            if name not in now:
-                return None, f"module {name} was removed after the build in {folder}"
-            what = "added" if name not in built else "edited"
-            return None, f"{files[name]} was {what} after the build in {folder}"
-    for entry in [*manifest["modules"].values(), manifest["shared"]]:
-        if not (folder / entry["file"]).is_file():
-            return None, f"{folder / entry['file']} is missing: the build is incomplete"
-    return manifest, ""
+        manifest, why = None, str(exc)
+    if manifest is None:
+        return {}, {"all": why}
+    built: dict[str, dict] = manifest.get("groups", {})
+    refused: dict[str, str] = {}
+    for group in sorted(set(built) | set(wanted.values())):
+        entry = built.get(group)
+        mine = {m for m, g in wanted.items() if g == group}
+        if entry is None:
+            first = files[min(mine)]
+            refused[group] = f"{first} was added after the build in {folder}"
+            continue
+        had = entry.get("modules", {})
+        for name in sorted(mine | set(had)):
+            if name not in mine:
+                refused[group] = (f"module {name} was removed after the build in {folder}"
+                                  if name not in now else
+                                  f"{files[name]} moved to another group after the build")
+            elif name not in had or had[name].get("sha256") != now[name]:
+                what = "added" if name not in had else "edited"
+                refused[group] = f"{files[name]} was {what} after the build in {folder}"
+            else:
+                continue
+            break
+        else:
+            missing = [e["file"] for e in [*had.values(), entry["shared"]]
+                       if not (folder / e["file"]).is_file()]
+            if missing:
+                refused[group] = f"{folder / missing[0]} is missing: the build is incomplete"
+    changed = True
+    while changed:  # a group that calls into a refused group is refused too
+        changed = False
+        for group, entry in built.items():
+            needs = [g for g in entry.get("needs", ()) if g in refused]
+            if group not in refused and needs:
+                refused[group] = f"it calls into group {needs[0]}, which stays Python"
+                changed = True
+    return {g: e for g, e in built.items() if g not in refused}, refused
+
+
+def check(folder: Path) -> tuple[dict | None, str]:
+    """(manifest, "") when ``folder`` holds a build of exactly the current sources for this
+    interpreter, every group usable; else (None, why not), naming the first file that
+    differs."""
+    usable, refused = usable_groups(folder)
+    if refused:
+        group, why = min(refused.items())
+        return None, why if group == "all" else f"group {group}: {why}"
+    return _read_manifest(folder)[0], ""
 
 
 class CompiledFinder:
     """First on ``sys.meta_path``: the build's extension module for each compiled name."""
 
-    def __init__(self, folder: Path, manifest: dict):
-        self._files = {name: folder / m["file"] for name, m in manifest["modules"].items()}
-        self._packages = {name for name, m in manifest["modules"].items() if m.get("package")}
-        shared = manifest["shared"]
-        self._files[shared["name"]] = folder / shared["file"]  # mypyc's runtime, by its name
+    def __init__(self, folder: Path, groups: dict[str, dict]):
+        self._files: dict[str, Path] = {}
+        self._packages: set[str] = set()
+        for entry in groups.values():
+            for name, m in entry["modules"].items():
+                self._files[name] = folder / m["file"]
+                if m.get("package"):
+                    self._packages.add(name)
+            shared = entry["shared"]                      # mypyc's runtime, by its name
+            self._files[shared["name"]] = folder / shared["file"]
 
     def names(self) -> frozenset[str]:
         return frozenset(self._files)
@@ -168,31 +236,33 @@ class CompiledFinder:
 
 
 def install() -> bool:
-    """Called by ``p4mtcp/__init__`` before anything else is imported: with ``P4MTCP_ACCEL=1``
-    and a build that matches the sources, put its finder first; else warn and stay Python."""
+    """Called by ``p4mtcp/__init__`` before anything else is imported: with ``P4MTCP_ACCEL=1``,
+    put a finder for the usable groups first and warn about the others (they stay Python).
+    True when some group was loaded."""
     global _active
     if os.environ.get(ENV_ENABLE, "") not in ("1", "yes", "true"):
         return False
     if _active:
         return True
-    folder = build_dir()
-    manifest, why = check(folder)
-    if manifest is None:
-        warnings.warn(f"{ENV_ENABLE}=1 ignored, running pure Python: {why}", RuntimeWarning,
-                      stacklevel=3)
+    usable, refused = usable_groups(build_dir())
+    early = sorted(n for e in usable.values() for n in e["modules"] if n in sys.modules)
+    if early:
+        refused = {g: f"{early[0]} was imported before the compiled build could be installed"
+                   for g in usable}
+        usable = {}
+    if refused:
+        said = "; ".join(f"{'everything runs' if g == 'all' else f'group {g} runs'} pure "
+                         f"Python: {why}" for g, why in sorted(refused.items()))
+        warnings.warn(f"{ENV_ENABLE}=1: {said}", RuntimeWarning, stacklevel=3)
+    if not usable:
         return False
-    loaded = sorted(n for n in manifest["modules"] if n in sys.modules)
-    if loaded:
-        warnings.warn(f"{ENV_ENABLE}=1 ignored, running pure Python: {loaded[0]} was imported "
-                      "before the compiled build could be installed", RuntimeWarning, stacklevel=3)
-        return False
-    sys.meta_path.insert(0, CompiledFinder(folder, manifest))
+    sys.meta_path.insert(0, CompiledFinder(build_dir(), usable))
     _active = True
     return True
 
 
 def active() -> bool:
-    """True when this process runs the compiled build."""
+    """True when this process runs (part of) the compiled build."""
     return _active
 
 

@@ -1,10 +1,10 @@
 """`p4mtcp accel build|status`: compile the modules of ``p4mtcp.accel.COMPILED`` with mypyc.
 
 The build copies the sources to compile, and the p4mtcp modules they import (for their types),
-into a scratch tree laid out by module name, compiles the listed ones in one mypyc run (one
-shared runtime library, so compiled modules call each other directly), and installs the
-extension modules with a manifest of the source hashes into the folder that
-``p4mtcp.accel.install`` checks before loading anything from it. It needs mypy (``pip install
+into a scratch tree laid out by module name, compiles the listed ones in one mypyc run, one
+shared library per group (compiled modules call each other directly, also across groups), and
+installs the extension modules with a manifest of the source hashes and of the groups each group
+calls into, in the folder that ``p4mtcp.accel.install`` checks before loading anything from it. It needs mypy (``pip install
 -e '.[accel]'``) and a C compiler; without them it says so and nothing changes: p4mtcp runs as
 pure Python.
 """
@@ -22,12 +22,20 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from .accel import (COMPILED, ENV_ENABLE, FORMAT, MANIFEST, BuildError, build_dir, check,
-                    find_source_spec, source_hashes, sources)
+from .accel import (ENV_ENABLE, FORMAT, MANIFEST, BuildError, build_dir, find_source_spec,
+                    groups, source_hashes, sources, usable_groups)
 
 # Given to mypy: modules imported only for their types are followed but not judged, and
 # libraries without type information (grpc, protobuf) are Any.
 MYPY_FLAGS = ("--follow-imports=silent", "--ignore-missing-imports")
+
+
+_SETUP = """\
+from setuptools import setup
+from mypyc.build import mypycify
+
+setup(name="p4mtcp_accel", ext_modules=mypycify({args!r}, separate={separate!r}, opt_level="3"))
+"""
 
 
 def build(dest: Path) -> Path:
@@ -37,36 +45,65 @@ def build(dest: Path) -> Path:
     if importlib.util.find_spec("mypyc") is None:
         raise BuildError("mypyc is not installed (pip install -e '.[accel]')")
     compiled = sources()
+    group_of = groups()
     with tempfile.TemporaryDirectory(prefix="p4mtcp-accel-") as tmp:
         work = Path(tmp)
         copied = _copy_tree(compiled, work)
         hashes = source_hashes({name: copied[name] for name in compiled})  # what is compiled
-        files = [str(copied[name].relative_to(work)) for name in sorted(compiled)]
-        proc = subprocess.run([sys.executable, "-m", "mypyc", *MYPY_FLAGS, *files], cwd=work,
+        rel = {name: str(copied[name].relative_to(work)) for name in compiled}
+        names = sorted(set(group_of.values()))
+        separate = [([rel[m] for m in sorted(compiled) if group_of[m] == g], _lib(g))
+                    for g in names]
+        (work / "setup.py").write_text(_SETUP.format(
+            args=[*MYPY_FLAGS, *sorted(rel.values())], separate=separate))
+        proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=work,
                               capture_output=True, text=True)
         if proc.returncode:
             raise BuildError(f"mypyc failed:\n{proc.stdout[-6000:]}{proc.stderr[-4000:]}")
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
-        shared = list(work.glob(f"*__mypyc{suffix}"))
-        if len(shared) != 1:
-            raise BuildError(f"mypyc left {len(shared)} runtime libraries in {work}")
         if dest.exists():
             shutil.rmtree(dest)
-        modules = {}
+        dest.mkdir(parents=True)
+        built: dict[str, dict] = {}
+        for g in names:
+            shared = work / f"{_lib(g)}__mypyc{suffix}"
+            if not shared.is_file():
+                raise BuildError(f"mypyc left no runtime library {shared.name} for group {g}")
+            shutil.copy2(shared, dest / shared.name)
+            built[g] = {"shared": {"name": f"{_lib(g)}__mypyc", "file": shared.name},
+                        "needs": _needs(g, group_of, copied), "modules": {}}
         for name in sorted(compiled):
             source = copied[name]
-            ext = source.with_name(source.stem + suffix)
-            rel = ext.relative_to(work)
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ext, dest / rel)
-            modules[name] = {"sha256": hashes[name], "file": rel.as_posix(),
-                             "package": source.name == "__init__.py"}
-        shutil.copy2(shared[0], dest / shared[0].name)
-    manifest = {"format": FORMAT, "ext_suffix": suffix,
-                "shared": {"name": shared[0].name[:-len(suffix)], "file": shared[0].name},
-                "modules": modules}
+            ext = source.with_name(source.stem + suffix).relative_to(work)
+            (dest / ext).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / ext, dest / ext)
+            built[group_of[name]]["modules"][name] = {
+                "sha256": hashes[name], "file": ext.as_posix(),
+                "package": source.name == "__init__.py"}
+    manifest = {"format": FORMAT, "ext_suffix": suffix, "groups": built}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return dest
+
+
+def _lib(group: str) -> str:
+    """A group's name for mypyc: its runtime library is this + "__mypyc", a top-level module."""
+    return f"p4mtcp_accel_{group}"
+
+
+def _needs(group: str, group_of: dict[str, str], copied: dict[str, Path]) -> list[str]:
+    """The other groups whose modules the group's modules import (or could reach through a
+    package that holds them): its compiled code may call theirs directly."""
+    needs: set[str] = set()
+    for name, g in group_of.items():
+        if g != group:
+            continue
+        source = copied[name]
+        for imported in _p4mtcp_imports(source.read_text(), name, source.name == "__init__.py"):
+            if imported == "p4mtcp":
+                continue
+            needs.update(og for other, og in group_of.items() if og != group and
+                         (other == imported or other.startswith(imported + ".")))
+    return sorted(needs)
 
 
 def _copy_tree(compiled: dict[str, Path], work: Path) -> dict[str, Path]:
@@ -118,11 +155,13 @@ def _p4mtcp_imports(source: str, name: str, is_pkg: bool) -> set[str]:
 
 
 def status(folder: Path) -> tuple[bool, str]:
-    manifest, why = check(folder)
-    if manifest is None:
-        return False, f"not usable: {why}"
-    return True, (f"usable: {folder}, {len(manifest['modules'])} modules "
-                  f"({', '.join(COMPILED)}); load it with {ENV_ENABLE}=1")
+    usable, refused = usable_groups(folder)
+    lines = [f"group {g}: compiled, {len(e['modules'])} modules" for g, e in sorted(usable.items())]
+    lines += [f"group {g}: pure Python: {why}" if g != "all" else f"not usable: {why}"
+              for g, why in sorted(refused.items())]
+    if usable:
+        lines.append(f"{folder}: load it with {ENV_ENABLE}=1")
+    return not refused, "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,13 @@ zlib's CRC-32; ``crc16`` is CRC-16/ARC; ``csum16`` is the RFC 1071 Internet chec
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterable
+from typing import Final
+
+
+_FROM_BYTES: Final = int.from_bytes  # bound once: compiled code then calls it without a lookup
 
 
 def pack_fields(fields: Iterable[tuple[int, int]]) -> bytes:
@@ -32,12 +37,18 @@ def ones_sum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     end-around carry (RFC 1071 section 2(C)) is exactly reduction mod 0xFFFF, where a non-zero sum
     is written 0xFFFF rather than 0. An odd trailing byte is padded with a zero byte.
     """
-    value = int.from_bytes(data, "big")
+    value = _FROM_BYTES(data, "big")
     if len(data) & 1:
         value <<= 8
-    value += start
-    folded = value % 0xFFFF
-    return folded if folded or not value else 0xFFFF
+    return ones_fold(value + start)
+
+
+def ones_fold(total: int) -> int:
+    """A plain sum of 16-bit words (or of anything congruent to it mod 0xFFFF, such as 32-bit
+    words) folded to their one's-complement sum, as ``ones_sum`` returns it: end-around carry is
+    reduction mod 0xFFFF, and a non-zero multiple of 0xFFFF is written 0xFFFF."""
+    folded = total % 0xFFFF
+    return folded if folded or not total else 0xFFFF
 
 
 def csum16(data: bytes | bytearray | memoryview) -> int:
@@ -81,8 +92,10 @@ def bmv2_hash(algo: str, base: int, fields: Iterable[tuple[int, int]], max_: int
 
 # --- The NIC's receive-side scaling hash (p4src/ingress.p4, control RssSteering) --------------
 
-RETA_SIZE = 128
+RETA_SIZE: Final = 128
 """Buckets in the NIC's redirection table; the P4 program hashes into exactly this many."""
+_RSS_FIELDS: Final = struct.Struct("!IIHH").pack  # {lo_ip, hi_ip, lo_port, hi_port}, packed
+_CRC32: Final = zlib.crc32
 
 
 def rss_bucket(ip_a: int, port_a: int, ip_b: int, port_b: int) -> int:
@@ -92,5 +105,4 @@ def rss_bucket(ip_a: int, port_a: int, ip_b: int, port_b: int) -> int:
     """
     lo_ip, hi_ip = (ip_a, ip_b) if ip_a <= ip_b else (ip_b, ip_a)
     lo_port, hi_port = (port_a, port_b) if port_a <= port_b else (port_b, port_a)
-    data = ((lo_ip << 64) | (hi_ip << 32) | (lo_port << 16) | hi_port).to_bytes(12, "big")
-    return zlib.crc32(data) % RETA_SIZE
+    return _CRC32(_RSS_FIELDS(lo_ip, hi_ip, lo_port, hi_port)) % RETA_SIZE

@@ -14,6 +14,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
 
+from conftest import DpNic as DpNicTwin
 from p4mtcp.dataplane import pipeline as pl
 from p4mtcp.hashing import rss_bucket
 
@@ -309,6 +310,44 @@ def test_packet_out_leaves_unchanged_from_its_egress_port(dp_nic):
     port, out = only(dp_nic.send(CPU, struct.pack("!H", NET << 7) + payload))
     assert (port, out) == (NET, payload)
     assert dp_nic.counter(pl.RX_PORT, CPU)[0] == 1 and dp_nic.counter(pl.TX_PORT, NET)[0] == 1
+
+
+def test_a_batch_gives_what_frame_by_frame_gives_grouped_by_port(dp_nic):
+    configure(dp_nic)
+    frames = [rx_frame(sport=41000 + i, payload=b"b" * i) for i in range(40)]
+    one_by_one = DpNicTwin()
+    configure(one_by_one)
+    expected: dict[int, list[bytes]] = {}
+    for f in frames:
+        for port, data in one_by_one.send(NET, f):
+            expected.setdefault(port, []).append(data)
+    out: dict[int, list[bytes]] = {}
+    errors: list = []
+    dp_nic.device.process_batch(NET, frames, out, errors)
+    assert out == expected and errors == []
+    assert sorted(out) == [CORE0, CORE0 + 1]
+    assert dp_nic.counter(pl.RX_PORT, NET) == one_by_one.counter(pl.RX_PORT, NET)
+
+
+def test_a_frame_the_program_raises_on_is_reported_and_the_batch_goes_on(dp_nic):
+    configure(dp_nic)
+    frames = [rx_frame(sport=42000), None, rx_frame(sport=42001)]  # None: not a frame at all
+    out: dict[int, list[bytes]] = {}
+    errors: list = []
+    dp_nic.device.process_batch(NET, frames, out, errors)
+    assert [i for i, _ in errors] == [1] and isinstance(errors[0][1], TypeError)
+    assert sorted(f for group in out.values() for f in group) == sorted([frames[0], frames[2]])
+
+
+def test_packet_ins_of_a_batch_go_to_the_handler(dp_nic):
+    configure(dp_nic)
+    seen: list[bytes] = []
+    dp_nic.device.packet_in_handler = seen.append
+    arp = bytes(Ether(dst=LOCAL_MAC, src=PEER_MAC) / ARP(op=2, psrc=PEER_IP, pdst=LOCAL_IP))
+    out: dict[int, list[bytes]] = {}
+    dp_nic.device.process_batch(NET, [arp, rx_frame(), arp], out, [])
+    assert [f[3:] for f in seen] == [arp, arp] and CPU not in out
+    assert sum(map(len, out.values())) == 1
 
 
 # --- admission drops --------------------------------------------------------------------------

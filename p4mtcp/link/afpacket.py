@@ -137,6 +137,9 @@ class _Sender:
     def send(self, frame: bytes) -> bool:
         return self.send_batch((frame,)) == 1
 
+    def send_batch(self, frames: Sequence[bytes]) -> int:
+        raise NotImplementedError  # each port's own
+
 
 class PacketPort(_Sender):
     """AF_PACKET with one system call per frame: the fallback where rings cannot be set up."""
@@ -207,12 +210,13 @@ class MmapPacketPort(_Sender):
                 TX_SLOT * TX_SLOTS, 1, TX_SLOT, TX_SLOTS, 0, 0, 0))
             big_buffers(sock)
             rx_size = RX_BLOCK * RX_BLOCKS
-            self._map = mmap.mmap(sock.fileno(), rx_size + TX_SLOT * TX_SLOTS)
+            mapped = mmap.mmap(sock.fileno(), rx_size + TX_SLOT * TX_SLOTS)
         except OSError:
             sock.close()
             raise
-        self._rx = memoryview(self._map)[:rx_size]
-        self._tx = memoryview(self._map)[rx_size:]
+        self._map: mmap.mmap | None = mapped
+        self._rx = memoryview(mapped)[:rx_size]
+        self._tx = memoryview(mapped)[rx_size:]
         self._block = 0      # the next receive block to read
         self._slot = 0       # the next transmit slot to fill
 
