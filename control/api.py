@@ -53,6 +53,7 @@ EPOLL_CLOEXEC = 0o2000000
 
 MTCP_SOCK_UNUSED, MTCP_SOCK_STREAM, MTCP_SOCK_PROXY = SockType.UNUSED, SockType.STREAM, SockType.PROXY
 MTCP_SOCK_LISTENER, MTCP_SOCK_EPOLL, MTCP_SOCK_PIPE = SockType.LISTENER, SockType.EPOLL, SockType.PIPE
+_STREAM, _PIPE = SockType.STREAM, SockType.PIPE  # hot paths: identity tests, no lookups
 
 from p4mtcp.control.epoll import (  # noqa: E402  (re-exported constants)
     EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLMSG,
@@ -104,15 +105,28 @@ def _ctx(mctx: Any, call: str) -> Context:
     return mctx
 
 
+_TEXT_IPS: dict[str, int] = {}
+"""Dotted quads already converted (a client connects to the same server over and over);
+emptied when it reaches _TEXT_IPS_MAX entries, so it stays small whatever the addresses."""
+_TEXT_IPS_MAX = 256
+
+
 def _ip(value: Any) -> int:
     """An IPv4 address as int from str ("" and "0.0.0.0" are INADDR_ANY) or int."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32:
         return value
     if isinstance(value, str):
+        ip = _TEXT_IPS.get(value)
+        if ip is not None:
+            return ip
         try:
-            return _IPV4.unpack(_socket.inet_pton(AF_INET, value or "0.0.0.0"))[0]
+            ip = _IPV4.unpack(_socket.inet_pton(AF_INET, value or "0.0.0.0"))[0]
         except OSError:
             raise ValueError(f"{value!r} is not a dotted-quad IPv4 address") from None
+        if len(_TEXT_IPS) >= _TEXT_IPS_MAX:
+            _TEXT_IPS.clear()
+        _TEXT_IPS[value] = ip
+        return ip
     raise ValueError(f"{value!r} is not an IPv4 address")
 
 
@@ -408,7 +422,8 @@ def mtcp_close(mctx: Context, sockid: int) -> int:
     ctx = _ctx(mctx, call)
     s = ctx.get(sockid, call)
     ctx.close_socket(s)
-    _flush_if_blocking(ctx, s)
+    if not s.nonblock:  # _flush_if_blocking, without the call for the usual non-blocking one
+        ctx.flush()
     return 0
 
 
@@ -611,7 +626,7 @@ def _pipe_write(ctx: Context, s: Socket, data: bytes, call: str) -> int:
 def _connected(s: Socket, sockid: Any, call: str) -> Connection:
     """The connection of stream socket `s`, which a read or write needs (ENOTSOCK for another
     type, ENOTCONN before connect)."""
-    if s.type is not SockType.STREAM:
+    if s.type is not _STREAM:
         fail(errno.ENOTSOCK, call, f"socket {sockid} is a {s.type.name.lower()} socket")
     if s.conn is None:
         fail(errno.ENOTCONN, call, f"socket {sockid} is not connected")
@@ -640,7 +655,7 @@ def _recv(ctx: Context, sockid: Any, length: Any, peek: bool, call: str) -> byte
     s = ctx.get(sockid, call)
     if not isinstance(length, int) or length < 0:
         fail(errno.EINVAL, call, f"length {length!r}")
-    if s.type is SockType.PIPE:
+    if s.type is _PIPE:
         return _pipe_read(ctx, s, length, peek, call)
     c = _connected(s, sockid, call)
     while True:
@@ -702,7 +717,7 @@ def mtcp_readv(mctx: Context, sockid: int, iov: Sequence[bytearray | memoryview]
 
 def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
     s = ctx.get(sockid, call)
-    if s.type is SockType.PIPE:
+    if s.type is _PIPE:
         return _pipe_write(ctx, s, data, call)
     c = _connected(s, sockid, call)
     while True:
@@ -715,13 +730,15 @@ def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
             fail(errno.ENOTCONN, call, f"socket {sockid} is {c.state.name}")
         if not data:
             return 0
-        ctx.take_send_buffer(s, call)
+        if not s.snd_buf:
+            ctx.take_send_buffer(s, call)
         try:
             n = c.send(data)
         except OSError as exc:  # the state changed under us (engine's own errno)
             fail(exc.errno or errno.EPIPE, call, f"socket {sockid}")
         if n:
-            _flush_if_blocking(ctx, s)
+            if not s.nonblock:  # _flush_if_blocking, without the call when non-blocking
+                ctx.flush()
             return n
         if s.nonblock:
             fail(errno.EAGAIN, call, f"socket {sockid}: send buffer full")
