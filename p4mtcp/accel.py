@@ -45,6 +45,10 @@ COMPILED = (
     ("p4mtcp.dataplane.pipeline", "nic"),      # the NIC: the P4 program
     ("p4mtcp.link.frames", "nic"),             # the NIC's AF_PACKET edge: frame fix-ups
     ("p4mtcp.link.afpacket", "nic"),           # the NIC's AF_PACKET edge: PACKET_MMAP rings
+    ("p4mtcp.control.context", "core"),        # a core's loop, socket table and epoll wiring
+    ("p4mtcp.control.epoll", "core"),          # mTCP epoll bookkeeping
+    ("p4mtcp.control.netif", "core"),          # a core's Ethernet/IPv4 framing
+    ("p4mtcp.apps.http", "core"),              # epserver's and epwget's HTTP parsing
 )
 # Modules under a listed package that stay Python: the tracer runs only when an application
 # attaches one.

@@ -74,7 +74,7 @@ def test_an_edit_in_one_group_leaves_the_others_compiled(tmp_path: Path) -> None
     hashes["p4mtcp.control.tcp.connection"] = "0" * 64
     _fake_build(tmp_path, hashes)
     usable, refused = accel.usable_groups(tmp_path)
-    assert set(usable) == {"hashing", "nic"}
+    assert set(usable) == set(accel.groups().values()) - {"engine"}  # the fake needs only hashing
     assert refused == {"engine": f"{accel.sources()['p4mtcp.control.tcp.connection']} was "
                                  f"edited after the build in {tmp_path}"}
 
