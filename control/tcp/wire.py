@@ -72,10 +72,13 @@ def parse(data: bytes | bytearray | memoryview, src_ip: int, dst_ip: int,
     seg.window = window
     seg.urp = urp
     seg.payload = mv[hlen:]
-    if hlen == 32 and mv[20] == OPT_NOP and mv[21] == OPT_NOP and mv[22] == OPT_TS \
-            and mv[23] == 10:                      # timestamps alone: the common data segment
-        _, _, _, seg.tsval, seg.tsecr = TS_OPTION.unpack_from(mv, 20)
-    elif hlen > 20:
+    if hlen == 32:                                 # timestamps alone: the common data segment
+        nops, kind, size, tsval, tsecr = TS_OPTION.unpack_from(mv, 20)
+        if nops == _NOP_NOP and kind == OPT_TS and size == 10:
+            seg.tsval = tsval
+            seg.tsecr = tsecr
+            return seg
+    if hlen > 20:
         err = _parse_options(mv, hlen, seg)
         if err:
             return err
