@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 
 from p4mtcp.apps.http import (HttpError, RequestParser, ResponseReader, build_request,
@@ -131,3 +133,11 @@ def test_session_answers_garbage_with_400_and_closes(www):
     assert s.finished and s.errors == 1
     s.feed(build_request("h", "/"))              # ignored after the error
     assert not s.pending
+
+
+def test_date_header_follows_the_clock_second_by_second():
+    # The Date text is kept for the current second: each second gets its own, RFC 9110 6.6.1's
+    # IMF-fixdate, the same as formatting it afresh.
+    for now in (1_700_000_000.2, 1_700_000_000.9, 1_700_000_001.0, 1_699_999_999.5):
+        head = build_response_head(200, 1, True, now).decode()
+        assert f"\r\nDate: {email.utils.formatdate(int(now), usegmt=True)}\r\n" in head
