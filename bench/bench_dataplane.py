@@ -1,17 +1,19 @@
-"""Packets per second through the embedded pipeline and through the NIC process.
+"""Packets per second through the embedded pipeline and through the NIC process, pure Python
+and compiled (`p4mtcp accel build`, P4MTCP_ACCEL=1) in the same run.
 
-  pipeline alone (Device.process in this process), for 64-byte and 1514-byte frames over 1024
-  flows:
+  pipeline alone (Device.process, in a child process per build), for 64-byte and 1514-byte
+  frames over 1024 flows:
     receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
     transmit: core port -> network port, routed, MACs rewritten, both checksums computed
-  whole NIC in this process: a UNIX link in, shared-memory rings out to the cores
-  NIC process on AF_PACKET veths (root; bench/veth_nic.py): `p4mtcp nic`, and BMv2
-    `simple_switch_grpc` when it and p4c-bm2-ss are on PATH, on the same veths, same program,
-    same entries, in the same run: lossless kpps of 64-byte frames, network->core and
-    core->network, and the NIC's CPU time per frame
+  whole NIC in one process (the same children): a UNIX link in, shared-memory rings out
+  NIC process on AF_PACKET veths (root; bench/veth_nic.py): `p4mtcp nic` pure Python and
+    compiled, and BMv2 `simple_switch_grpc` when it and p4c-bm2-ss are on PATH, on the same
+    veths, same program, same entries, in the same run: lossless kpps of 64-byte frames,
+    network->core and core->network, and the NIC's CPU time per frame
 
-Results: bench/results/dataplane.json; cProfile of the pipeline cases in dataplane_profile.txt;
-a py-spy profile of the NIC process (when py-spy is installed) in dataplane_nic_profile.txt.
+Results: bench/results/dataplane.json; cProfile of the pure-Python pipeline cases in
+dataplane_profile.txt; a py-spy profile of the NIC processes (when py-spy is installed) in
+dataplane_nic_profile.txt.
 
     python bench/bench_dataplane.py [--seconds 2] [--no-veths]
 """
@@ -26,8 +28,10 @@ import os
 import platform
 import pstats
 import random
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from p4mtcp import accel
 from p4mtcp.dataplane.device import Device
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO
@@ -149,9 +154,29 @@ def run_links(seconds: float, frame_len: int) -> dict:
             "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
 
 
-def run_veths(pipeline_us: dict[str, float]) -> dict:
-    """The NIC process on AF_PACKET veths: `p4mtcp nic`, then BMv2 when installed, same veths,
-    program and entries; ratios between them and against the pipeline alone (same run)."""
+@contextmanager
+def environment(env: dict[str, str]):
+    """os.environ with `env` applied, for the processes started meanwhile; restored after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+PURE, COMPILED = {accel.ENV_ENABLE: "0"}, {accel.ENV_ENABLE: "1"}
+
+
+def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
+              only: set[str] | None = None) -> dict:
+    """The NIC process on AF_PACKET veths: `p4mtcp nic` (pure Python, and compiled when a build
+    is current), then BMv2 when installed, same veths, program and entries; ratios between them
+    and against the pipeline alone of the same build (same run)."""
     import tempfile
 
     from veth_nic import DIRECTIONS, PLAN, Tester, lossless_rate, veth_ports
@@ -163,19 +188,26 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
     from p4mtcp.bmv2.frametests import program
 
     # (name, switch kind, first rate tried, environment, core link or None for the veth): the
-    # embedded NIC with PACKET_MMAP rings, the same with plain per-frame socket calls (its old
-    # path), the same with its core port a core process's link (shared-memory rings, the
-    # default, and UNIX-socket messages, the old default), BMv2 when installed
-    targets = [("embedded", "embedded", 20.0, {}, None),
-               ("embedded_plain_socket", "embedded", 20.0, {"P4MTCP_PACKET_MMAP": "0"}, None),
-               ("embedded_shm_core_link", "embedded", 20.0, {}, "shm"),
-               ("embedded_unix_core_link", "embedded", 20.0, {}, "unix")]
+    # embedded NIC with PACKET_MMAP rings, pure Python and compiled; the same with plain
+    # per-frame socket calls (its old path); the same with its core port a core process's link
+    # (shared-memory rings, the default, and UNIX-socket messages, the old default); BMv2
+    targets = [("embedded", "embedded", 20.0, PURE, None)]
+    if compiled:
+        targets.append(("embedded_compiled", "embedded", 40.0, COMPILED, None))
+    targets += [("embedded_plain_socket", "embedded", 20.0,
+                 {**PURE, "P4MTCP_PACKET_MMAP": "0"}, None),
+                ("embedded_shm_core_link", "embedded", 20.0, PURE, "shm"),
+                ("embedded_unix_core_link", "embedded", 20.0, PURE, "unix")]
     if launcher.have(launcher.SIMPLE_SWITCH_GRPC) and launcher.have(launcher.P4C_BM2_SS):
-        targets.append(("bmv2", "bmv2", 2.0, {}, None))
-    out: dict = {"targets": {}}
+        targets.append(("bmv2", "bmv2", 2.0, PURE, None))
+    if only:
+        targets = [t for t in targets if t[0] in only]
+    out: dict = {"targets": {}, "tester_compiled": compiled}
     profiles = []
     with tempfile.TemporaryDirectory() as d, veth_ports() as (ports, ends):
-        tester = Tester(ends)
+        # the tester runs compiled when it can, for every target alike: it must outrun them
+        with environment(COMPILED if compiled else PURE):
+            tester = Tester(ends)
         try:
             for name, kind, start_kpps, env, link in targets:
                 grpc = f"127.0.0.1:{launcher.free_port()}"
@@ -186,12 +218,8 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
                     argv = launcher.bmv2_argv(nic_ports, grpc)
                 else:
                     config, argv = b"", launcher.embedded_argv(nic_ports, grpc)
-                os.environ.update(env)
-                try:
+                with environment(env):
                     sw = launcher.SwitchProcess(argv, grpc, name, Path(d) / f"{name}.log").start()
-                finally:
-                    for key in env:
-                        del os.environ[key]
                 with sw, Controller(grpc, P4INFO) as ctrl:
                     ctrl.set_pipeline(config)
                     program(ctrl, PLAN)
@@ -208,47 +236,58 @@ def run_veths(pipeline_us: dict[str, float]) -> dict:
                               f"{row['lossless_kpps']:7.1f} kpps lossless, NIC CPU "
                               f"{row['nic_cpu_us_per_frame']} us/frame")
                     out["targets"][name] = rows
-                    if kind == "embedded" and not link:
-                        profiles.append(profile_nic(tester, sw.proc.pid, rows[0], cpu, name))
+                    if kind == "embedded" and not link and name != "embedded_plain_socket":
+                        profiles.append(profile_nic(tester, sw.proc.pid, rows[0], cpu, name,
+                                                    native=env is COMPILED))
+                if kind == "embedded":
+                    log = (Path(d) / f"{name}.log").read_text(errors="replace")
+                    if "RuntimeWarning" in log:  # a stale build: say so, the row is not compiled
+                        out["targets"][name + "_warning"] = log.strip().splitlines()[-1]
         finally:
             tester.close()
     if all(profiles):
         (RESULTS / "dataplane_nic_profile.txt").write_text("\n\n".join(profiles))
         out["profile"] = "dataplane_nic_profile.txt"
-    emb = {r["direction"]: r for r in out["targets"]["embedded"]}
-    pipeline = dict(zip(DIRECTIONS, (pipeline_us["receive"], pipeline_us["transmit"])))
-    out["embedded_cpu_per_frame_vs_pipeline_alone"] = {
-        d: round(r["nic_cpu_us_per_frame"] / pipeline[d], 2) for d, r in emb.items()
-        if r["nic_cpu_us_per_frame"]}
-    ratios = {"embedded_vs_embedded_plain_socket": ("embedded", "embedded_plain_socket"),
+    out["cpu_per_frame_vs_pipeline_alone"] = {}
+    for name, build in (("embedded", "pure_python"), ("embedded_compiled", "compiled")):
+        if name in out["targets"] and build in pipeline_us:
+            alone = dict(zip(DIRECTIONS, (pipeline_us[build]["receive"],
+                                          pipeline_us[build]["transmit"])))
+            out["cpu_per_frame_vs_pipeline_alone"][name] = {
+                r["direction"]: round(r["nic_cpu_us_per_frame"] / alone[r["direction"]], 2)
+                for r in out["targets"][name] if r["nic_cpu_us_per_frame"]}
+    ratios = {"embedded_compiled_vs_embedded": ("embedded_compiled", "embedded"),
+              "embedded_compiled_vs_bmv2": ("embedded_compiled", "bmv2"),
               "embedded_vs_bmv2": ("embedded", "bmv2"),
+              "embedded_vs_embedded_plain_socket": ("embedded", "embedded_plain_socket"),
               "shm_vs_unix_core_link": ("embedded_shm_core_link", "embedded_unix_core_link")}
     for key, (ours, peer) in ratios.items():
-        if peer in out["targets"]:
+        if ours in out["targets"] and peer in out["targets"]:
             mine = {r["direction"]: r["lossless_kpps"] for r in out["targets"][ours]}
             out[f"{key}_lossless"] = {r["direction"]: round(mine[r["direction"]]
                                                             / r["lossless_kpps"], 2)
                                       for r in out["targets"][peer] if r["lossless_kpps"]}
-    print(f"embedded NIC CPU per frame / pipeline alone: "
-          f"{out['embedded_cpu_per_frame_vs_pipeline_alone']}")
+    print(f"NIC CPU per frame / pipeline alone: {out['cpu_per_frame_vs_pipeline_alone']}")
     for key in ratios:
-        print(f"{key}_lossless: {out.get(f'{key}_lossless', 'not measured (not installed)')}")
+        print(f"{key}_lossless: {out.get(f'{key}_lossless', 'not measured')}")
     return out
 
 
-def profile_nic(tester, pid: int, row: dict, cpu, name: str) -> str | None:
+def profile_nic(tester, pid: int, row: dict, cpu, name: str, native: bool = False) -> str | None:
     """py-spy samples of the NIC process while the tester offers the lossless rate found,
-    summarised; None when py-spy is not installed."""
+    summarised (with `native`, C frames too: a compiled module's functions are C functions);
+    None when py-spy is not installed."""
     import shutil
-    import subprocess
     import tempfile
 
     spy = shutil.which("py-spy")
     if spy is None or not row["lossless_kpps"]:
         return None
     with tempfile.NamedTemporaryFile(suffix=".txt") as raw:
+        # native stacks need py-spy to stop the process for each sample: fewer samples then
+        how = ["--native", "-r", "200"] if native else ["--nonblocking", "-r", "500"]
         proc = subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(PROFILE_SECONDS)),
-                                 "-r", "500", "-F", "-f", "raw", "-o", raw.name, "--nonblocking"],
+                                 "-F", "-f", "raw", "-o", raw.name, *how],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + PROFILE_SECONDS
         while time.monotonic() < end:
@@ -256,11 +295,19 @@ def profile_nic(tester, pid: int, row: dict, cpu, name: str) -> str | None:
         proc.wait(30)
         return summarize_stacks(Path(raw.name).read_text(),
                                 f"=== py-spy of the NIC process ({name}), {row['direction']}, "
-                                f"64 B frames offered at {row['lossless_kpps']} kpps ===")
+                                f"64 B frames offered at {row['lossless_kpps']} kpps"
+                                + (", native frames included ===" if native else " ==="),
+                                busy_thread="Nic._run" if native else None)
 
 
-def summarize_stacks(raw: str, title: str, top: int = 30) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+IDLE_LEAVES = ("epoll_wait", "PyThread_acquire_lock_timed", "pthread_cond_timedwait", "0x")
+"""Where a thread sleeps: a native stack (py-spy --native counts idle threads too) ending in one
+of these is a wait, not work (an unnamed libc address there is its futex wait)."""
+
+
+def summarize_stacks(raw: str, title: str, top: int = 30, busy_thread: str | None = None) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks; with
+    `busy_thread`, only the stacks through that function that are not waiting (IDLE_LEAVES)."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
@@ -270,11 +317,16 @@ def summarize_stacks(raw: str, title: str, top: int = 30) -> str:
             continue
         n = int(count)
         frames = stack.split(";")
+        if busy_thread is not None and (frames[-1].startswith(IDLE_LEAVES) or
+                                        not any(f.startswith(busy_thread) for f in frames)):
+            continue
         total += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for f in set(frames):
             incl[f] = incl.get(f, 0) + n
-    lines = [title, f"{total} samples (all threads of the process, idle waits excluded)", ""]
+    whose = (f"the {busy_thread} thread while busy" if busy_thread else
+             "all threads of the process, idle waits excluded")
+    lines = [title, f"{total} samples ({whose})", ""]
     for name, table in (("self", own), ("inclusive", incl)):
         lines.append(f"--- {name} ---")
         for f, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
@@ -283,13 +335,8 @@ def summarize_stacks(raw: str, title: str, top: int = 30) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="per case (default %(default)s)")
-    ap.add_argument("--no-veths", action="store_true",
-                    help="skip the NIC process on veths (which needs root)")
-    args = ap.parse_args(argv)
-    RESULTS.mkdir(exist_ok=True)
+def measure_pipeline(seconds: float) -> dict:
+    """The pipeline alone and the whole NIC in this process, with whichever build it loaded."""
     dev = make_device()
     cases = []
     profile_text = io.StringIO()
@@ -297,44 +344,93 @@ def main(argv: list[str] | None = None) -> int:
         for frame_len in (64, 1514):
             batch = frames(direction, frame_len)
             run(dev, batch, 0.2)  # warm-up
-            n, elapsed, best = run(dev, batch, args.seconds)
+            cpu = time.process_time()
+            n, elapsed, best = run(dev, batch, seconds)
+            cpu = time.process_time() - cpu
             kpps = n / elapsed / 1000
             case = {"direction": direction, "frame_bytes": frame_len, "packets": n,
                     "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
                     "kpps_best_pass": round(best / 1000, 1),
                     "us_per_packet": round(1e6 * elapsed / n, 2),
+                    "cpu_us_per_packet": round(1e6 * cpu / n, 2),
                     "us_per_packet_best_pass": round(1e6 / best, 2),
                     "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
             cases.append(case)
-            print(f"{direction:8} {frame_len:5} B: {kpps:7.1f} kpps (best pass {best / 1000:6.1f})"
-                  f"  {case['us_per_packet']:6.2f} us/pkt  {case['mbit_per_s']:8.1f} Mbit/s")
             prof = cProfile.Profile()
             prof.enable()
-            run(dev, batch, min(args.seconds, 1.0))
+            run(dev, batch, min(seconds, 1.0))
             prof.disable()
             profile_text.write(f"=== {direction}, {frame_len}-byte frames ===\n")
             stats = pstats.Stats(prof, stream=profile_text)
             stats.sort_stats("tottime").print_stats(15)
     for frame_len in (64, 1514):
-        case = run_links(args.seconds, frame_len)
-        cases.append(case)
-        print(f"links    {frame_len:5} B: {case['kpps']:7.1f} kpps  {case['us_per_packet']:6.2f} us/pkt"
-              f"  {case['mbit_per_s']:8.1f} Mbit/s  [{case['sent'] - case['packets']} lost]")
+        cases.append(run_links(seconds, frame_len))
+    from p4mtcp.dataplane import pipeline
+    return {"compiled": accel.is_compiled(pipeline), "cases": cases,
+            "profile": profile_text.getvalue()}
+
+
+def in_child(seconds: float, env: dict[str, str]) -> dict:
+    """measure_pipeline() in a fresh process under `env` (a process runs one build)."""
+    proc = subprocess.run([sys.executable, __file__, "--seconds",
+                           str(seconds), "--measure-pipeline"], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="per case (default %(default)s)")
+    ap.add_argument("--no-veths", action="store_true",
+                    help="skip the NIC process on veths (which needs root)")
+    ap.add_argument("--targets", default="",
+                    help="only these NIC targets on veths, comma-separated (default: all of "
+                         "embedded, embedded_compiled, embedded_plain_socket, "
+                         "embedded_shm_core_link, embedded_unix_core_link, bmv2)")
+    ap.add_argument("--measure-pipeline", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure_pipeline:
+        print(json.dumps(measure_pipeline(args.seconds)))
+        return 0
+    RESULTS.mkdir(exist_ok=True)
+    usable, refused = accel.usable_groups(accel.build_dir())
+    compiled = {"hashing", "nic"} <= set(usable)
+    builds = {"pure_python": in_child(args.seconds, PURE)}
+    if compiled:
+        builds["compiled"] = in_child(args.seconds, COMPILED)
+    else:
+        print(f"compiled NIC: not measured ({refused.get('nic') or refused.get('hashing') or refused.get('all')})")
+    for build, res in builds.items():
+        for c in res["cases"]:
+            extra = (f"[{c['sent'] - c['packets']} lost]" if "sent" in c else
+                     f"(best pass {c['kpps_best_pass']:6.1f})")
+            print(f"{build:11} {c['direction'][:8]:8} {c['frame_bytes']:5} B: {c['kpps']:7.1f} kpps "
+                  f"{c['us_per_packet']:6.2f} us/pkt {c['mbit_per_s']:8.1f} Mbit/s  {extra}")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
               "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-              "cases": cases}
+              "cases": builds["pure_python"]["cases"],
+              "builds": {b: r["cases"] for b, r in builds.items()}}
+    if compiled:
+        result["compiled_speedup_pipeline_alone"] = {
+            f"{p['direction']}_{p['frame_bytes']}": round(p["us_per_packet_best_pass"]
+                                                           / c["us_per_packet_best_pass"], 2)
+            for p, c in zip(builds["pure_python"]["cases"], builds["compiled"]["cases"])
+            if "us_per_packet_best_pass" in p}
     if args.no_veths or os.geteuid() != 0:
         print("NIC process on veths: skipped (" + ("--no-veths" if args.no_veths else "needs root")
               + ")")
     else:
-        pipeline_us = {c["direction"]: c["us_per_packet_best_pass"] for c in cases
-                       if c.get("frame_bytes") == 64 and "us_per_packet_best_pass" in c}
-        result["nic_process"] = run_veths(pipeline_us)
+        pipeline_us = {b: {c["direction"]: c["us_per_packet_best_pass"] for c in r["cases"]
+                           if c.get("frame_bytes") == 64 and "us_per_packet_best_pass" in c}
+                       for b, r in builds.items()}
+        result["nic_process"] = run_veths(pipeline_us, compiled,
+                                          set(filter(None, args.targets.split(","))))
+    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
     (RESULTS / "dataplane.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "dataplane_profile.txt").write_text(profile_text.getvalue())
-    print(f"load average {result['load_average_1min']} on {result['cpus']} CPUs "
-          "(other processes share the CPUs: compare runs at similar load)")
+    (RESULTS / "dataplane_profile.txt").write_text(builds["pure_python"]["profile"])
+    print(f"load average {result['load_average_1min']} -> {result['load_average_1min_end']} on "
+          f"{result['cpus']} CPUs (other processes share the CPUs: compare runs at similar load)")
     print(f"wrote {RESULTS / 'dataplane.json'} and the profiles beside it")
     return 0
 

@@ -452,20 +452,30 @@ class CounterState:
         self.counter = counter
         self.name = counter.name
         self.size = counter.size
-        self._cells: dict[int, list[int]] = {}
+        self._cells: dict[int, _Cell] = {}
 
     def count(self, index: int, nbytes: int) -> None:
         if 0 <= index < self.size:
             c = self._cells.get(index)
             if c is None:
-                c = self._cells.setdefault(index, [0, 0])
-            c[0] += 1
-            c[1] += nbytes
+                c = self._cells.setdefault(index, _Cell())
+            c.packets += 1
+            c.bytes += nbytes
 
     def read(self, index: int) -> tuple[int, int]:
         c = self._cells.get(index)
-        return (c[0], c[1]) if c is not None else (0, 0)
+        return (c.packets, c.bytes) if c is not None else (0, 0)
 
     def write(self, index: int, packets: int, nbytes: int) -> None:
-        c = self._cells.setdefault(index, [0, 0])
-        c[0], c[1] = packets, nbytes
+        c = self._cells.setdefault(index, _Cell())
+        c.packets, c.bytes = packets, nbytes
+
+
+class _Cell:
+    """One counter cell; typed attributes, so a compiled build adds to them in place."""
+
+    __slots__ = ("packets", "bytes")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0

@@ -50,7 +50,8 @@ _AUXDATA = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
 _CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
 _REQ3 = struct.Struct("=7I")             # struct tpacket_req3
 _STATS3 = struct.Struct("=III")          # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
-_BLOCK = struct.Struct("=III")           # tpacket_block_desc: block_status, num_pkts, first
+_BLOCK = struct.Struct("=IIII")          # tpacket_block_desc: block_status, num_pkts, first,
+                                         # blk_len (the bytes in use, header included)
 _BLOCK_AT = 8                            # offset of block_status in tpacket_block_desc
 _U32 = struct.Struct("=I")
 _PKT = struct.Struct("=I8xIIIH")         # tpacket3_hdr: next_offset, snaplen, len, status, mac
@@ -226,34 +227,35 @@ class MmapPacketPort(_Sender):
         out: list[bytes] = []
         while len(out) < BATCH:
             base = self._block * RX_BLOCK
-            status, count, at = _BLOCK.unpack_from(rx, base + _BLOCK_AT)
+            status, count, at, used = _BLOCK.unpack_from(rx, base + _BLOCK_AT)
             if not status & TP_STATUS_USER:
                 break
             if status & TP_STATUS_LOSING:  # read (and reset) the kernel's drop count
                 drops = _STATS3.unpack(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
                                                              _STATS3.size))[1]
                 stats.rx_dropped += drops
-            self._read_block(rx, base, count, base + at, out)
+            # one copy of the block's frames; each frame is then a slice of it
+            block = rx[base:base + min(max(used, at), RX_BLOCK)].tobytes()
+            self._read_block(block, count, at, out)
             _U32.pack_into(rx, base + _BLOCK_AT, 0)  # TP_STATUS_KERNEL: give the block back
             self._block = (self._block + 1) % RX_BLOCKS
         stats.rx_frames += len(out)
         return out
 
-    def _read_block(self, rx: memoryview, base: int, count: int, at: int,
-                    out: list[bytes]) -> None:
+    def _read_block(self, block: bytes, count: int, at: int, out: list[bytes]) -> None:
         stats = self.stats
         unpack = _PKT.unpack_from
         for _ in range(count):
-            nxt, snap, length, status, mac = unpack(rx, at)
+            nxt, snap, length, status, mac = unpack(block, at)
             if snap < length:
                 stats.rx_truncated += 1
-            elif rx[at + _SLL_PKTTYPE] != PACKET_OUTGOING:
-                frame = rx[at + mac:at + mac + snap].tobytes()
+            elif block[at + _SLL_PKTTYPE] != PACKET_OUTGOING:
+                frame = block[at + mac:at + mac + snap]
                 if status & TP_STATUS_CSUMNOTREADY:
                     frame = finish_checksum(frame)
                     stats.csum_finished += 1
                 if status & TP_STATUS_VLAN_VALID:
-                    _, tci, tpid = _VLAN.unpack_from(rx, at + _VLAN_AT)
+                    _, tci, tpid = _VLAN.unpack_from(block, at + _VLAN_AT)
                     frame = insert_vlan(frame, tpid if status & TP_STATUS_VLAN_TPID_VALID else 0,
                                         tci)
                     stats.vlan_restored += 1
