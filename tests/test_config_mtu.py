@@ -49,5 +49,6 @@ def test_every_link_type_carries_a_max_mtu_frame():
     frame = MAX_MTU + ETH_VLAN
     assert frame <= MAX_FRAME                       # UNIX links and shm rings refuse above it
     assert frame + 256 <= afpacket.RX_BLOCK          # one PACKET_MMAP block holds one, headers too
+    assert frame + 48 <= afpacket.TX_SLOT            # and one transmit slot, its header too
     assert frame + 8 <= unix.MAX_MESSAGE             # one SOCK_SEQPACKET message holds one
     assert 8 * (frame + 8) <= shmring.MIN_CAPACITY   # a ring holds several records of one

@@ -8,12 +8,14 @@ import random
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
 import waiting
 from netns import netns_unavailable_reason, ns_argv, veth_netns
 from p4mtcp.link import open_port
+from p4mtcp.link import afpacket
 from p4mtcp.link.afpacket import MmapPacketPort, PacketPort
 
 pytestmark = [pytest.mark.root,
@@ -142,5 +144,70 @@ def test_an_interface_spec_opens_the_rings(net):
     port = open_port(net.host_if)
     try:
         assert isinstance(port, MmapPacketPort)
+    finally:
+        port.close()
+
+
+def _mtu(net, host: int, peer: int) -> None:
+    subprocess.run(["ip", "link", "set", net.host_if, "mtu", str(host)], check=True)
+    subprocess.run(ns_argv(net.ns, ["ip", "link", "set", net.ns_if, "mtu", str(peer)]),
+                   check=True)
+
+
+@pytest.mark.parametrize("kind", [MmapPacketPort, PacketPort])
+def test_jumbo_frames_leave_and_arrive_byte_exact(net, tmp_path, kind):
+    _mtu(net, 9000, 9000)
+    frames = [_frame(i, random.Random(i).randrange(1515, 9015)) for i in range(40)]
+    frames[7] = _frame(7, 9014, (0x8100,))      # MTU + Ethernet header + a tag
+    port = kind(net.host_if)
+    try:
+        peer = _peer(net, "recv", f"{tmp_path}/got", str(len(frames)))
+        assert peer.stdout.readline() == b"ready\n"
+        assert sum(port.send_batch(frames[i:i + 8]) for i in range(0, len(frames), 8)) == 40
+        assert peer.wait(PEER_TIMEOUT) == 0
+        assert _read(f"{tmp_path}/got") == frames
+        _write(f"{tmp_path}/frames", frames)
+        assert _peer(net, "send", f"{tmp_path}/frames").wait(PEER_TIMEOUT) == 0
+        assert _marked(waiting.drain(port, len(frames), timeout=PEER_TIMEOUT)) == frames
+    finally:
+        port.close()
+
+
+def test_frames_longer_than_the_mtu_are_counted_and_the_ring_goes_on(net, tmp_path):
+    _mtu(net, 1000, 1500)
+    frames = [_frame(i, 1014 if i % 3 else 1200) for i in range(30)]   # every third too long
+    port = MmapPacketPort(net.host_if)
+    try:
+        peer = _peer(net, "recv", f"{tmp_path}/got", "20")
+        assert peer.stdout.readline() == b"ready\n"
+        assert port.send_batch(frames) == 30
+        assert peer.wait(PEER_TIMEOUT) == 0
+        assert _read(f"{tmp_path}/got") == [f for i, f in enumerate(frames) if i % 3]
+        assert (port.stats.tx_frames, port.stats.tx_oversize) == (20, 10)
+    finally:
+        port.close()
+
+
+def test_a_frame_the_far_end_refuses_does_not_stop_the_ring(net, tmp_path):
+    """The veth's far end has the smaller MTU: the kernel answers the long frame's slot with
+    ENOBUFS at every flush; the port drops it and goes on by plain send, in order."""
+    _mtu(net, 1500, 1000)
+    port = MmapPacketPort(net.host_if)
+    try:
+        peer = _peer(net, "recv", f"{tmp_path}/got", "40")
+        assert peer.stdout.readline() == b"ready\n"
+        first = [_frame(0, 100), _frame(1, 1400), _frame(2, 200)]
+        assert port.send_batch(first) == 3
+        sent, seq, deadline = [first[0], first[2]], 3, time.monotonic() + PEER_TIMEOUT
+        while len(sent) < 40:                       # small frames, until well past the stall
+            assert time.monotonic() < deadline
+            frame = _frame(seq, 100 + seq)
+            assert port.send_batch([frame]) == 1
+            sent.append(frame)
+            seq += 1
+            time.sleep(2 * afpacket.STALL_SECONDS / 38)
+        assert peer.wait(PEER_TIMEOUT) == 0
+        assert _read(f"{tmp_path}/got") == sent     # every frame but the refused one, in order
+        assert port.stats.tx_dropped == 1 and port.stats.tx_frames == 40
     finally:
         port.close()

@@ -90,11 +90,8 @@ class Router(threading.Thread):
 
 @pytest.mark.parametrize("nic", KINDS)
 def test_transfer_through_a_small_mtu_completes_after_fragmentation_needed(
-        nic, veth_pair: VethNetns, tmp_path, monkeypatch):  # noqa: F811
+        nic, veth_pair: VethNetns, tmp_path):  # noqa: F811
     net = veth_pair
-    # Plain AF_PACKET calls for the embedded NIC: on the PACKET_MMAP transmit ring, a frame the
-    # veth's peer drops for its MTU stays queued in the kernel and blocks every later frame.
-    monkeypatch.setenv("P4MTCP_PACKET_MMAP", "0")
     net.run(["ip", "link", "set", "dev", net.ns_if, "mtu", str(MTU)])
     # The peer still offers MSS 1460, as a host behind a smaller hop does.
     net.run(["ip", "route", "replace", f"{net.engine_ip.rsplit('.', 1)[0]}.0/{net.prefix}",

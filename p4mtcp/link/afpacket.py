@@ -8,8 +8,15 @@ which one is in use):
   block in place, then returns the blocks. (The price of V3 is that the first frame of a quiet
   block waits up to RETIRE_MS.)
 - transmit: a TPACKET_V3 ring of fixed slots (the kernel's V3 transmit path takes one frame per
-  slot, as V2 does); a batch is written into the slots and flushed with one `send`. A frame that
-  does not fit a slot goes out through a plain `send` after the ring is flushed, in order.
+  slot, as V2 does), each large enough for a jumbo frame (link.MAX_MTU); a batch is written into
+  the slots and flushed with one `send`. (A `send` with data on a socket with a transmit ring
+  does not send that data, it only flushes the ring: every frame must go through a slot.)
+  A frame the kernel will not take must not stop the ring: one longer than the interface's MTU
+  is dropped and counted before it reaches a slot (and PACKET_LOSS makes the kernel skip one it
+  refuses anyway, if the MTU shrank). One the kernel keeps answering with ENOBUFS (a veth whose
+  far end has a smaller MTU drops it; the kernel then offers the same slot again at every flush,
+  for ever) is dropped and counted once it has held the ring for STALL_SECONDS, and the port
+  transmits by plain per-frame `send` from then on, saying so in the log.
 
 Both paths hand the pipeline the frame as it was on the wire: a VLAN tag the kernel moved into
 the packet metadata (TP_STATUS_VLAN_VALID with tp_vlan_tci / tp_vlan_tpid, in the ring header or
@@ -25,6 +32,7 @@ import mmap
 import os
 import socket
 import struct
+import time
 from collections.abc import Sequence
 
 from .frames import finish_checksum, insert_vlan
@@ -36,6 +44,7 @@ log = logging.getLogger("p4mtcp.link")
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_RX_RING, PACKET_STATISTICS, PACKET_AUXDATA, PACKET_VERSION, PACKET_TX_RING = 5, 6, 8, 10, 13
+PACKET_LOSS = 14
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 TPACKET_V3 = 2
@@ -69,19 +78,22 @@ RX_BLOCKS = 256                          # many small blocks: a quiet block reti
                                          # time is about RX_BLOCKS x RETIRE_MS at low rates
 RX_FRAME = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
 RETIRE_MS = 1
-TX_SLOT = 1 << 11                        # frames up to TX_SLOT - _TX_DATA bytes use the ring
+TX_SLOT = 1 << 14                        # 16 KiB: a MAX_MTU frame, tags and header included
 TX_SLOTS = 512
+TX_BLOCK = TX_SLOT * 8                   # the ring is allocated in blocks of 8 slots
+STALL_SECONDS = 0.05                     # a slot refused this long is a frame that never goes
 _GONE = (errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ENETDOWN, errno.EMSGSIZE)
 
 
-def _packet_socket(ifname: str) -> socket.socket:
+def _packet_socket(ifname: str, proto: int = ETH_P_ALL) -> socket.socket:
+    """A non-blocking AF_PACKET socket bound to ``ifname``; ``proto`` 0 receives nothing."""
     try:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
     except PermissionError:
         raise PermissionError(errno.EPERM,
                               f"{ifname}: AF_PACKET needs root (CAP_NET_RAW)") from None
     try:
-        sock.bind((ifname, ETH_P_ALL))
+        sock.bind((ifname, proto))
     except OSError as e:
         sock.close()
         raise OSError(e.errno, f"{ifname}: cannot bind AF_PACKET socket: {e.strerror}") from None
@@ -91,6 +103,12 @@ def _packet_socket(ifname: str) -> socket.socket:
         pass
     sock.setblocking(False)
     return sock
+
+
+def interface_mtu(ifname: str) -> int:
+    """The interface's MTU (what the kernel lets a frame carry beyond its Ethernet header)."""
+    with open(f"/sys/class/net/{ifname}/mtu") as f:
+        return int(f.read())
 
 
 def open_interface(ifname: str) -> "PacketPort | MmapPacketPort":
@@ -139,7 +157,16 @@ class _Sender:
         return self.send_batch((frame,)) == 1
 
     def send_batch(self, frames: Sequence[bytes]) -> int:
-        raise NotImplementedError  # each port's own
+        """One `send` per frame; n: frames[:n] were sent, the first refusal drops the rest
+        (counted), as on every other link."""
+        send = self._send_one
+        for i, frame in enumerate(frames):
+            if not send(frame):
+                self.stats.tx_frames += i
+                self.stats.tx_dropped += len(frames) - i
+                return i
+        self.stats.tx_frames += len(frames)
+        return len(frames)
 
 
 class PacketPort(_Sender):
@@ -180,17 +207,17 @@ class PacketPort(_Sender):
         stats.rx_frames += len(out)
         return out
 
-    def send_batch(self, frames: Sequence[bytes]) -> int:
-        """One `send` per frame; n: frames[:n] were sent, the first refusal drops the rest
-        (counted), as on every other link."""
-        send = self._send_one
-        for i, frame in enumerate(frames):
-            if not send(frame):
-                self.stats.tx_frames += i
-                self.stats.tx_dropped += len(frames) - i
-                return i
-        self.stats.tx_frames += len(frames)
-        return len(frames)
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _PlainTransmit(_Sender):
+    """Per-frame `send` on a socket of its own that receives nothing: a ring port's transmit
+    path once its ring has stalled (its counters are the ring port's)."""
+
+    def __init__(self, ifname: str, stats: PortStats):
+        self.stats = stats
+        self._sock = _packet_socket(ifname, proto=0)
 
     def close(self) -> None:
         self._sock.close()
@@ -204,11 +231,13 @@ class MmapPacketPort(_Sender):
         self.stats = PortStats()
         self._sock = sock = _packet_socket(ifname)
         try:
+            self.mtu = interface_mtu(ifname)
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)  # skip, not stop at, a refused slot
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _REQ3.pack(
                 RX_BLOCK, RX_BLOCKS, RX_FRAME, RX_BLOCK // RX_FRAME * RX_BLOCKS, RETIRE_MS, 0, 0))
             sock.setsockopt(SOL_PACKET, PACKET_TX_RING, _REQ3.pack(
-                TX_SLOT * TX_SLOTS, 1, TX_SLOT, TX_SLOTS, 0, 0, 0))
+                TX_BLOCK, TX_SLOT * TX_SLOTS // TX_BLOCK, TX_SLOT, TX_SLOTS, 0, 0, 0))
             big_buffers(sock)
             rx_size = RX_BLOCK * RX_BLOCKS
             mapped = mmap.mmap(sock.fileno(), rx_size + TX_SLOT * TX_SLOTS)
@@ -220,6 +249,8 @@ class MmapPacketPort(_Sender):
         self._tx = memoryview(mapped)[rx_size:]
         self._block = 0      # the next receive block to read
         self._slot = 0       # the next transmit slot to fill
+        self._stalled: tuple[int, float] | None = None  # (slot, since) while ENOBUFS holds it
+        self._plain: _PlainTransmit | None = None       # transmit after a stall
 
     def recv_batch(self) -> list[bytes]:
         """Every frame of the ready blocks (stopping after the block that reaches BATCH)."""
@@ -264,27 +295,23 @@ class MmapPacketPort(_Sender):
 
     def send_batch(self, frames: Sequence[bytes]) -> int:
         """Frames into free transmit slots, then one `send` to flush them; n: frames[:n] were
-        sent, a full ring drops the rest (counted). Oversize frames go out by plain `send`."""
+        handled (sent, or longer than the MTU: dropped and counted as tx_oversize), a full ring
+        drops the rest (counted)."""
+        if self._plain is not None:
+            return self._plain.send_batch(frames)
         tx, stats = self._tx, self.stats
         slot = self._slot
-        queued = sent = 0
+        limit = self.mtu + 14
+        queued = sent = oversize = 0
         pack, status_of = _TX.pack_into, _U32.unpack_from
         for frame in frames:
             size = len(frame)
-            if size > TX_SLOT - _TX_DATA:
-                if queued:
-                    self._flush()
-                    queued = 0
-                if not self._send_one(frame):
-                    break
+            if size > limit and not self._fits_tagged(frame):
+                oversize += 1               # the kernel would refuse it (EMSGSIZE)
                 sent += 1
                 continue
             at = slot * TX_SLOT
-            status = status_of(tx, at + _STATUS_AT)[0]
-            if status & TP_STATUS_WRONG_FORMAT:
-                log.error("%s: the kernel refused a %d-byte frame in the tx ring", self.ifname,
-                          _TX.unpack_from(tx, at)[4])
-            elif status:
+            if status_of(tx, at + _STATUS_AT)[0]:
                 break  # the kernel has not sent this slot yet: the ring is full
             tx[at + _TX_DATA:at + _TX_DATA + size] = frame
             # the header after the data, its status last: x86-64 keeps the stores in order,
@@ -294,20 +321,69 @@ class MmapPacketPort(_Sender):
             queued += 1
             sent += 1
         self._slot = slot
+        stats.tx_frames += sent - oversize
+        stats.tx_oversize += oversize
+        stats.tx_dropped += len(frames) - sent
         if queued:
             self._flush()
-        stats.tx_frames += sent
-        stats.tx_dropped += len(frames) - sent
         return sent
+
+    def _fits_tagged(self, frame: bytes) -> bool:
+        """A frame up to 4 bytes over the MTU passes if it carries a VLAN tag (the kernel
+        allows the tag beyond the MTU, as on the wire)."""
+        return len(frame) <= self.mtu + 18 and frame[12:14] in (b"\x81\x00", b"\x88\xa8")
 
     def _flush(self) -> None:
         """Hand the queued slots to the kernel: one system call, which does not wait for them.
-        A transient refusal leaves them queued for the next flush, like a NIC's tx ring."""
+        A transient refusal leaves them queued for the next flush, like a NIC's tx ring; a
+        slot refused for STALL_SECONDS is given up (module docstring)."""
         try:
             self._sock.send(b"", socket.MSG_DONTWAIT)
         except OSError as e:
             if e.errno not in _GONE:
                 raise
+            if e.errno == errno.ENOBUFS:
+                self._check_stall()
+                return
+        self._stalled = None
+
+    def _check_stall(self) -> None:
+        """Find the oldest slot the kernel still holds (the queued slots run up to the next
+        free one; the kernel sends them in order) and give up on it once it has held the ring
+        for STALL_SECONDS."""
+        tx, status_of = self._tx, _U32.unpack_from
+        head, back = self._slot, 0
+        while back < TX_SLOTS and status_of(tx, (head - 1) % TX_SLOTS * TX_SLOT + _STATUS_AT)[0]:
+            head, back = (head - 1) % TX_SLOTS, back + 1
+        if not back:
+            self._stalled = None
+            return
+        now = time.monotonic()
+        if self._stalled is None or self._stalled[0] != head:
+            self._stalled = (head, now)
+        elif now - self._stalled[1] >= STALL_SECONDS:
+            self._give_up_ring(head)
+
+    def _give_up_ring(self, head: int) -> None:
+        """Drop the frame the kernel keeps refusing and send the ones queued behind it, and
+        every later one, by plain `send`: the kernel will offer that slot again at every flush,
+        so the ring cannot move past it."""
+        tx = self._tx
+        frames = []
+        slot = head
+        while slot != self._slot:
+            at = slot * TX_SLOT
+            size = _TX.unpack_from(tx, at)[4]
+            frames.append(bytes(tx[at + _TX_DATA:at + _TX_DATA + size]))
+            slot = (slot + 1) % TX_SLOTS
+        log.error("%s: the kernel refuses a %d-byte frame in the transmit ring (ENOBUFS for "
+                  "%.0f ms; the far end's MTU smaller than this interface's %d?): dropped it; "
+                  "transmitting by plain send() from now on", self.ifname, len(frames[0]),
+                  STALL_SECONDS * 1e3, self.mtu)
+        self.stats.tx_frames -= len(frames)       # counted when queued; counted again below
+        self.stats.tx_dropped += 1
+        self._plain = _PlainTransmit(self.ifname, self.stats)
+        self._plain.send_batch(frames[1:])
 
     def close(self) -> None:
         if self._map is not None:
@@ -315,4 +391,6 @@ class MmapPacketPort(_Sender):
             self._tx.release()
             self._map.close()
             self._map = None
+        if self._plain is not None:
+            self._plain.close()
         self._sock.close()

@@ -30,6 +30,7 @@ class PortStats:
     vlan_restored: int = 0   # AF_PACKET frames whose 802.1Q/802.1ad tag the kernel had stripped
     rx_truncated: int = 0    # AF_PACKET frames longer than MAX_FRAME (GRO on?), dropped
     rx_dropped: int = 0      # frames lost because our receive ring was full (shm, PACKET_MMAP)
+    tx_oversize: int = 0     # AF_PACKET frames longer than the interface's MTU, dropped
 
 
 class Port(Protocol):
