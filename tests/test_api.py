@@ -535,23 +535,8 @@ def wait_error(p: Pair, expected: int) -> None:
 # poll shows POLLIN|POLLHUP without POLLERR, reads return b"" and writes EPIPE.
 
 
-def test_so_error_reports_the_reset_once_like_linux(connected_pair):
-    p = connected_pair
-    ep = mtcp.mtcp_epoll_create(p.server, 4)
-    mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (mtcp.EPOLLIN, "s"))
-    mtcp.mtcp_abort(p.client, p.c)
-    wait_error(p, errno.ECONNRESET)
-    so_error = (mtcp.SOL_SOCKET, mtcp.SO_ERROR)
-    assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == errno.ECONNRESET
-    assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == 0      # cleared by the read
-    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)
-    err_hup_in = mtcp.EPOLLERR | mtcp.EPOLLHUP | mtcp.EPOLLIN
-    assert ev.events & err_hup_in == mtcp.EPOLLHUP | mtcp.EPOLLIN    # Linux: 17, not 25
-    assert mtcp.mtcp_read(p.server, p.s, 10) == b""
-    raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
-
-
-def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
+@pytest.mark.parametrize("reporter", ["read", "SO_ERROR"])
+def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair, reporter):
     p = connected_pair
     ep = mtcp.mtcp_epoll_create(p.server, 4)
     mtcp.mtcp_epoll_ctl(p.server, ep, mtcp.EPOLL_CTL_ADD, p.s, (mtcp.EPOLLIN, "s"))
@@ -559,14 +544,18 @@ def test_reset_is_reported_once_then_reads_eof_and_writes_epipe(connected_pair):
     wait_error(p, errno.ECONNRESET)
     (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)
     assert ev.events & (mtcp.EPOLLERR | mtcp.EPOLLHUP) == mtcp.EPOLLERR | mtcp.EPOLLHUP
-    raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
+    so_error = (mtcp.SOL_SOCKET, mtcp.SO_ERROR)
+    if reporter == "read":
+        raises(errno.ECONNRESET, mtcp.mtcp_read, p.server, p.s, 10)
+    else:
+        assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == errno.ECONNRESET
+    assert mtcp.mtcp_getsockopt(p.server, p.s, *so_error) == 0   # reported: nothing pending
+    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)  # hung up, no error left to report
+    err_hup_in = mtcp.EPOLLERR | mtcp.EPOLLHUP | mtcp.EPOLLIN
+    assert ev.events & err_hup_in == mtcp.EPOLLHUP | mtcp.EPOLLIN   # Linux: poll 17, not 25
     assert mtcp.mtcp_read(p.server, p.s, 10) == b""
     raises(errno.EPIPE, mtcp.mtcp_write, p.server, p.s, b"x")
     raises(errno.EPIPE, mtcp.mtcp_writev, p.server, p.s, [b"x"])
-    assert mtcp.mtcp_getsockopt(p.server, p.s, mtcp.SOL_SOCKET, mtcp.SO_ERROR) == 0
-    (ev,) = mtcp.mtcp_epoll_wait(p.server, ep, 4, 0)  # hung up, no error left to report
-    err_hup_in = mtcp.EPOLLERR | mtcp.EPOLLHUP | mtcp.EPOLLIN
-    assert ev.events & err_hup_in == mtcp.EPOLLHUP | mtcp.EPOLLIN
     assert p.server.buffers_in_use() == (0, 0)  # the end of the stream was read
 
 
