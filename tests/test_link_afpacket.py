@@ -154,6 +154,20 @@ def _mtu(net, host: int, peer: int) -> None:
                    check=True)
 
 
+def test_a_port_opened_inside_a_namespace_reads_that_namespace_s_mtu(net):
+    """The bench's tester opens its ports after setns(): /sys shows the root namespace there,
+    where the far end of the veth does not exist."""
+    from p4mtcp.bmv2.frametests import in_netns
+
+    _mtu(net, 1500, 1400)
+    with in_netns(f"/run/netns/{net.ns}"):
+        port = MmapPacketPort(net.ns_if)
+    try:
+        assert port.mtu == 1400 and afpacket.interface_mtu(net.host_if) == 1500
+    finally:
+        port.close()
+
+
 @pytest.mark.parametrize("kind", [MmapPacketPort, PacketPort])
 def test_jumbo_frames_leave_and_arrive_byte_exact(net, tmp_path, kind):
     _mtu(net, 9000, 9000)

@@ -27,6 +27,7 @@ the PACKET_AUXDATA message) is put back, and a TCP checksum a local kernel peer 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -34,6 +35,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from .frames import finish_checksum, insert_vlan
 from .port import BATCH, MAX_FRAME, PortStats
@@ -41,48 +43,50 @@ from .unix import big_buffers
 
 log = logging.getLogger("p4mtcp.link")
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
+ETH_P_ALL: Final = 0x0003
+SOL_PACKET: Final = 263
 PACKET_RX_RING, PACKET_STATISTICS, PACKET_AUXDATA, PACKET_VERSION, PACKET_TX_RING = 5, 6, 8, 10, 13
-PACKET_LOSS = 14
-PACKET_IGNORE_OUTGOING = 23
-PACKET_OUTGOING = 4
-TPACKET_V3 = 2
-TP_STATUS_USER = 1                       # rx: the block is ours
-TP_STATUS_LOSING = 4                     # rx: the kernel dropped frames, the ring was full
-TP_STATUS_SEND_REQUEST = 1               # tx: the slot is ready for the kernel
-TP_STATUS_WRONG_FORMAT = 4               # tx: the kernel refused the slot
-TP_STATUS_CSUMNOTREADY = 1 << 3
-TP_STATUS_VLAN_VALID = 1 << 4
-TP_STATUS_VLAN_TPID_VALID = 1 << 6
-_AUXDATA = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
-_CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size)
-_REQ3 = struct.Struct("=7I")             # struct tpacket_req3
-_STATS3 = struct.Struct("=III")          # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
-_BLOCK = struct.Struct("=IIII")          # tpacket_block_desc: block_status, num_pkts, first,
+PACKET_LOSS: Final = 14
+PACKET_IGNORE_OUTGOING: Final = 23
+PACKET_OUTGOING: Final = 4
+TPACKET_V3: Final = 2
+TP_STATUS_USER: Final = 1                       # rx: the block is ours
+TP_STATUS_LOSING: Final = 4                     # rx: the kernel dropped frames, the ring was full
+TP_STATUS_SEND_REQUEST: Final = 1               # tx: the slot is ready for the kernel
+TP_STATUS_WRONG_FORMAT: Final = 4               # tx: the kernel refused the slot
+TP_STATUS_CSUMNOTREADY: Final = 1 << 3
+TP_STATUS_VLAN_VALID: Final = 1 << 4
+TP_STATUS_VLAN_TPID_VALID: Final = 1 << 6
+_AUXDATA: Final = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
+_CMSG_SPACE: Final = socket.CMSG_SPACE(_AUXDATA.size)
+_REQ3: Final = struct.Struct("=7I")             # struct tpacket_req3
+_STATS3: Final = struct.Struct("=III")          # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
+_BLOCK: Final = struct.Struct("=IIII")          # tpacket_block_desc: block_status, num_pkts, first,
                                          # blk_len (the bytes in use, header included)
-_BLOCK_AT = 8                            # offset of block_status in tpacket_block_desc
-_U32 = struct.Struct("=I")
-_PKT = struct.Struct("=I8xIIIH")         # tpacket3_hdr: next_offset, snaplen, len, status, mac
-_VLAN = struct.Struct("=II H")           # tpacket3_hdr at 28: rxhash, vlan_tci, vlan_tpid
-_VLAN_AT = 28
-_TX = struct.Struct("=IIIIII")           # tpacket3_hdr: next_offset, sec, nsec, snaplen, len,
+_BLOCK_AT: Final = 8                            # offset of block_status in tpacket_block_desc
+_U32: Final = struct.Struct("=I")
+_PKT: Final = struct.Struct("=I8xIIIH")         # tpacket3_hdr: next_offset, snaplen, len, status, mac
+_VLAN: Final = struct.Struct("=II H")           # tpacket3_hdr at 28: rxhash, vlan_tci, vlan_tpid
+_VLAN_AT: Final = 28
+_TX: Final = struct.Struct("=IIIIII")           # tpacket3_hdr: next_offset, sec, nsec, snaplen, len,
                                          # status; struct writes fields in order: status last
-_STATUS_AT = 20                          # offset of tp_status in tpacket3_hdr
-_TX_DATA = 48                            # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
-_SLL_PKTTYPE = 48 + 10                   # sockaddr_ll.sll_pkttype after the rx header
+_STATUS_AT: Final = 20                          # offset of tp_status in tpacket3_hdr
+_TX_DATA: Final = 48                            # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
+_SLL_PKTTYPE: Final = 48 + 10                   # sockaddr_ll.sll_pkttype after the rx header
 
-RX_BLOCK = 1 << 15                       # 32 KiB: ~200 64-byte frames per block
-RX_BLOCKS = 256                          # many small blocks: a quiet block retires after
+RX_BLOCK: Final = 1 << 15                       # 32 KiB: ~200 64-byte frames per block
+RX_BLOCKS: Final = 256                          # many small blocks: a quiet block retires after
                                          # RETIRE_MS holding few frames, so the ring's depth in
                                          # time is about RX_BLOCKS x RETIRE_MS at low rates
-RX_FRAME = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
-RETIRE_MS = 1
-TX_SLOT = 1 << 14                        # 16 KiB: a MAX_MTU frame, tags and header included
-TX_SLOTS = 512
-TX_BLOCK = TX_SLOT * 8                   # the ring is allocated in blocks of 8 slots
-STALL_SECONDS = 0.05                     # a slot refused this long is a frame that never goes
-_GONE = (errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ENETDOWN, errno.EMSGSIZE)
+RX_FRAME: Final = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
+RETIRE_MS: Final = 1
+TX_SLOT: Final = 1 << 14                        # 16 KiB: a MAX_MTU frame, tags and header included
+TX_SLOTS: Final = 512
+TX_BLOCK: Final = TX_SLOT * 8                   # the ring is allocated in blocks of 8 slots
+STALL_SECONDS: Final = 0.05                     # a slot refused this long is a frame that never goes
+SIOCGIFMTU: Final = 0x8921
+_IFREQ_MTU: Final = struct.Struct("16si20x")  # struct ifreq: ifr_name, ifr_mtu (40 bytes)
+_GONE: Final = (errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ENETDOWN, errno.EMSGSIZE)
 
 
 def _packet_socket(ifname: str, proto: int = ETH_P_ALL) -> socket.socket:
@@ -106,9 +110,15 @@ def _packet_socket(ifname: str, proto: int = ETH_P_ALL) -> socket.socket:
 
 
 def interface_mtu(ifname: str) -> int:
-    """The interface's MTU (what the kernel lets a frame carry beyond its Ethernet header)."""
-    with open(f"/sys/class/net/{ifname}/mtu") as f:
-        return int(f.read())
+    """The interface's MTU (what the kernel lets a frame carry beyond its Ethernet header),
+    asked with SIOCGIFMTU (netdevice(7)) in this thread's network namespace: /sys shows the
+    namespace it was mounted in, which is not the one of an interface opened after setns()."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            reply = fcntl.ioctl(probe.fileno(), SIOCGIFMTU, _IFREQ_MTU.pack(ifname.encode(), 0))
+        except OSError as e:
+            raise OSError(e.errno, f"{ifname}: cannot read the MTU: {e.strerror}") from None
+    return _IFREQ_MTU.unpack(reply)[1]
 
 
 def open_interface(ifname: str) -> "PacketPort | MmapPacketPort":
