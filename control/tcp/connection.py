@@ -1057,10 +1057,7 @@ class Connection:
         top = off + n + (1 if fin else 0)
         self.nxt = top
         if top > self.snd_max:
-            self._tail_start = off                 # where the newest segment in flight starts
-            if self._rtt_off is None and not self.ts_ok:
-                self._rtt_off, self._rtt_time = top, now    # time one segment per RTT
-            self.snd_max = top
+            self._sent_new(off, top, top, now)     # time one segment per RTT
         else:
             self._host.stats.retransmits += 1
             self.retransmits += 1
@@ -1073,27 +1070,39 @@ class Connection:
         buffered byte's (no PSH, no FIN) and no SACK option owed: what ``_send_segment`` does k
         times, with the ACK, window and timestamps of one output call computed once and the
         segments built in one run (wire.build_run)."""
-        rcv = self.rcv
         wnd = self._advertise()
-        self._last_ack_sent = rcv.nxt
-        self._ack_now = False
-        self._dack_at = None
+        ack = self._ack_sent()
         n = k * mss
         lip, rip = self._lip, self._rip
         host = self._host
         host.emit_run(lip, rip, wire.build_run(
-            lip, rip, self._lport, self._rport, (self.iss + off) & MASK,
-            (self.irs + rcv.nxt) & MASK, wnd,
+            lip, rip, self._lport, self._rport, (self.iss + off) & MASK, ack, wnd,
             (self._ts_now(), self.ts_recent) if self.ts_ok else None,
             self.sndbuf.view(off, n), mss, not self._cfg.offload_checksum))
         host.stats.bytes_out += n
         top = off + n
-        self.nxt = self.snd_max = top
-        self._tail_start = top - mss               # where the newest segment in flight starts
-        if self._rtt_off is None and not self.ts_ok:
-            self._rtt_off, self._rtt_time = off + mss, now   # time the first (RFC 6298 3)
+        self.nxt = top
+        self._sent_new(top - mss, top, off + mss, now)   # time the first segment
         if self._rto_at is None:                   # RFC 6298 5.1
             self._rto_at = now + self.rtt.rto
+
+    def _sent_new(self, tail: int, top: int, rtt_end: int, now: float) -> None:
+        """New data up to ``top`` left, its newest segment starting at ``tail``: SND.MAX moves
+        there, and with no RTT sample running (and no timestamps, which time every segment)
+        the segment ending at ``rtt_end`` is timed (RFC 6298 3)."""
+        self._tail_start = tail                    # where the newest segment in flight starts
+        if self._rtt_off is None and not self.ts_ok:
+            self._rtt_off, self._rtt_time = rtt_end, now
+        self.snd_max = top
+
+    def _ack_sent(self) -> int:
+        """The ACK field of a segment about to leave: it acknowledges everything received, so
+        no ACK is owed any more, immediate or delayed."""
+        nxt = self.rcv.nxt
+        self._last_ack_sent = nxt
+        self._ack_now = False
+        self._dack_at = None
+        return (self.irs + nxt) & MASK
 
     def _retransmit_first(self, now: float, limit: int = 0) -> int:
         """Resend the earliest unacknowledged segment (RFC 6298 5.4, RFC 5681 3.2 step 4)."""
@@ -1139,12 +1148,7 @@ class Connection:
                                          self._sack_blocks())
             elif self.ts_ok:                       # the common case: timestamps alone
                 opts = TS_OPTION.pack(0x0101, wire.OPT_TS, 10, self._ts_now(), self.ts_recent)
-        ack = 0
-        if flags & ACK:
-            ack = (self.irs + rcv.nxt) & MASK
-            self._last_ack_sent = rcv.nxt
-            self._ack_now = False
-            self._dack_at = None
+        ack = self._ack_sent() if flags & ACK else 0
         payload = self.sndbuf.view(off, n) if n else b""
         lip, rip = self._lip, self._rip
         host = self._host
