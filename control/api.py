@@ -422,8 +422,7 @@ def mtcp_close(mctx: Context, sockid: int) -> int:
     ctx = _ctx(mctx, call)
     s = ctx.get(sockid, call)
     ctx.close_socket(s)
-    if not s.nonblock:  # _flush_if_blocking, without the call for the usual non-blocking one
-        ctx.flush()
+    _flush_if_blocking(ctx, s)
     return 0
 
 
@@ -730,15 +729,13 @@ def _send(ctx: Context, sockid: Any, data: Any, call: str) -> int:
             fail(errno.ENOTCONN, call, f"socket {sockid} is {c.state.name}")
         if not data:
             return 0
-        if not s.snd_buf:
-            ctx.take_send_buffer(s, call)
+        ctx.take_send_buffer(s, call)
         try:
             n = c.send(data)
         except OSError as exc:  # the state changed under us (engine's own errno)
             fail(exc.errno or errno.EPIPE, call, f"socket {sockid}")
         if n:
-            if not s.nonblock:  # _flush_if_blocking, without the call when non-blocking
-                ctx.flush()
+            _flush_if_blocking(ctx, s)
             return n
         if s.nonblock:
             fail(errno.EAGAIN, call, f"socket {sockid}: send buffer full")
