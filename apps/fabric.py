@@ -30,7 +30,7 @@ from typing import Any
 
 from p4mtcp.apps import launch, stats
 from p4mtcp.control.agent import NicAgent, stop_control
-from p4mtcp.control.config import load_host
+from p4mtcp.control.config import DEFAULT_MTU, load_host
 from p4mtcp.control.rss import round_robin_reta
 from p4mtcp.control.steering import serve_for
 from p4mtcp.hashing import rss_bucket
@@ -38,7 +38,6 @@ from p4mtcp.hashing import rss_bucket
 NETWORK_PORT = 1
 CORE_PORT_BASE = 16
 CPU_PORT = 255
-DEFAULT_MTU = 1500
 NIC_KINDS = ("embedded", "bmv2")
 
 

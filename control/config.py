@@ -76,6 +76,7 @@ from p4mtcp.link import MAX_MTU, host_side
 DEFAULT_P4INFO = Path(__file__).resolve().parent.parent / "p4src" / "mtcp_nic.p4info.txtpb"
 MAX_PORT = 511  # v1model ports are bit<9>; 511 is the drop port
 MIN_MTU = 576   # RFC 791 / RFC 1122 3.3.3: the datagram every host must take (MSS 536)
+DEFAULT_MTU = 1500  # Ethernet's
 IP_TCP_HEADERS = 40  # RFC 9293 3.7.1: MSS = MTU - fixed IPv4 header - fixed TCP header
 
 
@@ -210,7 +211,7 @@ class MtcpConfig:
     tcp_timeout: int = 30
     tcp_timewait: int = 0
     congestion_control: str = "newreno"
-    mtu: int = 1500
+    mtu: int = DEFAULT_MTU
     port: tuple[str, ...] = ("net0",)
     stat_print: tuple[str, ...] = ()
     nic_target: str = "embedded"
