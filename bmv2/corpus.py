@@ -366,6 +366,12 @@ def icmp(b: Builder) -> Iterator[tuple[str, int, bytes]]:
         raw = bytearray(bytes(message(type=8)))
         raw[36] ^= 1 << b.rng.randrange(8)                         # ICMP checksum
         yield "icmp/bad-checksum", p.network_port, bytes(raw)
+    # A message whose words are all zero but its checksum: RFC 1071's sum is 0, so the checksum
+    # is 0xFFFF; 0x0000 (the other one's-complement zero) must fail, as in BMv2's csum16
+    for csum in (b"\xff\xff", b"\x00\x00"):
+        raw = bytearray(bytes(message(type=0, code=0, id=0, seq=0, payload=b"")))
+        raw[36:38] = csum
+        yield "icmp/all-zero", p.network_port, bytes(raw)
     for _ in range(10):
         yield "icmp/not-local", p.network_port, bytes(message(dst=b.rng.choice(NOT_LOCAL),
                                                               type=8))

@@ -209,14 +209,20 @@ def _mac(value: int) -> bytes:
     return value.to_bytes(6, "big")
 
 
-# Both checksums leave their own field out. One pass sums the whole header (or segment) and takes
-# the field back off: one's-complement addition is addition mod 0xFFFF (RFC 1071), and what
-# remains is never all zero (IPv4 version 4; the pseudo-header's protocol 6), so a zero residue
-# is written 0xFFFF, exactly as ones_sum over the fields without it would give.
+# The IPv4 and TCP checksums leave their own field out: one pass sums the whole header (or
+# segment) and takes the field back off, since one's-complement addition is addition mod 0xFFFF
+# (RFC 1071). What remains is never all zero (IPv4 version 4; the pseudo-header's protocol 6), so
+# a zero residue is the sum 0xFFFF, exactly as ones_sum over the fields without it would give.
+
+def _csum_without(total: int, field: int) -> int:
+    """csum16 of words that add up to ``total`` with the 16-bit ``field`` among them left out
+    (the words left are never all zero: the comment above)."""
+    return ~((total - field) % 0xFFFF or 0xFFFF) & 0xFFFF
+
 
 def _ipv4_checksum(p: Packet) -> int:
     """csum16 over the IPv4 header fields, the checksum field left out."""
-    return ~((p.ip_sum - p.ip_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
+    return _csum_without(p.ip_sum, p.ip_csum)
 
 
 def _tcp_checksum(p: Packet) -> int:
@@ -224,12 +230,16 @@ def _tcp_checksum(p: Packet) -> int:
     (options, data and any Ethernet padding: BMv2 sums everything after the parsed headers)."""
     src, dst = p.ip_src, p.ip_dst
     pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + p.ip_proto + p.l4_len
-    return ~((ones_sum(p.frame[_TCP_OFF:], pseudo) - p.tcp_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
+    return _csum_without(ones_sum(p.frame[_TCP_OFF:], pseudo), p.tcp_csum)
 
 
 def _icmp_checksum(p: Packet) -> int:
-    """csum16 over {type, code, rest} and the payload (data and any Ethernet padding)."""
-    return ~((ones_sum(p.frame[_TCP_OFF:]) - p.icmp_csum) % 0xFFFF or 0xFFFF) & 0xFFFF
+    """csum16 over {type, code, rest} and the payload (data and any Ethernet padding). An ICMP
+    message may be all zero but its checksum, whose sum is 0 and checksum 0xFFFF (as BMv2's
+    csum16 gives), which the residue above cannot tell from a non-zero multiple of 0xFFFF: the
+    words before and after the checksum field are summed apart."""
+    frame = p.frame
+    return ~ones_sum(frame[_TCP_OFF + 4:], ones_sum(frame[_TCP_OFF:_TCP_OFF + 2])) & 0xFFFF
 
 
 class NicPipeline:
