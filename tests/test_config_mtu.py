@@ -8,9 +8,10 @@ import pytest
 from p4mtcp.control.config import (
     MIN_MTU, ConfigError, format_mtcp_conf, load_mtcp_conf, parse_mtcp_conf)
 from p4mtcp.link import MAX_FRAME, MAX_MTU, afpacket, shmring, unix
+from p4mtcp.link.frames import ETH_HLEN, VLAN_HLEN
 
 BASE = "local_ip = 10.0.0.1/24\n"
-ETH_VLAN = 14 + 4      # Ethernet header and one 802.1Q tag
+ETH_VLAN = ETH_HLEN + VLAN_HLEN   # Ethernet header and one 802.1Q tag
 
 
 def test_default_mtu_is_ethernets_and_mss_is_mtu_minus_40():

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from .frames import finish_checksum, insert_vlan
+from .frames import ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, VLAN_HLEN, finish_checksum, insert_vlan
 from .port import BATCH, MAX_FRAME, PortStats
 from .unix import big_buffers
 
@@ -50,40 +50,39 @@ PACKET_LOSS: Final = 14
 PACKET_IGNORE_OUTGOING: Final = 23
 PACKET_OUTGOING: Final = 4
 TPACKET_V3: Final = 2
-TP_STATUS_USER: Final = 1                       # rx: the block is ours
-TP_STATUS_LOSING: Final = 4                     # rx: the kernel dropped frames, the ring was full
-TP_STATUS_SEND_REQUEST: Final = 1               # tx: the slot is ready for the kernel
-TP_STATUS_WRONG_FORMAT: Final = 4               # tx: the kernel refused the slot
+TP_STATUS_USER: Final = 1                # rx: the block is ours
+TP_STATUS_LOSING: Final = 4              # rx: the kernel dropped frames, the ring was full
+TP_STATUS_SEND_REQUEST: Final = 1        # tx: the slot is ready for the kernel
 TP_STATUS_CSUMNOTREADY: Final = 1 << 3
 TP_STATUS_VLAN_VALID: Final = 1 << 4
 TP_STATUS_VLAN_TPID_VALID: Final = 1 << 6
-_AUXDATA: Final = struct.Struct("=IIIHHHH")     # struct tpacket_auxdata
+_AUXDATA: Final = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 _CMSG_SPACE: Final = socket.CMSG_SPACE(_AUXDATA.size)
-_REQ3: Final = struct.Struct("=7I")             # struct tpacket_req3
-_STATS3: Final = struct.Struct("=III")          # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
-_BLOCK: Final = struct.Struct("=IIII")          # tpacket_block_desc: block_status, num_pkts, first,
+_REQ3: Final = struct.Struct("=7I")      # struct tpacket_req3
+_STATS3: Final = struct.Struct("=III")   # struct tpacket_stats_v3: packets, drops, freeze_q_cnt
+_BLOCK: Final = struct.Struct("=IIII")   # tpacket_block_desc: block_status, num_pkts, first,
                                          # blk_len (the bytes in use, header included)
-_BLOCK_AT: Final = 8                            # offset of block_status in tpacket_block_desc
+_BLOCK_AT: Final = 8                     # offset of block_status in tpacket_block_desc
 _U32: Final = struct.Struct("=I")
-_PKT: Final = struct.Struct("=I8xIIIH")         # tpacket3_hdr: next_offset, snaplen, len, status, mac
-_VLAN: Final = struct.Struct("=II H")           # tpacket3_hdr at 28: rxhash, vlan_tci, vlan_tpid
+_PKT: Final = struct.Struct("=I8xIIIH")  # tpacket3_hdr: next_offset, snaplen, len, status, mac
+_VLAN: Final = struct.Struct("=II H")    # tpacket3_hdr at 28: rxhash, vlan_tci, vlan_tpid
 _VLAN_AT: Final = 28
-_TX: Final = struct.Struct("=IIIIII")           # tpacket3_hdr: next_offset, sec, nsec, snaplen, len,
+_TX: Final = struct.Struct("=IIIIII")    # tpacket3_hdr: next_offset, sec, nsec, snaplen, len,
                                          # status; struct writes fields in order: status last
-_STATUS_AT: Final = 20                          # offset of tp_status in tpacket3_hdr
-_TX_DATA: Final = 48                            # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
-_SLL_PKTTYPE: Final = 48 + 10                   # sockaddr_ll.sll_pkttype after the rx header
+_STATUS_AT: Final = 20                   # offset of tp_status in tpacket3_hdr
+_TX_DATA: Final = 48                     # TPACKET_ALIGN(sizeof(tpacket3_hdr)): where tx data sits
+_SLL_PKTTYPE: Final = 48 + 10            # sockaddr_ll.sll_pkttype after the rx header
 
-RX_BLOCK: Final = 1 << 15                       # 32 KiB: ~200 64-byte frames per block
-RX_BLOCKS: Final = 256                          # many small blocks: a quiet block retires after
+RX_BLOCK: Final = 1 << 15                # 32 KiB: ~200 64-byte frames per block
+RX_BLOCKS: Final = 256                   # many small blocks: a quiet block retires after
                                          # RETIRE_MS holding few frames, so the ring's depth in
                                          # time is about RX_BLOCKS x RETIRE_MS at low rates
-RX_FRAME: Final = 1 << 11                       # the kernel's slot unit; V3 packs frames tighter
+RX_FRAME: Final = 1 << 11                # the kernel's slot unit; V3 packs frames tighter
 RETIRE_MS: Final = 1
-TX_SLOT: Final = 1 << 14                        # 16 KiB: a MAX_MTU frame, tags and header included
+TX_SLOT: Final = 1 << 14                 # 16 KiB: a MAX_MTU frame, tags and header included
 TX_SLOTS: Final = 512
-TX_BLOCK: Final = TX_SLOT * 8                   # the ring is allocated in blocks of 8 slots
-STALL_SECONDS: Final = 0.05                     # a slot refused this long is a frame that never goes
+TX_BLOCK: Final = TX_SLOT * 8            # the ring is allocated in blocks of 8 slots
+STALL_SECONDS: Final = 0.05              # a slot refused this long is a frame that never goes
 SIOCGIFMTU: Final = 0x8921
 _IFREQ_MTU: Final = struct.Struct("16si20x")  # struct ifreq: ifr_name, ifr_mtu (40 bytes)
 _GONE: Final = (errno.EAGAIN, errno.EINTR, errno.ENOBUFS, errno.ENETDOWN, errno.EMSGSIZE)
@@ -311,7 +310,7 @@ class MmapPacketPort(_Sender):
             return self._plain.send_batch(frames)
         tx, stats = self._tx, self.stats
         slot = self._slot
-        limit = self.mtu + 14
+        limit = self.mtu + ETH_HLEN
         queued = sent = oversize = 0
         pack, status_of = _TX.pack_into, _U32.unpack_from
         for frame in frames:
@@ -341,7 +340,8 @@ class MmapPacketPort(_Sender):
     def _fits_tagged(self, frame: bytes) -> bool:
         """A frame up to 4 bytes over the MTU passes if it carries a VLAN tag (the kernel
         allows the tag beyond the MTU, as on the wire)."""
-        return len(frame) <= self.mtu + 18 and frame[12:14] in (b"\x81\x00", b"\x88\xa8")
+        return (len(frame) <= self.mtu + ETH_HLEN + VLAN_HLEN
+                and (frame[12] << 8 | frame[13]) in (ETH_P_8021Q, ETH_P_8021AD))
 
     def _flush(self) -> None:
         """Hand the queued slots to the kernel: one system call, which does not wait for them.

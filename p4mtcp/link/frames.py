@@ -8,6 +8,9 @@ import struct
 from p4mtcp.hashing import ones_sum
 
 ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8      # the outer (service) tag of QinQ
+ETH_HLEN = 14
+VLAN_HLEN = 4
 _U16 = struct.Struct("!H")
 _TAG = struct.Struct("!HH")
 
