@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from waiting import messages_until
 from p4mtcp.apps import epserver, epwget, launch, perf
 from p4mtcp.apps.fabric import Fabric, nic_sample, steered_core, two_hosts
 
@@ -141,19 +142,13 @@ def test_perf_moves_50mb_byte_exact(fabric):
                           None, 1, True)
     server_msgs: list[dict] = []
     with launch.CoreWorkers(perf.perf_core, [0, 1], sargs) as servers:
-        deadline = time.monotonic() + 60
-        while sum(m["kind"] == "ready" for m in server_msgs) < 2:
-            assert time.monotonic() < deadline
-            server_msgs += servers.poll(0.1)
+        messages_until(servers, server_msgs, "ready", 2, timeout=60)
         cargs = perf.PerfArgs("client", client.conf, 1, SERVER_IP, perf.PORT, nbytes, 0.0, None,
                               None, 0, True)
         msgs = run_to_end(launch.CoreWorkers(perf.perf_core, [0], cargs), timeout=240)
         sent = [m for m in msgs if m["kind"] == "result"][0]["connections"][0]
         # the receiving core (whichever the NIC steered the flow to) reports its connection
-        deadline = time.monotonic() + 30
-        while not any(m["kind"] == "result" for m in server_msgs):
-            assert time.monotonic() < deadline, server_msgs[-3:]
-            server_msgs += servers.poll(0.1)
+        messages_until(servers, server_msgs, "result", 1, timeout=30)
         servers.finish(server_msgs.append)
     got = [c for m in server_msgs if m["kind"] == "result" for c in m["connections"]]
     received = [c for c in got if c["bytes"]]

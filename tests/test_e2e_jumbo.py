@@ -6,10 +6,10 @@ jumbo host sending to a 1500-byte one in segments the peer's MSS option allows."
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
+from waiting import messages_until
 from p4mtcp.apps import launch, perf
 from p4mtcp.apps.fabric import NETWORK_PORT, Fabric, nic_sample, two_hosts
 
@@ -31,17 +31,11 @@ def run_perf(server, client, nbytes: int) -> tuple[dict, dict, dict]:
                           None, 0, True)
     server_msgs: list[dict] = []
     with launch.CoreWorkers(perf.perf_core, [0], sargs) as servers:
-        deadline = time.monotonic() + 60
-        while not any(m["kind"] == "ready" for m in server_msgs):
-            assert time.monotonic() < deadline, server_msgs
-            server_msgs += servers.poll(0.1)
+        messages_until(servers, server_msgs, "ready", 1, timeout=60)
         client_msgs: list[dict] = []
         with launch.CoreWorkers(perf.perf_core, [0], cargs) as clients:
             assert clients.pump(client_msgs.append, lambda: None, timeout=120), client_msgs
-        deadline = time.monotonic() + 30
-        while not any(m["kind"] == "result" for m in server_msgs):
-            assert time.monotonic() < deadline, server_msgs[-3:]
-            server_msgs += servers.poll(0.1)
+        messages_until(servers, server_msgs, "result", 1, timeout=30)
         servers.finish(server_msgs.append)
     sent = [m for m in client_msgs if m["kind"] == "result"][0]["connections"][0]
     got = [m for m in server_msgs if m["kind"] == "result"][0]["connections"][0]

@@ -33,3 +33,13 @@ def drain(port: Any, want: int, timeout: float, interval: float = 0.001) -> list
         if not batch:
             time.sleep(interval)
     return got
+
+
+def messages_until(workers: Any, msgs: list[dict], kind: str, count: int,
+                   timeout: float) -> None:
+    """Poll a CoreWorkers group into `msgs` until `count` of its messages are of `kind`;
+    AssertionError with the last messages when that takes more than `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while sum(m["kind"] == kind for m in msgs) < count:
+        assert time.monotonic() < deadline, f"{count} {kind!r} message(s): {msgs[-3:]}"
+        msgs += workers.poll(0.1)
