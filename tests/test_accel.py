@@ -169,19 +169,23 @@ def _copy_with_manifest(folder: Path, into: Path, manifest: dict) -> Path:
     return into
 
 
+def _imports_compiled(*groups: str) -> str:
+    """Code that imports every module of ``groups`` and checks it came from the build."""
+    return ("import sys\n"
+            "from p4mtcp import accel\n"
+            "for name, group in sorted(accel.groups().items()):\n"
+            f"    if group in {groups!r}:\n"
+            "        __import__(name)\n"
+            "        assert sys.modules[name].__file__.endswith('.so'), sys.modules[name].__file__\n")
+
+
 def test_the_compiled_nic_processes_frames_when_built() -> None:
     """Runs only where `p4mtcp accel build` made a current build of the NIC's groups."""
     folder = _current_build("hashing", "nic")
-    code = (
-        "import sys\n"
-        "from p4mtcp import accel\n"
+    code = _imports_compiled("hashing", "nic") + (
         "from p4mtcp.dataplane.device import Device\n"
         "from p4mtcp.p4info import P4Schema\n"
         "from p4mtcp.p4src import P4INFO\n"
-        "for name, group in sorted(accel.groups().items()):\n"
-        "    if group in ('hashing', 'nic'):\n"
-        "        __import__(name)\n"
-        "        assert sys.modules[name].__file__.endswith('.so'), sys.modules[name].__file__\n"
         "d = Device(); d.set_pipeline(P4Schema.from_file(P4INFO).p4info, b'')\n"
         "s = d.schema; t = d.pipeline.tables\n"
         "t['NicIngress.port_role'].insert((16,), 0, s.action('NicIngress.set_core_port'), (0,))\n"
@@ -200,15 +204,9 @@ def test_the_compiled_nic_processes_frames_when_built() -> None:
 def test_the_compiled_engine_moves_bytes_when_built() -> None:
     """Runs only where `p4mtcp accel build` made a current build of the engine's groups."""
     folder = _current_build("hashing", "engine")
-    code = (
-        "import sys\n"
-        "from p4mtcp import accel\n"
+    code = _imports_compiled("engine") + (
         "from p4mtcp.control import tcp\n"
         "from p4mtcp.control.tcp import TcpConfig, TcpStack\n"
-        "for name, group in sorted(accel.groups().items()):\n"
-        "    if group == 'engine':\n"
-        "        __import__(name)\n"
-        "        assert sys.modules[name].__file__.endswith('.so'), sys.modules[name].__file__\n"
         "assert tcp.ACCELERATED and accel.active()\n"
         "a = TcpStack(TcpConfig(), b'k' * 16); b = TcpStack(TcpConfig(), b'j' * 16)\n"
         "lst = b.listen(2, 80, 4); c = a.connect(1, 4000, 2, 80, 0.0)\n"
