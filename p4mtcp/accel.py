@@ -31,7 +31,7 @@ from types import ModuleType
 ENV_ENABLE = "P4MTCP_ACCEL"
 ENV_DIR = "P4MTCP_ACCEL_DIR"
 MANIFEST = "manifest.json"
-FORMAT = 3
+FORMAT = 4
 
 # What the build compiles, one module per line: (module, group). A package stands for every
 # module below it (sub-packages' __init__ included) but its own __init__.py. The modules of a
@@ -53,6 +53,13 @@ COMPILED = (
 # Modules under a listed package that stay Python: the tracer runs only when an application
 # attaches one.
 EXCLUDED = ("p4mtcp.control.tcp.trace",)
+# Hand-written C modules the build compiles beside mypyc's: (module, its C source under the
+# p4mtcp package, group). A C module has no Python source to fall back on: the module that
+# imports it keeps the reference code and uses the C function only when the import succeeds,
+# which it does only while the C source hashes as in the manifest (like any other group).
+NATIVE = (
+    ("p4mtcp._csum", "csum.c", "csum"),      # the RFC 1071 sum for hashing.ones_sum
+)
 
 _active = False
 
@@ -91,16 +98,27 @@ def find_source_spec(name: str) -> importlib.machinery.ModuleSpec:
 
 
 def groups() -> dict[str, str]:
-    """Module name -> its group, for every module the build compiles (COMPILED, expanded)."""
-    return {module: group for name, group in COMPILED for module in _expand(name)}
+    """Module name -> its group, for every module the build compiles (COMPILED, expanded, and
+    NATIVE)."""
+    out = {module: group for name, group in COMPILED for module in _expand(name)}
+    out.update((module, group) for module, _, group in NATIVE)
+    return out
 
 
 def sources() -> dict[str, Path]:
-    """Module name -> source file of every module the build compiles (COMPILED, expanded)."""
+    """Module name -> source file of every module the build compiles (COMPILED, expanded, and
+    NATIVE's C files)."""
     out: dict[str, Path] = {}
     for name, _ in COMPILED:
         out.update(_expand(name))
+    out.update(native_sources())
     return out
+
+
+def native_sources() -> dict[str, Path]:
+    """Module name -> C source of every NATIVE module."""
+    package = Path(__file__).resolve().parent
+    return {module: package / source for module, source, _ in NATIVE}
 
 
 def _expand(name: str) -> dict[str, Path]:
@@ -183,8 +201,8 @@ def usable_groups(folder: Path) -> tuple[dict[str, dict], dict[str, str]]:
                 continue
             break
         else:
-            missing = [e["file"] for e in [*had.values(), entry["shared"]]
-                       if not (folder / e["file"]).is_file()]
+            files_of = [*had.values(), *([entry["shared"]] if entry.get("shared") else [])]
+            missing = [e["file"] for e in files_of if not (folder / e["file"]).is_file()]
             if missing:
                 refused[group] = f"{folder / missing[0]} is missing: the build is incomplete"
     changed = True
@@ -220,8 +238,9 @@ class CompiledFinder:
                 self._files[name] = folder / m["file"]
                 if m.get("package"):
                     self._packages.add(name)
-            shared = entry["shared"]                      # mypyc's runtime, by its name
-            self._files[shared["name"]] = folder / shared["file"]
+            shared = entry.get("shared")          # mypyc's runtime, by its name (C: none)
+            if shared:
+                self._files[shared["name"]] = folder / shared["file"]
 
     def names(self) -> frozenset[str]:
         return frozenset(self._files)

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .accel import (ENV_ENABLE, FORMAT, MANIFEST, BuildError, build_dir, find_source_spec,
-                    groups, source_hashes, sources, usable_groups)
+                    groups, native_sources, source_hashes, sources, usable_groups)
 
 # Given to mypy: modules imported only for their types are followed but not judged, and
 # libraries without type information (grpc, protobuf) are Any.
@@ -31,31 +31,39 @@ MYPY_FLAGS = ("--follow-imports=silent", "--ignore-missing-imports")
 
 
 _SETUP = """\
-from setuptools import setup
+from setuptools import Extension, setup
 from mypyc.build import mypycify
 
-setup(name="p4mtcp_accel", ext_modules=mypycify({args!r}, separate={separate!r}, opt_level="3"))
+native = [Extension(name, [source], extra_compile_args=["-O3"]) for name, source in {native!r}]
+setup(name="p4mtcp_accel",
+      ext_modules=mypycify({args!r}, separate={separate!r}, opt_level="3") + native)
 """
 
 
 def build(dest: Path) -> Path:
-    """Compile the listed modules with mypyc into ``dest`` (replacing an older build)."""
+    """Compile the listed modules with mypyc, and the NATIVE C modules, into ``dest``
+    (replacing an older build)."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         raise BuildError("no C compiler (cc/gcc) on PATH: p4mtcp runs as pure Python")
     if importlib.util.find_spec("mypyc") is None:
         raise BuildError("mypyc is not installed (pip install -e '.[accel]')")
-    compiled = sources()
+    native = native_sources()
+    compiled = {name: path for name, path in sources().items() if name not in native}
     group_of = groups()
     with tempfile.TemporaryDirectory(prefix="p4mtcp-accel-") as tmp:
         work = Path(tmp)
         copied = _copy_tree(compiled, work)
-        hashes = source_hashes({name: copied[name] for name in compiled})  # what is compiled
+        for name, path in native.items():  # beside the package's Python modules
+            copied[name] = work / "p4mtcp" / path.name
+            shutil.copyfile(path, copied[name])
+        hashes = source_hashes({name: copied[name] for name in [*compiled, *native]})
         rel = {name: str(copied[name].relative_to(work)) for name in compiled}
-        names = sorted(set(group_of.values()))
+        names = sorted({group_of[m] for m in compiled})  # the mypyc groups
         separate = [([rel[m] for m in sorted(compiled) if group_of[m] == g], _lib(g))
                     for g in names]
         (work / "setup.py").write_text(_SETUP.format(
-            args=[*MYPY_FLAGS, *sorted(rel.values())], separate=separate))
+            args=[*MYPY_FLAGS, *sorted(rel.values())], separate=separate,
+            native=[(name, str(copied[name].relative_to(work))) for name in sorted(native)]))
         proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=work,
                               capture_output=True, text=True)
         if proc.returncode:
@@ -72,9 +80,14 @@ def build(dest: Path) -> Path:
             shutil.copy2(shared, dest / shared.name)
             built[g] = {"shared": {"name": f"{_lib(g)}__mypyc", "file": shared.name},
                         "needs": _needs(g, group_of, copied), "modules": {}}
-        for name in sorted(compiled):
+        for g in sorted({group_of[m] for m in native}):
+            built[g] = {"shared": None, "needs": [], "modules": {}}
+        for name in sorted([*compiled, *native]):
             source = copied[name]
-            ext = source.with_name(source.stem + suffix).relative_to(work)
+            stem = name.rpartition(".")[2] if name in native else source.stem
+            ext = source.with_name(stem + suffix).relative_to(work)
+            if not (work / ext).is_file():
+                raise BuildError(f"the build left no extension module {ext} for {name}")
             (dest / ext).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / ext, dest / ext)
             built[group_of[name]]["modules"][name] = {

