@@ -45,6 +45,9 @@ COMPILED = (
     ("p4mtcp.dataplane.pipeline", "nic"),      # the NIC: the P4 program
     ("p4mtcp.link.frames", "nic"),             # the NIC's AF_PACKET edge: frame fix-ups
     ("p4mtcp.link.afpacket", "nic"),           # the NIC's AF_PACKET edge: PACKET_MMAP rings
+    ("p4mtcp.link.shmring", "nic"),            # core links: the shared-memory frame rings
+    ("p4mtcp.link.shm", "nic"),                # core links: their doorbells and set-up
+    ("p4mtcp.link.unix", "nic"),               # UNIX-socket links: NIC to NIC, and the old core link
     ("p4mtcp.control.context", "core"),        # a core's loop, socket table and epoll wiring
     ("p4mtcp.control.epoll", "core"),          # mTCP epoll bookkeeping
     ("p4mtcp.control.netif", "core"),          # a core's Ethernet/IPv4 framing
