@@ -10,7 +10,7 @@ from scapy.packet import Raw
 
 from p4mtcp.control.tcp import pmtu
 from test_tcp_recovery import NOP, sack_connection
-from test_tcp_support import ENGINE_IP, ENGINE_IP_S, PEER_IP, PEER_IP_S, Peer, payload
+from test_tcp_support import ENGINE_IP, ENGINE_IP_S, PEER_IP, PEER_IP_S, Peer, payload, tcp_bytes
 
 ROUTER_IP = PEER_IP + 1
 
@@ -190,3 +190,84 @@ def test_in_fast_recovery_only_the_mss_changes_and_repairs_use_it():
     out = p.out()                                         # segment 4 is a hole now, lost
     assert out and max(len(payload(s)) for s in out) <= 960
     assert (snd + 4 * 1460, 960) in [(s.seq, len(payload(s))) for s in out]
+
+
+# ---------------------------------------------------------------- per destination (RFC 1191 5)
+
+OTHER_IP_S = "10.9.9.9"
+
+
+def second_connection(p: Peer, pport: int = 40001, src: str = PEER_IP_S):
+    """Another accepted connection on the engine's listener, from ``src``:``pport``."""
+    p.stack.receive(int.from_bytes(bytes(map(int, src.split("."))), "big"), ENGINE_IP,
+                    tcp_bytes("S", 7000, sport=pport, dport=p.eport, src=src,
+                              options=[("MSS", 1460)]), p.now)
+    synack = p.one()
+    p.stack.receive(int.from_bytes(bytes(map(int, src.split("."))), "big"), ENGINE_IP,
+                    tcp_bytes("A", 7001, synack.seq + 1, sport=pport, dport=p.eport, src=src),
+                    p.now)
+    conn = p.listener.accept()
+    assert conn is not None
+    conn.set_option("nodelay", True)
+    return conn
+
+
+def test_a_later_connection_to_the_same_host_starts_at_the_learned_size():
+    """RFC 1191 5: the estimate belongs to the destination; the next connection's first flight
+    fits the path instead of being dropped by the same router again."""
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    p.out()
+    later = second_connection(p)
+    assert later.eff_mss == 960 and p.stack.stats.pmtu_from_cache == 1
+    later.send(b"L" * 3000)
+    assert [len(payload(s)) for s in p.out()] == [960, 960, 960, 120]
+
+
+def test_other_destinations_keep_the_full_mss():
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    p.out()
+    elsewhere = second_connection(p, src=OTHER_IP_S)
+    assert elsewhere.eff_mss == 1460 and p.stack.stats.pmtu_from_cache == 0
+
+
+def test_the_learned_size_ages_out_after_ten_minutes():
+    """RFC 1191 6.3: the estimate is raised again after 10 minutes; the open connection keeps
+    its MSS (6.4), a new one starts at full size."""
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq, 1000), p.now)
+    p.out()
+    p.send("A", 1001, segs[-1].seq + 1460)
+    p.out()
+    p.now += pmtu.CACHE_SECONDS - 1
+    p.out()
+    assert second_connection(p, 40001).eff_mss == 960
+    p.now += 1
+    p.out()
+    assert second_connection(p, 40002).eff_mss == 1460
+    assert conn.eff_mss == 960
+    assert len(p.stack.path_mtus) == 0
+
+
+def test_a_message_the_engine_does_not_believe_teaches_the_cache_nothing():
+    """RFC 5927 4.1: a quoted sequence number outside the flight is not believed for the
+    connection, nor for the destination."""
+    p, conn, segs = sending()
+    p.stack.receive_icmp(ROUTER_IP, ENGINE_IP, frag_needed(segs[0].seq + (1 << 31), 1000), p.now)
+    assert len(p.stack.path_mtus) == 0
+    assert second_connection(p).eff_mss == 1460
+
+
+def test_the_cache_never_raises_an_estimate_and_forgets_the_oldest_when_full():
+    cache = pmtu.PathCache()
+    cache.learn(1, 1200, 0.0)
+    cache.learn(1, 1400, 1.0)                             # higher: ignored (RFC 1191 6.4)
+    assert cache.lookup(1, 2.0) == 1200
+    cache.learn(1, 1000, 500.0)                           # lower: taken, its 10 minutes restart
+    assert cache.lookup(1, 500.0 + pmtu.CACHE_SECONDS - 1) == 1000
+    for ip in range(2, pmtu.CACHE_ENTRIES + 2):
+        cache.learn(ip, 1280, 600.0)
+    assert len(cache) == pmtu.CACHE_ENTRIES
+    assert cache.lookup(1, 601.0) == 0                    # the oldest went first
+    assert cache.lookup(2, 601.0) == 1280 and cache.lookup(pmtu.CACHE_ENTRIES + 1, 601.0) == 1280

@@ -349,8 +349,13 @@ class Connection:
 
     def _set_mss(self) -> None:
         # RFC 9293 3.7.1 and RFC 6691: the data we send fits min(peer MSS, ours) less options.
-        self.eff_mss = max(64, min(self.mss_peer, self._cfg.mss) - (12 if self.ts_ok else 0))
+        options = 12 if self.ts_ok else 0
+        self.eff_mss = max(64, min(self.mss_peer, self._cfg.mss) - options)
         self._rcv_mss = self.eff_mss
+        mtu = self._host.path_mtu_for(self._rip)   # RFC 1191 5: learned by an earlier connection
+        if mtu and pmtu.mss_for(mtu, options) < self.eff_mss:
+            self.eff_mss = pmtu.mss_for(mtu, options)
+            self._host.stats.pmtu_from_cache += 1
         self.cc = make_congestion_control(self._cfg.congestion, self.eff_mss,
                                           self._cfg.initial_window)
 
@@ -368,6 +373,7 @@ class Connection:
         off = una + seq_diff(seq, (self.iss + una) & MASK)
         if self.state not in _DATA_OUT or not una <= off < self.snd_max:   # SND.MAX: sent
             return False
+        self._host.learn_path_mtu(self._rip, mtu)   # RFC 1191 5: for later connections too
         mss = pmtu.mss_for(mtu, 12 if self.ts_ok else 0)
         if mss >= self.eff_mss:
             return False

@@ -40,6 +40,12 @@ class Host(Protocol):
     def event(self, kind: EventKind, sock: Connection | Listener) -> None:
         """Queue an event for the application."""
 
+    def path_mtu_for(self, remote_ip: int) -> int:
+        """The path MTU learned for ``remote_ip`` (RFC 1191 5), 0 if none is held."""
+
+    def learn_path_mtu(self, remote_ip: int, mtu: int) -> None:
+        """A believed fragmentation-needed message: the path to ``remote_ip`` carries ``mtu``."""
+
     def challenge(self, now: float) -> bool:
         """Whether one more challenge ACK may go out now (RFC 5961 7 rate limit; counted)."""
 

@@ -15,6 +15,13 @@ Which MTU (the rule followed, and why):
 - a value of 68..551 is raised to 552, Linux's ``net.ipv4.route.min_pmtu`` default: an attacker
   forging small MTUs (RFC 1191 8, RFC 5927 7.1) cannot shrink segments below 512 octets of IPv4
   payload. Linux applies that floor to any report; this module rejects the sub-68 ones first.
+
+What is learned is kept per destination (RFC 1191 5), in each stack's `PathCache`: a later
+connection to the same host starts at the lower size instead of losing its first full-size
+flight to the same router. An entry ages out after CACHE_SECONDS (RFC 1191 6.3: raise the
+estimate again after 10 minutes); connections then start at full size and learn again if the
+path still needs it. Connections already open keep their MSS (RFC 1191 6.4: it never rises on
+a message).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ MIN_MTU = 68                  # RFC 791: the datagram every router forwards unfr
 MIN_PMTU = 552                # Linux net.ipv4.route.min_pmtu (512 + 20 + 20)
 MIN_MSS = 64                  # the engine's floor for any MSS (connection.py _set_mss)
 HEADERS = 40                  # IPv4 + TCP headers without options (RFC 1191 6.4: PMTU - 40)
+CACHE_SECONDS = 600.0         # RFC 1191 6.3: an estimate is raised after 10 minutes
+CACHE_ENTRIES = 4096          # destinations remembered per stack; the oldest entry goes first
 PLATEAUS = (65535, 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
 """RFC 1191 table 7-1, largest first."""
 
@@ -131,3 +140,39 @@ def mss_for(mtu: int, option_octets: int) -> int:
     """The payload a segment may carry on a path of ``mtu``: headers and the options every
     segment carries (timestamps) subtracted, as Linux's tcp_mtu_to_mss; never below MIN_MSS."""
     return max(MIN_MSS, mtu - HEADERS - option_octets)
+
+
+class PathCache:
+    """The path MTU learned per destination (module doc), with the time each entry expires.
+    Sans-IO: the stack passes its clock."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[int, float]] = {}   # remote IPv4 -> (mtu, expires)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def learn(self, remote_ip: int, mtu: int, now: float) -> None:
+        """A believed fragmentation-needed message says the path to ``remote_ip`` carries
+        ``mtu``: remember it, unless a lower estimate is already held (RFC 1191 6.4: it never
+        rises on a message). A lower one restarts the entry's 10 minutes."""
+        held = self.lookup(remote_ip, now)
+        if held and held <= mtu:
+            return
+        entries = self._entries
+        entries.pop(remote_ip, None)
+        if len(entries) >= CACHE_ENTRIES:
+            del entries[next(iter(entries))]               # the oldest learned
+        entries[remote_ip] = (mtu, now + CACHE_SECONDS)
+
+    def lookup(self, remote_ip: int, now: float) -> int:
+        """The path MTU held for ``remote_ip``, 0 if none or aged out (then forgotten)."""
+        entry = self._entries.get(remote_ip)
+        if entry is None:
+            return 0
+        if now >= entry[1]:
+            del self._entries[remote_ip]
+            return 0
+        return entry[0]

@@ -43,6 +43,7 @@ class TcpStack:
         self._challenge_second = -1
         self._challenge_count = 0
         self.stats = TcpStats()
+        self.path_mtus = pmtu.PathCache()          # RFC 1191 5: per destination, for every conn
         self.last_error = ""          # why the last segment was dropped as malformed
 
     # ------------------------------------------------------------------ facade
@@ -133,6 +134,14 @@ class TcpStack:
             return True
         self.stats.pmtu_ignored += 1
         return False
+
+    def path_mtu_for(self, remote_ip: int) -> int:
+        """Host: the path MTU learned for ``remote_ip``, 0 if none (`pmtu.PathCache`)."""
+        return self.path_mtus.lookup(remote_ip, self.now)
+
+    def learn_path_mtu(self, remote_ip: int, mtu: int) -> None:
+        """Host: remember a believed path MTU for ``remote_ip``."""
+        self.path_mtus.learn(remote_ip, mtu, self.now)
 
     def poll(self, now: float) -> list[tuple[int, int, bytes]]:
         """Run due timers and pending output; return (src_ip, dst_ip, tcp_bytes) to transmit."""

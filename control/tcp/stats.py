@@ -40,6 +40,8 @@ class TcpStats:
     pmtu_lowered: int = 0        # connections whose MSS a fragmentation-needed message lowered
     pmtu_ignored: int = 0        # such messages ignored: malformed, no connection, quoted
                                  # sequence number outside the flight, or MTU not lower (RFC 1191)
+    pmtu_from_cache: int = 0     # connections that started below their MSS: a path MTU learned
+                                 # for the destination by an earlier one (RFC 1191 5)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
