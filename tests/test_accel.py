@@ -159,6 +159,12 @@ def _run(code: str, folder: Path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+def _run_ok(code: str, folder: Path) -> None:
+    """Run ``code`` on the build in ``folder``; it must exit 0 (its stderr is the failure)."""
+    proc = _run(code, folder)
+    assert proc.returncode == 0, proc.stderr
+
+
 def _copy_with_manifest(folder: Path, into: Path, manifest: dict) -> Path:
     """The build's files (linked) under another manifest."""
     into.mkdir()
@@ -197,8 +203,7 @@ def test_the_compiled_nic_processes_frames_when_built() -> None:
         "assert port == 1 and out[:6] == bytes.fromhex('020000000002'), out\n"
         "assert out[24:26] != b'\\0\\0'  # the IPv4 checksum was filled in\n"
     )
-    proc = _run(code, folder)
-    assert proc.returncode == 0, proc.stderr
+    _run_ok(code, folder)
 
 
 def test_the_compiled_engine_moves_bytes_when_built() -> None:
@@ -221,8 +226,7 @@ def test_the_compiled_engine_moves_bytes_when_built() -> None:
         "    got += s2.recv(10000)\n"
         "assert got == b'x' * 5000, len(got)\n"
     )
-    proc = _run(code, folder)
-    assert proc.returncode == 0, proc.stderr
+    _run_ok(code, folder)
 
 
 def test_an_edited_nic_source_falls_back_with_the_warning(tmp_path: Path) -> None:
@@ -282,8 +286,7 @@ def test_the_c_checksum_matches_the_reference_when_built() -> None:
         "        continue\n"
         "    raise AssertionError(f'{args} did not raise {error.__name__}')\n"
     )
-    proc = _run(code, folder)
-    assert proc.returncode == 0, proc.stderr
+    _run_ok(code, folder)
 
 
 def test_an_edited_c_source_leaves_hashing_on_the_reference(tmp_path: Path) -> None:
