@@ -143,6 +143,44 @@ def test_writev_and_readv_move_the_iovec_byte_counts():
     assert bad.status == "failed" and bad.line == 8 and "count 2 for 1 iovec" in bad.reason
 
 
+def test_sendmsg_recvmsg_sendto_recvfrom_and_positional_iovecs():
+    """packetdrill's message calls, written as its own scripts write them: a msghdr with
+    ``msg_iov(n)=[{..., N}]``, iovecs by position, the address of a connected socket unused."""
+    out = run(LISTEN + (
+        "+0 sendmsg(4, {msg_name(...)=..., msg_iov(2)=[{..., 100}, {..., 50}], msg_flags=0}, 0)"
+        " = 150\n"
+        "+0 > P. 1:151(150) ack 1\n"
+        "+0 < . 1:1(0) ack 151 win 65535\n"
+        "+0 sendto(4, ..., 40, 0, ..., ...) = 40\n"
+        "+0 > P. 151:191(40) ack 1\n"
+        "+0 < . 1:1(0) ack 191 win 65535\n"                    # else Nagle holds the next
+        "+0 writev(4, [{..., 7}, {iov_base=..., iov_len=3}], 2) = 10\n"
+        "+0 > P. 191:201(10) ack 1\n"
+        "+0 < P. 1:31(30) ack 201 win 65535\n"
+        "+0 recvmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 20}], msg_flags=0}, MSG_PEEK) = 20\n"
+        "+0 recvmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 25}], msg_flags=0}, 0) = 25\n"
+        "+0 recvfrom(4, ..., 100, 0, ..., ...) = 5\n"
+        "+0 recvfrom(4, ..., 100, MSG_DONTWAIT, ..., ...) = -1 EAGAIN (Resource temporarily"
+        " unavailable)\n"))
+    assert out.status == "passed", out.detail
+    wrong = run(LISTEN + "+0 sendmsg(4, {msg_name(...)=..., msg_iov(1)=[{..., 100}], "
+                         "msg_flags=0}, 0) = 100\n+0 > P. 1:100(99) ack 1\n")
+    assert wrong.status == "failed" and "1:101(100)" in wrong.detail     # 100 bytes went
+    count = run(LISTEN + "+0 sendmsg(4, {msg_iov(2)=[{..., 100}], msg_flags=0}, 0) = 100\n")
+    assert count.status == "failed" and count.line == 8 and "count 2 for 1 iovec" in count.reason
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("+0 sendmsg(4, {msg_iov(1)=[{..., 40}], msg_flags=0}, MSG_MORE) = 40", "MSG_MORE"),
+    ("+0 recvmsg(4, {msg_iov(1)=[{..., 10}], msg_flags=0, msg_control=[{cmsg_level=SOL_TCP, "
+     "cmsg_type=TCP_CM_INQ, cmsg_data=0}]}, 0) = 10", "msg_control"),
+    ("+0 send(4, ..., 10, MSG_ZEROCOPY) = 10", "MSG_ZEROCOPY"),
+])
+def test_message_features_without_an_mtcp_counterpart_skip_the_script(line, reason):
+    out = run(LISTEN + line + "\n")
+    assert out.status == "skipped" and reason in out.reason and out.line == 8
+
+
 def test_blocking_calls_return_when_the_stack_lets_them():
     accept = ("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
               "+0 listen(3, 1) = 0\n+0...0.2 accept(3, ..., ...) = 4\n"

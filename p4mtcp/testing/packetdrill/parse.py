@@ -332,16 +332,34 @@ def _primary(c: _Line) -> Any:
     if t.text == "[":
         return list(_args(c, "]"))
     if t.text == "{":
-        fields: dict[str, Any] = {}
-        while not c.accept("}"):
+        return _struct(c)
+    raise c.error(f"unexpected {t.text!r} in arguments")
+
+
+def _struct(c: _Line) -> dict[str, Any]:
+    """``{name=value, ...}`` as a dict. packetdrill also writes fields by position (an iovec
+    ``{..., 1000}`` is iov_base then iov_len: keys "0", "1") and array fields with their length
+    (``msg_iov(1)=[...]``: the length under "msg_iov(n)")."""
+    fields: dict[str, Any] = {}
+    position = 0
+    while not c.accept("}"):
+        t = c.peek()
+        named = (t is not None and t.kind == "ident" and c.peek(1) is not None
+                 and c.peek(1).text in ("=", "("))
+        if not named:
+            fields[str(position)] = _expr(c)
+            position += 1
+        else:
             name = c.next().text
-            if name == "...":
-                continue
+            if c.accept("("):
+                count = _args(c, ")")
+                fields[f"{name}(n)"] = count[0] if count else None
             c.expect("=")
             fields[name] = _expr(c)
-            c.accept(",")
-        return fields
-    raise c.error(f"unexpected {t.text!r} in arguments")
+        if not c.accept(","):
+            c.expect("}")
+            break
+    return fields
 
 
 def _args(c: _Line, close: str) -> tuple[Any, ...]:

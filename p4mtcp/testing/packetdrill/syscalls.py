@@ -245,13 +245,21 @@ class Syscalls:
         return self._send(call, value(call.args[2]))
 
     def sys_send(self, call: Syscall) -> int:
-        return self._send(call, value(call.args[2]))
+        return self._send(call, value(call.args[2]), _flags(call, 3))
+
+    def sys_sendto(self, call: Syscall) -> int:
+        """On a connected stream socket the address is not used (send(2))."""
+        return self._send(call, value(call.args[2]), _flags(call, 3))
 
     def sys_writev(self, call: Syscall) -> int:
         return self._send(call, _iov_total(call))
 
-    def _send(self, call: Syscall, n: int) -> int:
-        sid, blocking = self._sid(call.args[0]), self._blocking(call)
+    def sys_sendmsg(self, call: Syscall) -> int:
+        return self._send(call, *_msghdr(call))
+
+    def _send(self, call: Syscall, n: int, flags: int = 0) -> int:
+        sid = self._sid(call.args[0])
+        blocking = self._blocking(call) and not flags & socket.MSG_DONTWAIT
         sent = 0
 
         def more() -> int:
@@ -277,8 +285,17 @@ class Syscalls:
         return self._retrying(lambda: self.api.readv(sid, [bytearray(n)]), self._blocking(call))
 
     def sys_recv(self, call: Syscall) -> int:
-        sid, n = self._sid(call.args[0]), value(call.args[2])
-        flags = value(call.args[3]) if len(call.args) > 3 else 0
+        return self._recv(call, value(call.args[2]), _flags(call, 3))
+
+    def sys_recvfrom(self, call: Syscall) -> int:
+        """On a connected stream socket no address is filled in (recv(2))."""
+        return self._recv(call, value(call.args[2]), _flags(call, 3))
+
+    def sys_recvmsg(self, call: Syscall) -> int:
+        return self._recv(call, *_msghdr(call))
+
+    def _recv(self, call: Syscall, n: int, flags: int) -> int:
+        sid = self._sid(call.args[0])
         blocking = self._blocking(call) and not flags & socket.MSG_DONTWAIT
         return self._retrying(
             lambda: len(self.api.recv(sid, n, flags & socket.MSG_PEEK)), blocking)
@@ -393,14 +410,43 @@ class Syscalls:
 
 
 def _iov_total(call: Syscall) -> int:
-    """The byte count of ``readv``/``writev``'s iovec array, ``[{iov_base=..., iov_len=N}, ...]``,
-    checked against its count argument (the contents are the script's ``...``: zeros)."""
-    iov, count = call.args[1], value(call.args[2], "iovec count")
-    if not isinstance(iov, list) or not all(isinstance(v, dict) and "iov_len" in v for v in iov):
-        raise Unmapped(f"{call.name}() iovec {iov!r}: expected [{{iov_base=..., iov_len=N}}, ...]")
-    if count != len(iov):
-        raise Failure(0, f"{call.name}() count {count} for {len(iov)} iovec entries")
-    return sum(value(v["iov_len"], "iov_len") for v in iov)
+    """The byte count of ``readv``/``writev``'s iovec array, checked against its count argument
+    (the contents are the script's ``...``: zeros)."""
+    return _iovecs(call.name, call.args[1], value(call.args[2], "iovec count"))
+
+
+def _iovecs(name: str, iov: Any, count: int | None) -> int:
+    """The bytes of an iovec array, ``[{iov_base=..., iov_len=N}, ...]`` or packetdrill's
+    positional ``[{..., N}, ...]``, whose length must be ``count`` when one is given."""
+    if not isinstance(iov, list) or not all(isinstance(v, dict) and ("iov_len" in v or "1" in v)
+                                            for v in iov):
+        raise Unmapped(f"{name}() iovec {iov!r}: expected [{{..., N}}, ...] or "
+                       "[{iov_base=..., iov_len=N}, ...]")
+    if count is not None and count != len(iov):
+        raise Failure(0, f"{name}() count {count} for {len(iov)} iovec entries")
+    return sum(value(v.get("iov_len", v.get("1")), "iov_len") for v in iov)
+
+
+def _msghdr(call: Syscall) -> tuple[int, int]:
+    """(bytes in msg_iov, flags) of ``sendmsg``/``recvmsg``: ``{msg_name(...)=...,
+    msg_iov(1)=[{..., N}], msg_flags=0}``. Ancillary data has no mTCP counterpart."""
+    msg = call.args[1]
+    if not isinstance(msg, dict) or "msg_iov" not in msg:
+        raise Unmapped(f"{call.name}() message {msg!r}: expected {{..., msg_iov(n)=[...], ...}}")
+    if "msg_control" in msg:
+        raise Unmapped(f"{call.name}() ancillary data (msg_control) has no mTCP counterpart")
+    count = msg.get("msg_iov(n)")
+    total = _iovecs(call.name, msg["msg_iov"], None if count is None else value(count))
+    return total, _flags(call, 2)
+
+
+def _flags(call: Syscall, at: int) -> int:
+    """The flags argument at ``at`` (0 when absent): MSG_PEEK and MSG_DONTWAIT map to mTCP."""
+    flags = value(call.args[at], "flags") if len(call.args) > at else 0
+    if flags & ~(socket.MSG_PEEK | socket.MSG_DONTWAIT):
+        raise Unmapped(f"{call.name}() flags {call.args[at]} have no mTCP counterpart "
+                       "(MSG_PEEK and MSG_DONTWAIT do)")
+    return flags
 
 
 def _bit_names(bits: int, prefix: str) -> str:
