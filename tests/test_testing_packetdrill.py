@@ -51,6 +51,22 @@ def test_parse_times_packets_options_and_calls():
         "connect", -1, "EINPROGRESS", 0.2)
 
 
+def test_structs_by_name_by_position_and_with_array_lengths():
+    """packetdrill writes struct fields by name, by position (an iovec ``{..., 1000}``) and
+    array fields with their length (``msg_iov(1)=``); a positional value may be a call."""
+    call = parse("0 sendmsg(4, {msg_name(...)=..., msg_iov(2)=[{..., 10}, "
+                 "{iov_base=..., iov_len=5}], msg_flags=0}, 0) = 15\n"
+                 "+0 f(3, {htons(80), x=1, {}}) = 0\n", "t.pkt").events
+    msg = call[0].body.args[1]
+    assert msg["msg_iov(n)"] == 2 and msg["msg_flags"] == 0
+    assert msg["msg_iov"] == [{"0": "...", "1": 10}, {"iov_base": "...", "iov_len": 5}]
+    other = call[1].body.args[1]
+    assert other["0"].name == "htons" and other["0"].args == (80,)
+    assert other["x"] == 1 and other["1"] == {}
+    with pytest.raises(ScriptError, match="t.pkt:1"):
+        parse("0 sendmsg(4, {msg_iov(1)=[{..., 10}] msg_flags=0}, 0) = 10\n", "t.pkt")
+
+
 def test_comments_hide_shell_commands_and_keep_line_numbers():
     s = parse('/* a\n `not run` */\n// `nor this` "x\n'
               "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")

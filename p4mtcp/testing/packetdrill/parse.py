@@ -343,10 +343,7 @@ def _struct(c: _Line) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     position = 0
     while not c.accept("}"):
-        t = c.peek()
-        named = (t is not None and t.kind == "ident" and c.peek(1) is not None
-                 and c.peek(1).text in ("=", "("))
-        if not named:
+        if not _named_field(c):
             fields[str(position)] = _expr(c)
             position += 1
         else:
@@ -360,6 +357,24 @@ def _struct(c: _Line) -> dict[str, Any]:
             c.expect("}")
             break
     return fields
+
+
+def _named_field(c: _Line) -> bool:
+    """Whether the struct field ahead is ``name=`` or ``name(...)=`` (else a value by position,
+    which may itself be a call such as ``htons(80)``)."""
+    t = c.peek()
+    if t is None or t.kind != "ident":
+        return False
+    k = 1
+    if (tok := c.peek(k)) is not None and tok.text == "(":   # skip the (...) after the name
+        depth = 0
+        while (tok := c.peek(k)) is not None:
+            depth += {"(": 1, ")": -1}.get(tok.text, 0)
+            k += 1
+            if depth == 0:
+                break
+    after = c.peek(k)
+    return after is not None and after.text == "="
 
 
 def _args(c: _Line, close: str) -> tuple[Any, ...]:
