@@ -81,9 +81,22 @@ static PyObject *ones_sum(PyObject *module, PyObject *const *args, Py_ssize_t na
         }
         start_mod = small % 0xFFFF;
     }
+    /* A contiguous buffer is read in place; any other bytes-like object (a strided
+     * memoryview) is read as bytes(data), as int.from_bytes in the reference does. */
+    PyObject *data = args[0];
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) || !PyMemoryView_Check(data))
+            return NULL;
+        PyErr_Clear();
+        PyObject *copy = PyObject_Bytes(data);
+        if (copy == NULL)
+            return NULL;
+        PyObject *result = ones_sum(module, (PyObject *[]){copy, nargs == 2 ? args[1] : NULL},
+                                    nargs);
+        Py_DECREF(copy);
+        return result;
+    }
     int words_nonzero;
     uint64_t words = word_sum_mod((const unsigned char *)view.buf, view.len, &words_nonzero);
     PyBuffer_Release(&view);

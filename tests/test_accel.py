@@ -252,7 +252,8 @@ def test_an_edited_nic_source_falls_back_with_the_warning(tmp_path: Path) -> Non
 
 def test_the_c_checksum_matches_the_reference_when_built() -> None:
     """p4mtcp/csum.c against hashing.ones_sum_py: every length up to a jumbo frame's, odd and
-    even, random, all-zero and all-ones words, starts up to past 64 bits, every buffer type;
+    even, random, all-zero and all-ones words, starts up to past 64 bits, every buffer type
+    (strided memoryviews too);
     hashing.ones_sum takes it; bad arguments raise as Python would, they do not crash."""
     folder = _current_build("csum", "hashing")
     code = _imports_compiled("csum", "hashing") + (
@@ -274,6 +275,8 @@ def test_the_c_checksum_matches_the_reference_when_built() -> None:
         "                assert c(buf, start) == py(buf, start), (n, data[:4], start)\n"
         "                checked += 1\n"
         "        assert c(data) == py(data) == hashing.ones_sum(data)\n"
+        "        strided = memoryview(data)[::3]  # not contiguous: read as bytes, as the reference\n"
+        "        assert c(strided, 7) == py(strided, 7)\n"
         "        assert hashing.csum16(data) == ~py(data) & 0xFFFF\n"
         "assert checked > 30000, checked\n"
         "assert hashing.ones_sum(b'ab', -1) == py(b'ab', -1)  # the reference takes it\n"
