@@ -56,7 +56,7 @@ def ones_sum_py(data: bytes | bytearray | memoryview, start: int = 0) -> int:
     is written 0xFFFF rather than 0. An odd trailing byte is padded with a zero byte.
     """
     value = _FROM_BYTES(data, "big")
-    if len(data) & 1:
+    if (data.nbytes if isinstance(data, memoryview) else len(data)) & 1:  # bytes, not items
         value <<= 8
     return ones_fold(value + start)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p4mtcp.hashing import csum16, ones_sum
+from p4mtcp.hashing import csum16, ones_sum, ones_sum_py
 
 
 def reference(data: bytes, start: int = 0) -> int:
@@ -39,3 +39,9 @@ def test_csum16_of_a_valid_header_is_zero():
     c = csum16(header)
     fixed = header[:10] + c.to_bytes(2, "big") + header[12:]
     assert c == 0xB861 and csum16(fixed) == 0  # RFC 1071 style example header
+
+
+def test_the_checksum_counts_bytes_not_items():
+    """A memoryview of two-byte items is summed over its bytes: its odd/even length is in bytes."""
+    data = bytes(range(1, 7))
+    assert ones_sum_py(memoryview(data).cast("H")) == ones_sum_py(data) == 0x0102 + 0x0304 + 0x0506
