@@ -83,23 +83,24 @@ static PyObject *ones_sum(PyObject *module, PyObject *const *args, Py_ssize_t na
     }
     /* A contiguous buffer is read in place; any other bytes-like object (a strided
      * memoryview) is read as bytes(data), as int.from_bytes in the reference does. */
-    PyObject *data = args[0];
+    PyObject *data = args[0], *copy = NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_BufferError) || !PyMemoryView_Check(data))
             return NULL;
         PyErr_Clear();
-        PyObject *copy = PyObject_Bytes(data);
+        copy = PyObject_Bytes(data);
         if (copy == NULL)
             return NULL;
-        PyObject *result = ones_sum(module, (PyObject *[]){copy, nargs == 2 ? args[1] : NULL},
-                                    nargs);
-        Py_DECREF(copy);
-        return result;
+        if (PyObject_GetBuffer(copy, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(copy);
+            return NULL;
+        }
     }
     int words_nonzero;
     uint64_t words = word_sum_mod((const unsigned char *)view.buf, view.len, &words_nonzero);
     PyBuffer_Release(&view);
+    Py_XDECREF(copy);
     uint64_t folded = (words + start_mod) % 0xFFFF;
     if (folded == 0 && (words_nonzero || start_nonzero))
         folded = 0xFFFF;

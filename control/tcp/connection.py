@@ -353,8 +353,9 @@ class Connection:
         self.eff_mss = max(64, min(self.mss_peer, self._cfg.mss) - options)
         self._rcv_mss = self.eff_mss
         mtu = self._host.path_mtu_for(self._rip)   # RFC 1191 5: learned by an earlier connection
-        if mtu and pmtu.mss_for(mtu, options) < self.eff_mss:
-            self.eff_mss = pmtu.mss_for(mtu, options)
+        learned = pmtu.mss_for(mtu, options) if mtu else self.eff_mss
+        if learned < self.eff_mss:
+            self.eff_mss = learned
             self._host.stats.pmtu_from_cache += 1
         self.cc = make_congestion_control(self._cfg.congestion, self.eff_mss,
                                           self._cfg.initial_window)

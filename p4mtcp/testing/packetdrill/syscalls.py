@@ -188,8 +188,9 @@ class Syscalls:
             self.blocking.discard(fd)
         return fd
 
-    def _blocking(self, call: Syscall) -> bool:
-        return value(call.args[0]) in self.blocking
+    def _blocking(self, call: Syscall, flags: int = 0) -> bool:
+        """Whether the call blocks: its socket lacks O_NONBLOCK and its flags MSG_DONTWAIT."""
+        return value(call.args[0]) in self.blocking and not flags & socket.MSG_DONTWAIT
 
     def _retrying(self, fn: Callable[[], int], blocking: bool) -> int:
         """``fn()``, or WouldBlock(retry) when it says EAGAIN on a blocking socket."""
@@ -247,9 +248,7 @@ class Syscalls:
     def sys_send(self, call: Syscall) -> int:
         return self._send(call, value(call.args[2]), _flags(call, 3))
 
-    def sys_sendto(self, call: Syscall) -> int:
-        """On a connected stream socket the address is not used (send(2))."""
-        return self._send(call, value(call.args[2]), _flags(call, 3))
+    sys_sendto = sys_send  # on a connected stream socket the address is not used (send(2))
 
     def sys_writev(self, call: Syscall) -> int:
         return self._send(call, _iov_total(call))
@@ -259,7 +258,7 @@ class Syscalls:
 
     def _send(self, call: Syscall, n: int, flags: int = 0) -> int:
         sid = self._sid(call.args[0])
-        blocking = self._blocking(call) and not flags & socket.MSG_DONTWAIT
+        blocking = self._blocking(call, flags)
         sent = 0
 
         def more() -> int:
@@ -287,16 +286,14 @@ class Syscalls:
     def sys_recv(self, call: Syscall) -> int:
         return self._recv(call, value(call.args[2]), _flags(call, 3))
 
-    def sys_recvfrom(self, call: Syscall) -> int:
-        """On a connected stream socket no address is filled in (recv(2))."""
-        return self._recv(call, value(call.args[2]), _flags(call, 3))
+    sys_recvfrom = sys_recv  # on a connected stream socket no address is filled in (recv(2))
 
     def sys_recvmsg(self, call: Syscall) -> int:
         return self._recv(call, *_msghdr(call))
 
     def _recv(self, call: Syscall, n: int, flags: int) -> int:
         sid = self._sid(call.args[0])
-        blocking = self._blocking(call) and not flags & socket.MSG_DONTWAIT
+        blocking = self._blocking(call, flags)
         return self._retrying(
             lambda: len(self.api.recv(sid, n, flags & socket.MSG_PEEK)), blocking)
 
