@@ -41,6 +41,7 @@ from scapy.packet import Raw
 
 from p4mtcp import accel
 from p4mtcp.dataplane.device import Device
+from p4mtcp.dataplane.nic import FLUSH_EVERY
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO
 
@@ -98,19 +99,35 @@ def frames(direction: str, frame_len: int) -> list[tuple[int, bytes]]:
     return out
 
 
-def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float) -> tuple[int, float, float]:
+def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float,
+        batched: bool = False) -> tuple[int, float, float]:
     """(packets, elapsed, best rate over one pass of the batch): the CPUs may be shared, and the
-    best pass is the closest to what the pipeline does when it has a core to itself."""
-    process = dev.process
+    best pass is the closest to what the pipeline does when it has a core to itself.
+    `batched`: Device.process_batch over FLUSH_EVERY frames of one port at a time, as the NIC
+    process calls it (the flow cache's path when the compiled build loaded it); else
+    Device.process, one frame at a time through the program's mirror."""
+    if batched:
+        groups = [(port, [f for p, f in batch[i:i + FLUSH_EVERY] if p == port])
+                  for i in range(0, len(batch), FLUSH_EVERY) for port in
+                  dict.fromkeys(p for p, _ in batch[i:i + FLUSH_EVERY])]
     n = 0
     best = 0.0
     start = time.perf_counter()
     end = start + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
-        for port, frame in batch:
-            if not process(port, frame):
-                raise AssertionError("frame dropped: the benchmark set-up is wrong")
+        if batched:
+            got = 0
+            for port, frames_in in groups:
+                out: dict[int, list[bytes]] = {}
+                dev.process_batch(port, frames_in, out, [])
+                got += sum(map(len, out.values()))
+            if got != len(batch):
+                raise AssertionError("frames dropped: the benchmark set-up is wrong")
+        else:
+            for port, frame in batch:
+                if not dev.process(port, frame):
+                    raise AssertionError("frame dropped: the benchmark set-up is wrong")
         best = max(best, len(batch) / (time.perf_counter() - t))
         n += len(batch)
     return n, time.perf_counter() - start, best
@@ -193,7 +210,8 @@ def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
     # (shared-memory rings, the default, and UNIX-socket messages, the old default); BMv2
     targets = [("embedded", "embedded", 20.0, PURE, None)]
     if compiled:
-        targets.append(("embedded_compiled", "embedded", 40.0, COMPILED, None))
+        targets += [("embedded_compiled", "embedded", 40.0, COMPILED, None),
+                    ("embedded_compiled_no_flow_cache", "embedded", 40.0, COMPILED, None)]
     targets += [("embedded_plain_socket", "embedded", 20.0,
                  {**PURE, "P4MTCP_PACKET_MMAP": "0"}, None),
                 ("embedded_shm_core_link", "embedded", 20.0, PURE, "shm"),
@@ -217,7 +235,8 @@ def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
                     config = launcher.compile_program(Path(d) / "build").json.read_bytes()
                     argv = launcher.bmv2_argv(nic_ports, grpc)
                 else:
-                    config, argv = b"", launcher.embedded_argv(nic_ports, grpc)
+                    config, argv = b"", launcher.embedded_argv(
+                        nic_ports, grpc, flow_cache=not name.endswith("no_flow_cache"))
                 with environment(env):
                     sw = launcher.SwitchProcess(argv, grpc, name, Path(d) / f"{name}.log").start()
                 with sw, Controller(grpc, P4INFO) as ctrl:
@@ -236,7 +255,8 @@ def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
                               f"{row['lossless_kpps']:7.1f} kpps lossless, NIC CPU "
                               f"{row['nic_cpu_us_per_frame']} us/frame")
                     out["targets"][name] = rows
-                    if kind == "embedded" and not link and name != "embedded_plain_socket":
+                    if kind == "embedded" and not link and name in ("embedded",
+                                                                      "embedded_compiled"):
                         profiles.append(profile_nic(tester, sw.proc.pid, rows[0], cpu, name,
                                                     native=env is COMPILED))
                 if env is COMPILED:  # a stale NIC build runs pure Python: say so beside the row
@@ -250,15 +270,24 @@ def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
     if all(profiles):
         (RESULTS / "dataplane_nic_profile.txt").write_text("\n\n".join(profiles))
         out["profile"] = "dataplane_nic_profile.txt"
-    out["cpu_per_frame_vs_pipeline_alone"] = {}
-    for name, build in (("embedded", "pure_python"), ("embedded_compiled", "compiled")):
-        if name in out["targets"] and build in pipeline_us:
-            alone = dict(zip(DIRECTIONS, (pipeline_us[build]["receive"],
-                                          pipeline_us[build]["transmit"])))
-            out["cpu_per_frame_vs_pipeline_alone"][name] = {
-                r["direction"]: round(r["nic_cpu_us_per_frame"] / alone[r["direction"]], 2)
-                for r in out["targets"][name] if r["nic_cpu_us_per_frame"]}
+    # against the pipeline alone of the same build: frame by frame through the program's
+    # mirror, and in the NIC's batches (the flow cache's path, when the build has it)
+    for key, batched in (("cpu_per_frame_vs_pipeline_alone", False),
+                         ("cpu_per_frame_vs_pipeline_alone_batched", True)):
+        out[key] = {}
+        for name, build in (("embedded", "pure_python"), ("embedded_compiled", "compiled"),
+                            ("embedded_compiled_no_flow_cache", "compiled")):
+            if batched and name.endswith("no_flow_cache"):
+                continue  # the batches of the compiled build run through the flow cache
+            if name in out["targets"] and build in pipeline_us:
+                alone = dict(zip(DIRECTIONS, (pipeline_us[build][("receive", batched)],
+                                              pipeline_us[build][("transmit", batched)])))
+                out[key][name] = {
+                    r["direction"]: round(r["nic_cpu_us_per_frame"] / alone[r["direction"]], 2)
+                    for r in out["targets"][name] if r["nic_cpu_us_per_frame"]}
     ratios = {"embedded_compiled_vs_embedded": ("embedded_compiled", "embedded"),
+              "flow_cache_vs_none_compiled": ("embedded_compiled",
+                                              "embedded_compiled_no_flow_cache"),
               "embedded_compiled_vs_bmv2": ("embedded_compiled", "bmv2"),
               "embedded_vs_bmv2": ("embedded", "bmv2"),
               "embedded_vs_embedded_plain_socket": ("embedded", "embedded_plain_socket"),
@@ -270,6 +299,8 @@ def run_veths(pipeline_us: dict[str, dict[str, float]], compiled: bool,
                                                             / r["lossless_kpps"], 2)
                                       for r in out["targets"][peer] if r["lossless_kpps"]}
     print(f"NIC CPU per frame / pipeline alone: {out['cpu_per_frame_vs_pipeline_alone']}")
+    print("NIC CPU per frame / pipeline alone in batches: "
+          f"{out['cpu_per_frame_vs_pipeline_alone_batched']}")
     for key in ratios:
         print(f"{key}_lossless: {out.get(f'{key}_lossless', 'not measured')}")
     return out
@@ -342,29 +373,33 @@ def measure_pipeline(seconds: float) -> dict:
     dev = make_device()
     cases = []
     profile_text = io.StringIO()
-    for direction in ("receive", "transmit"):
-        for frame_len in (64, 1514):
-            batch = frames(direction, frame_len)
-            run(dev, batch, 0.2)  # warm-up
-            cpu = time.process_time()
-            n, elapsed, best = run(dev, batch, seconds)
-            cpu = time.process_time() - cpu
-            kpps = n / elapsed / 1000
-            case = {"direction": direction, "frame_bytes": frame_len, "packets": n,
-                    "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
-                    "kpps_best_pass": round(best / 1000, 1),
-                    "us_per_packet": round(1e6 * elapsed / n, 2),
-                    "cpu_us_per_packet": round(1e6 * cpu / n, 2),
-                    "us_per_packet_best_pass": round(1e6 / best, 2),
-                    "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
-            cases.append(case)
-            prof = cProfile.Profile()
-            prof.enable()
-            run(dev, batch, min(seconds, 1.0))
-            prof.disable()
-            profile_text.write(f"=== {direction}, {frame_len}-byte frames ===\n")
-            stats = pstats.Stats(prof, stream=profile_text)
-            stats.sort_stats("tottime").print_stats(15)
+    plan = [(d, n, False) for d in ("receive", "transmit") for n in (64, 1514)]
+    plan += [(d, 64, True) for d in ("receive", "transmit")]
+    for direction, frame_len, batched in plan:
+        batch = frames(direction, frame_len)
+        run(dev, batch, 0.2, batched)  # warm-up
+        cpu = time.process_time()
+        n, elapsed, best = run(dev, batch, seconds, batched)
+        cpu = time.process_time() - cpu
+        kpps = n / elapsed / 1000
+        case = {"direction": direction, "frame_bytes": frame_len, "batched": batched,
+                "flow_cache": batched and dev.flow_cache_stats() is not None, "packets": n,
+                "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
+                "kpps_best_pass": round(best / 1000, 1),
+                "us_per_packet": round(1e6 * elapsed / n, 2),
+                "cpu_us_per_packet": round(1e6 * cpu / n, 2),
+                "us_per_packet_best_pass": round(1e6 / best, 2),
+                "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
+        cases.append(case)
+        if batched:
+            continue
+        prof = cProfile.Profile()
+        prof.enable()
+        run(dev, batch, min(seconds, 1.0))
+        prof.disable()
+        profile_text.write(f"=== {direction}, {frame_len}-byte frames ===\n")
+        stats = pstats.Stats(prof, stream=profile_text)
+        stats.sort_stats("tottime").print_stats(15)
     for frame_len in (64, 1514):
         cases.append(run_links(seconds, frame_len))
     from p4mtcp.dataplane import pipeline
@@ -387,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the NIC process on veths (which needs root)")
     ap.add_argument("--targets", default="",
                     help="only these NIC targets on veths, comma-separated (default: all of "
-                         "embedded, embedded_compiled, embedded_plain_socket, "
+                         "embedded, embedded_compiled, embedded_compiled_no_flow_cache, "
+                         "embedded_plain_socket, "
                          "embedded_shm_core_link, embedded_unix_core_link, bmv2)")
     ap.add_argument("--measure-pipeline", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -405,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     for build, res in builds.items():
         for c in res["cases"]:
             extra = (f"[{c['sent'] - c['packets']} lost]" if "sent" in c else
-                     f"(best pass {c['kpps_best_pass']:6.1f})")
+                     f"(best pass {c['kpps_best_pass']:6.1f})"
+                     + (" batches" + (", flow cache" if c.get("flow_cache") else "")
+                        if c.get("batched") else ""))
             print(f"{build:11} {c['direction'][:8]:8} {c['frame_bytes']:5} B: {c['kpps']:7.1f} kpps "
                   f"{c['us_per_packet']:6.2f} us/pkt {c['mbit_per_s']:8.1f} Mbit/s  {extra}")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
@@ -416,15 +454,16 @@ def main(argv: list[str] | None = None) -> int:
               "compiled_pipeline_loaded": {b: r["compiled"] for b, r in builds.items()}}
     if compiled:
         result["compiled_speedup_pipeline_alone"] = {
-            f"{p['direction']}_{p['frame_bytes']}": round(p["us_per_packet_best_pass"]
-                                                           / c["us_per_packet_best_pass"], 2)
+            f"{p['direction']}_{p['frame_bytes']}" + ("_batches" if p.get("batched") else ""):
+            round(p["us_per_packet_best_pass"] / c["us_per_packet_best_pass"], 2)
             for p, c in zip(builds["pure_python"]["cases"], builds["compiled"]["cases"])
             if "us_per_packet_best_pass" in p}
     if args.no_veths or os.geteuid() != 0:
         print("NIC process on veths: skipped (" + ("--no-veths" if args.no_veths else "needs root")
               + ")")
     else:
-        pipeline_us = {b: {c["direction"]: c["us_per_packet_best_pass"] for c in r["cases"]
+        pipeline_us = {b: {(c["direction"], c.get("batched")): c["us_per_packet_best_pass"]
+                           for c in r["cases"]
                            if c.get("frame_bytes") == 64 and "us_per_packet_best_pass" in c}
                        for b, r in builds.items()}
         result["nic_process"] = run_veths(pipeline_us, compiled,

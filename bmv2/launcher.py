@@ -131,12 +131,15 @@ def bmv2_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
 
 
 def embedded_argv(ports: Mapping[int, str], grpc: str, *, device_id: int = 1,
-                  cpu_port: int = CPU_PORT, pcap_dir: str | None = None) -> list[str]:
+                  cpu_port: int = CPU_PORT, pcap_dir: str | None = None,
+                  flow_cache: bool = True) -> list[str]:
     """The `p4mtcp nic` command line (same ports, same gRPC contract as BMv2). `pcap_dir`:
-    the NIC captures every port there (dataplane/capture.py)."""
+    the NIC captures every port there (dataplane/capture.py). `flow_cache=False`: every frame
+    through the program's mirror (`--no-flow-cache`)."""
     return [sys.executable, "-m", "p4mtcp.cli", "nic", "--grpc", grpc, "--cpu-port", str(cpu_port),
             "--device-id", str(device_id), *_port_args(ports, cpu_port),
-            *([f"--pcap={pcap_dir}"] if pcap_dir else [])]
+            *([f"--pcap={pcap_dir}"] if pcap_dir else []),
+            *([] if flow_cache else ["--no-flow-cache"])]
 
 
 def terminate(proc: subprocess.Popen, grace: float, sig: int = signal.SIGTERM) -> int:

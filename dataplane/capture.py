@@ -217,9 +217,10 @@ class CapturedDevice(Device):
     assigns to ``packet_in_handler`` is wrapped by :meth:`Capture.wrap_packet_in`, so frames the
     pipeline sends to the CPU port are captured on their way to the controller."""
 
-    def __init__(self, capture: Capture, device_id: int = 1, cpu_port: int = 255):
+    def __init__(self, capture: Capture, device_id: int = 1, cpu_port: int = 255,
+                 flow_cache: bool = True):
         self.capture = capture
-        super().__init__(device_id, cpu_port)
+        super().__init__(device_id, cpu_port, flow_cache=flow_cache)
 
     @property  # type: ignore[override]
     def packet_in_handler(self) -> Callable[[bytes], Any] | None:

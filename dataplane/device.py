@@ -21,6 +21,7 @@ from p4.config.v1 import p4info_pb2
 
 from p4mtcp.p4info import P4Schema
 
+from . import flowcache
 from .tables import CounterState, TableState
 
 PIPELINE_MODULE = "p4mtcp.dataplane.pipeline"
@@ -131,11 +132,14 @@ class Device:
     """One P4 device: the current pipeline, and process() for the ports."""
 
     def __init__(self, device_id: int = 1, cpu_port: int = 255,
-                 pipeline_module: ModuleType | Any | None = None):
+                 pipeline_module: ModuleType | Any | None = None, flow_cache: bool = True):
         """`pipeline_module` supplies `validate(schema)` and `NicPipeline(tables, counters,
-        cpu_port)`; by default `p4mtcp.dataplane.pipeline`, imported when a pipeline is set."""
+        cpu_port)`; by default `p4mtcp.dataplane.pipeline`, imported when a pipeline is set.
+        `flow_cache`: put the compiled build's flow cache in front of the program when it is
+        loaded (dataplane/flowcache.py)."""
         self.device_id = device_id
         self.cpu_port = cpu_port
+        self.flow_cache = flow_cache
         self.lock = threading.RLock()
         self.pipeline: Pipeline | None = None
         self.packet_in_handler: Callable[[bytes], None] | None = None
@@ -159,6 +163,8 @@ class Device:
         tables = {name: TableState(t, schema) for name, t in schema.tables.items()}
         counters = {name: CounterState(c) for name, c in schema.counters.items()}
         program = mirror.NicPipeline(tables, counters, cpu_port=self.cpu_port) if mirror else None
+        if program is not None and self.flow_cache:
+            program = flowcache.wrap(program, tables)
         return Pipeline(schema, device_config, unwrap_device_config(device_config), cookie,
                         tables, counters, program,
                         {t.table.id: t for t in tables.values()},
@@ -172,6 +178,13 @@ class Device:
                      cookie: int = 0) -> None:
         """Validate and install a new pipeline; all table and counter state starts empty."""
         self.install(self.build(p4info, device_config, cookie))
+
+    def flow_cache_stats(self) -> dict[str, int] | None:
+        """The flow cache's counters (hits, inserts, evictions, clears, entries), None when
+        the program runs without one."""
+        p = self.pipeline
+        program = p.program if p is not None else None
+        return program.stats() if isinstance(program, flowcache.CachedPipeline) else None
 
     def process(self, in_port: int, frame: bytes) -> list[tuple[int, bytes]]:
         """Run one frame through the pipeline: (egress port, frame) pairs. Frames for the CPU

@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rotate a capture file at this size (default %(default)s)")
     ap.add_argument("--pcap-files", type=int, default=4, metavar="K",
                     help="capture files kept per port and direction (default %(default)s)")
+    ap.add_argument("--no-flow-cache", dest="flow_cache", action="store_false",
+                    help="run every frame through the program's mirror, also when the compiled "
+                         "build's flow cache is loaded (P4MTCP_ACCEL=1)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -263,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         cap = (Capture(args.pcap, args.cpu_port, {n: label_for(s) for n, s in ports.items()},
                        int(args.pcap_max_mb * 1e6), args.pcap_files) if args.pcap else None)
         nic = Nic(ports, cpu_port=args.cpu_port, grpc_address=args.grpc,
-                  device=(CapturedDevice(cap, args.device_id, args.cpu_port) if cap
-                          else Device(args.device_id, args.cpu_port)),
+                  device=(CapturedDevice(cap, args.device_id, args.cpu_port, args.flow_cache)
+                          if cap else Device(args.device_id, args.cpu_port,
+                                             flow_cache=args.flow_cache)),
                   p4info=args.p4info, capture=cap)
         nic.start()
     except (ValueError, OSError) as e:
@@ -281,4 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     for num, st in sorted(port_stats.items()):
         log.info("port %d: %s", num, st)
     log.info("%s", nic.stats)
+    cache = nic.device.flow_cache_stats()
+    log.info("flow cache: %s", cache if cache is not None else "off")
     return 0

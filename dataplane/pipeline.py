@@ -205,6 +205,13 @@ class Packet:
         self.drop_reason = reason
 
 
+# What a forwarded TCP segment's lookups decided, for the flow cache (dataplane/flowcache.py):
+# (egress port, fill both checksums (a frame from a core; else verify them), destination MAC and
+# source MAC to write (b"": unchanged), the counter cells the frame counted: (rx_port cell,
+# tx_port cell, the hit flow_steer entry's direct counts or None)).
+Decision = tuple[int, bool, bytes, bytes, tuple]
+
+
 def _mac(value: int) -> bytes:
     return value.to_bytes(6, "big")
 
@@ -260,6 +267,10 @@ class NicPipeline:
         self._tx_port = counters[TX_PORT]
         self._drops = counters[DROPS]
         self._icmp_echo = counters[ICMP_ECHO]
+        # A decision can be replayed only if the cells it names are all the frame counted:
+        # flow_steer's is the one direct counter the program declares.
+        self._replayable = not any(t.has_counter for name, t in tables.items()
+                                   if name != FLOW_STEER)
 
     def process(self, in_port: int, frame: bytes) -> list[tuple[int, bytes]]:
         """(egress port, frame) pairs. Frames to cpu_port start with the packet_in header bytes,
@@ -278,14 +289,38 @@ class NicPipeline:
             try:
                 p = Packet(in_port, frames[i])
                 if self._run(p):
-                    data = self.deparser(p)
-                    group = out.get(p.egress_port)
-                    if group is None:
-                        out[p.egress_port] = [data]
-                    else:
-                        group.append(data)
+                    self._emit(p, out)
             except Exception as e:  # noqa: BLE001  (reported to the caller, which logs it)
                 errors.append((i, e))
+
+    def process_one(self, in_port: int, frame: bytes,
+                    out: dict[int, list[bytes]]) -> Decision | None:
+        """process_batch for one frame (raising what the program raises), and what its
+        lookups decided when it is a forwarded TCP segment whose every effect the decision
+        holds; None for any other frame."""
+        p = Packet(in_port, frame)
+        if not self._run(p):
+            return None
+        self._emit(p, out)
+        if not (self._replayable and p.tcp_valid) or p.packet_in_reason \
+                or p.egress_port == self.cpu_port:
+            return None
+        cells = (self._rx_port.cell(p.in_port), self._tx_port.cell(p.egress_port))
+        if p.port_role == ROLE_NETWORK:
+            steer = self._flow_steer.find((p.ip_src, p.ip_dst, p.tcp_src_port, p.tcp_dst_port))
+            return (p.egress_port, False, b"", b"",
+                    cells + (None if steer is None else steer.counts,))
+        if p.port_role == ROLE_CORE and p.eth_dst:
+            return (p.egress_port, True, p.eth_dst, p.eth_src, cells + (None,))
+        return None
+
+    def _emit(self, p: Packet, out: dict[int, list[bytes]]) -> None:
+        data = self.deparser(p)
+        group = out.get(p.egress_port)
+        if group is None:
+            out[p.egress_port] = [data]
+        else:
+            group.append(data)
 
     def _run(self, p: Packet) -> bool:
         """The controls in v1model's order up to the deparser; False when the frame is dropped."""

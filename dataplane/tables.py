@@ -11,7 +11,7 @@ canonical error code the server must return.
 
 from __future__ import annotations
 
-from typing import Final, Iterable, Sequence
+from typing import Callable, Final, Iterable, Sequence
 
 from google.rpc import code_pb2
 from p4.v1 import p4runtime_pb2
@@ -224,6 +224,8 @@ class TableState:
             if not isinstance(schema.by_id(action_id), Action):
                 raise ValueError(f"table {table.name}: action id {action_id} is not in the P4Info")
         self._entries: dict[tuple[Key, int], Entry] = {}
+        self.on_write: Callable[[], None] | None = None
+        """Called after every change of what a lookup answers (entries, the default action)."""
         self._widths = tuple(f.bitwidth for f in table.match_fields)
         kinds = [f.match_type for f in table.match_fields]
         self._initial = self._initial_default()
@@ -269,15 +271,8 @@ class TableState:
     def lookup(self, key: tuple[int, ...], nbytes: int) -> tuple[str, Params]:
         """Matching entry's (action full name, params in P4Info order) or the default action's.
         Counts a hit in the table's direct counter if it has one; a miss is not counted, as on
-        BMv2, which updates direct counters only `if (hit)`. An all-exact table, the common
-        case, is one dict lookup with no further call."""
-        kind = self._kind
-        if kind == _EXACT:
-            e = self._exact.get(key)
-        elif kind == _LPM:
-            e = self._match_lpm(key)
-        else:
-            e = self._match_scan(key)
+        BMv2, which updates direct counters only `if (hit)`."""
+        e = self.find(key)
         if e is None:
             return self._default.result
         c = e.counts
@@ -285,6 +280,15 @@ class TableState:
             c[0] += 1
             c[1] += nbytes
         return e.result
+
+    def find(self, key: tuple[int, ...]) -> Entry | None:
+        """The entry `key` matches, or None for the default action; counts nothing."""
+        kind = self._kind
+        if kind == _EXACT:
+            return self._exact.get(key)
+        if kind == _LPM:
+            return self._match_lpm(key)
+        return self._match_scan(key)
 
     def _match_lpm(self, key: tuple[int, ...]) -> Entry | None:
         i = self._lpm_pos
@@ -339,6 +343,7 @@ class TableState:
                           f"table {self.name} is full ({self.table.size} entries)")
         c = (list(counts) if counts is not None else [0, 0]) if self.has_counter else None
         self._store(Entry(key, priority, action, params, c, metadata))
+        self._written()
 
     def modify(self, key: Key, priority: int, action: Action, params: Params,
                metadata: bytes = b"", counts: Sequence[int] | None = None) -> None:
@@ -350,6 +355,7 @@ class TableState:
         if c is not None and counts is not None:
             c[0], c[1] = counts
         self._store(Entry(key, priority, action, params, c, metadata))
+        self._written()
 
     def delete(self, key: Key, priority: int) -> None:
         self.check_priority(priority)
@@ -357,6 +363,7 @@ class TableState:
         if e is None:
             raise P4Error(code_pb2.NOT_FOUND, f"table {self.name}: no such entry to delete")
         self._unindex(e)
+        self._written()
 
     def set_default(self, action: Action | None, params: Params = (),
                     counts: Sequence[int] | None = None) -> None:
@@ -371,6 +378,12 @@ class TableState:
         if action is None:
             action, params = self._initial.action, self._initial.params
         self._default = Entry(None, 0, action, params, c)
+        self._written()
+
+    def _written(self) -> None:
+        notify = self.on_write
+        if notify is not None:
+            notify()
 
     def _store(self, e: Entry) -> None:
         key = e.key
@@ -461,6 +474,13 @@ class CounterState:
                 c = self._cells.setdefault(index, _Cell())
             c.packets += 1
             c.bytes += nbytes
+
+    def cell(self, index: int) -> _Cell | None:
+        """The cell count(index, ...) adds to (None when out of range, as count ignores it),
+        for a caller that adds many frames at once (the flow cache)."""
+        if not 0 <= index < self.size:
+            return None
+        return self._cells.setdefault(index, _Cell())
 
     def read(self, index: int) -> tuple[int, int]:
         c = self._cells.get(index)

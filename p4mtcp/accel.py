@@ -57,11 +57,13 @@ COMPILED = (
 # attaches one.
 EXCLUDED = ("p4mtcp.control.tcp.trace",)
 # Hand-written C modules the build compiles beside mypyc's: (module, its C source under the
-# p4mtcp package, group). A C module has no Python source to fall back on: the module that
-# imports it keeps the reference code and uses the C function only when the import succeeds,
-# which it does only while the C source hashes as in the manifest (like any other group).
+# p4mtcp package, group, the groups whose C it calls). A C module has no Python source to fall
+# back on: the module that imports it keeps the reference code and uses the C only when the
+# import succeeds, which it does only while the C source hashes as in the manifest (like any
+# other group) and so do the groups it calls.
 NATIVE = (
-    ("p4mtcp._csum", "csum.c", "csum"),      # the RFC 1071 sum for hashing.ones_sum
+    ("p4mtcp._csum", "csum.c", "csum", ()),  # the RFC 1071 sum for hashing.ones_sum
+    ("p4mtcp._flowcache", "flowcache.c", "flowcache", ("csum",)),  # the NIC's fast path
 )
 
 _active = False
@@ -104,7 +106,7 @@ def groups() -> dict[str, str]:
     """Module name -> its group, for every module the build compiles (COMPILED, expanded, and
     NATIVE)."""
     out = {module: group for name, group in COMPILED for module in _expand(name)}
-    out.update((module, group) for module, _, group in NATIVE)
+    out.update((module, group) for module, _, group, _ in NATIVE)
     return out
 
 
@@ -121,7 +123,7 @@ def sources() -> dict[str, Path]:
 def native_sources() -> dict[str, Path]:
     """Module name -> C source of every NATIVE module."""
     package = Path(__file__).resolve().parent
-    return {module: package / source for module, source, _ in NATIVE}
+    return {module: package / source for module, source, _, _ in NATIVE}
 
 
 def _expand(name: str) -> dict[str, Path]:

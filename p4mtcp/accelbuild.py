@@ -22,8 +22,9 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from .accel import (ENV_ENABLE, FORMAT, MANIFEST, BuildError, build_dir, find_source_spec,
-                    groups, native_sources, source_hashes, sources, usable_groups)
+from .accel import (ENV_ENABLE, FORMAT, MANIFEST, NATIVE, BuildError, build_dir,
+                    find_source_spec, groups, native_sources, source_hashes, sources,
+                    usable_groups)
 
 # Given to mypy: modules imported only for their types are followed but not judged, and
 # libraries without type information (grpc, protobuf) are Any.
@@ -80,8 +81,8 @@ def build(dest: Path) -> Path:
             shutil.copy2(shared, dest / shared.name)
             built[g] = {"shared": {"name": f"{_lib(g)}__mypyc", "file": shared.name},
                         "needs": _needs(g, group_of, copied), "modules": {}}
-        for g in sorted({group_of[m] for m in native}):
-            built[g] = {"shared": None, "needs": [], "modules": {}}
+        for _, _, g, needs in NATIVE:
+            built[g] = {"shared": None, "needs": sorted(needs), "modules": {}}
         for name in sorted([*compiled, *native]):
             source = copied[name]
             stem = name.rpartition(".")[2] if name in native else source.stem

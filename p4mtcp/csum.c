@@ -119,7 +119,19 @@ static struct PyModuleDef module_def = {
     "The RFC 1071 one's-complement sum as a C loop (p4mtcp accel build).", -1, methods,
 };
 
+/* word_sum_mod for other C modules (p4mtcp._flowcache), as PyCapsule_Import names it. */
+#define CAPSULE "p4mtcp._csum.word_sum_mod"
+
 PyMODINIT_FUNC PyInit__csum(void)
 {
-    return PyModule_Create(&module_def);
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    PyObject *capsule = PyCapsule_New((void *)word_sum_mod, CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "word_sum_mod", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }
