@@ -33,7 +33,6 @@ class CachedPipeline:
 
     def __init__(self, program: Any, tables: Mapping[str, TableState], capacity: int = CAPACITY):
         self.program = program
-        self.cpu_port: int = program.cpu_port
         self._cache = FlowCache(capacity, program.cpu_port)
         self._stale = False
         # One record per distinct set of cells: the cache sums its counts per record, so the
