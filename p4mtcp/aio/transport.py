@@ -178,8 +178,8 @@ class MtcpTransport(asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
                 return
-            if not self._reading or self._closing:
-                return
+            if not self._reading or self._closing or len(data) < READ_SIZE:
+                return  # a short read emptied the buffer: another read would only fail EAGAIN
 
     def _on_eof(self) -> None:
         self._eof_received = True
