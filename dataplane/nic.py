@@ -19,18 +19,22 @@ import argparse
 import collections
 import logging
 import os
-import selectors
+import select
 import signal
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from p4mtcp.link import Port, open_port
 from p4mtcp.p4info import P4Schema
 
 from .capture import Capture, CapturedDevice, label_for
 from .device import Device
+
+if TYPE_CHECKING:
+    from .server import P4RuntimeServer
 
 log = logging.getLogger("p4mtcp.nic")
 
@@ -84,8 +88,8 @@ class Nic:
         self.ports: dict[int, Port] = {}
         self._p4info = p4info
         self.capture = capture  # dataplane/capture.py: pcap of every port, off when None
-        self._server = None
-        self._thread: threading.Thread | None = None
+        self._server: P4RuntimeServer | None = None
+        self._dataplane: threading.Thread | None = None
         self._stop = threading.Event()
         self._packet_outs: collections.deque[bytes] = collections.deque()
         self._wake_r = self._wake_w = -1
@@ -108,16 +112,16 @@ class Nic:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(target=self._run, name="nic-dataplane", daemon=True)
-        self._thread.start()
+        self._dataplane = threading.Thread(target=self._run, name="nic-dataplane", daemon=True)
+        self._dataplane.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._dataplane is not None:
+            self._dataplane.join(timeout=5)
+            self._dataplane = None
         if self.capture is not None:
             self.capture.close()
         if self._server is not None:
@@ -155,10 +159,13 @@ class Nic:
             pass  # the pipe is already full of wake-ups, or closed at shutdown
 
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
+        poller = select.epoll()
+        port_of: dict[int, int] = {}
         for num, port in self.ports.items():
-            sel.register(port.fileno(), selectors.EVENT_READ, num)
-        sel.register(self._wake_r, selectors.EVENT_READ, None)
+            port_of[port.fileno()] = num
+            poller.register(port.fileno(), select.EPOLLIN)
+        wake = self._wake_r
+        poller.register(wake, select.EPOLLIN)
         ports = self.ports
         busy = False
         try:
@@ -166,29 +173,30 @@ class Nic:
                 # Busy: look for frames without asking any writer for a doorbell. About to
                 # sleep: arm every port; one whose frames already wait is read instead.
                 if busy:
-                    waiting = [num for num, port in ports.items() if port.pending()]
+                    ready = {num for num, port in ports.items() if port.pending()}
                 else:
-                    waiting = [num for num, port in ports.items() if not port.arm()]
-                ready = {key.data for key, _ in
-                         sel.select(timeout=0 if busy or waiting else 0.5)}
-                if None in ready:
-                    ready.discard(None)
+                    ready = {num for num, port in ports.items() if not port.arm()}
+                woken = False
+                for fd, _ in poller.poll(0 if busy or ready else 0.5):
+                    if fd == wake:
+                        woken = True
+                    else:
+                        ready.add(port_of[fd])
+                if woken:
                     try:
-                        os.read(self._wake_r, 4096)
+                        os.read(wake, 4096)
                     except BlockingIOError:
                         pass
                     while self._packet_outs:
                         self.forward(self.cpu_port, [self._packet_outs.popleft()])
-                ready.update(waiting)
                 busy = False
                 for num in ready:
-                    port = ports.get(num)
-                    frames = [] if port is None else port.recv_batch()
+                    frames = ports[num].recv_batch()
                     if frames:
                         busy = True
                         self.forward(num, frames)
         finally:
-            sel.close()
+            poller.close()
 
     def forward(self, in_port: int, frames: list[bytes]) -> None:
         """Run frames from in_port through the device and send what came out, grouped per
@@ -227,7 +235,7 @@ class Nic:
                 stats.no_such_port += len(group)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="p4mtcp nic",
                                  description="Run the embedded P4 NIC behind a P4Runtime server.")
     ap.add_argument("--grpc", default="127.0.0.1:9559", metavar="ADDR",
@@ -251,33 +259,45 @@ def main(argv: list[str] | None = None) -> int:
                     help="run every frame through the program's mirror, also when the compiled "
                          "build's flow cache is loaded (P4MTCP_ACCEL=1)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def from_args(args: argparse.Namespace) -> Nic:
+    """The NIC the command line describes, not started; ValueError says what is wrong."""
+    if not 1 <= args.cpu_port <= MAX_PORT:
+        raise ValueError(f"--cpu-port {args.cpu_port}: must be in 1..{MAX_PORT}")
+    ports: dict[int, str] = {}
+    for arg in args.interface:
+        num, spec = parse_port_arg(arg)
+        if num in ports:
+            raise ValueError(f"-i {arg!r}: port {num} is already {ports[num]!r}")
+        ports[num] = spec
+    cap = (Capture(args.pcap, args.cpu_port, {n: label_for(s) for n, s in ports.items()},
+                   int(args.pcap_max_mb * 1e6), args.pcap_files) if args.pcap else None)
+    device = (CapturedDevice(cap, args.device_id, args.cpu_port, args.flow_cache) if cap
+              else Device(args.device_id, args.cpu_port, flow_cache=args.flow_cache))
+    return Nic(ports, cpu_port=args.cpu_port, grpc_address=args.grpc, device=device,
+               p4info=args.p4info, capture=cap)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="p4mtcp nic: %(message)s")
     try:
-        if not 1 <= args.cpu_port <= MAX_PORT:
-            raise ValueError(f"--cpu-port {args.cpu_port}: must be in 1..{MAX_PORT}")
-        ports: dict[int, str] = {}
-        for arg in args.interface:
-            num, spec = parse_port_arg(arg)
-            if num in ports:
-                raise ValueError(f"-i {arg!r}: port {num} is already {ports[num]!r}")
-            ports[num] = spec
-        cap = (Capture(args.pcap, args.cpu_port, {n: label_for(s) for n, s in ports.items()},
-                       int(args.pcap_max_mb * 1e6), args.pcap_files) if args.pcap else None)
-        nic = Nic(ports, cpu_port=args.cpu_port, grpc_address=args.grpc,
-                  device=(CapturedDevice(cap, args.device_id, args.cpu_port, args.flow_cache)
-                          if cap else Device(args.device_id, args.cpu_port,
-                                             flow_cache=args.flow_cache)),
-                  p4info=args.p4info, capture=cap)
+        nic = from_args(args)
         nic.start()
     except (ValueError, OSError) as e:
         print(f"p4mtcp nic: {e}", file=sys.stderr)
         return 2
     done = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        done.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    log.info("serving P4Runtime on %s, ports %s", args.grpc, sorted(ports))
+        signal.signal(sig, stop)
+    log.info("serving P4Runtime on %s, ports %s", args.grpc, sorted(nic.ports))
     while not done.wait(0.5):
         pass
     port_stats = {num: port.stats for num, port in nic.ports.items()}
