@@ -1,10 +1,11 @@
 """The NIC's flow cache: the compiled build's C fast path (p4mtcp/flowcache.c) in front of the
 P4 program's mirror, as Open vSwitch's datapath flow cache sits in front of its slow path.
 
-The first segment of each TCP flow, and every frame the cache cannot vouch for, runs through
-the mirror (`NicPipeline.process_one`), which returns what its lookups decided; the cache keeps
-that per (ingress port, addresses, ports) and forwards the flow's later segments in C, checksums
-verified or filled, MACs written. Frames keep their order: the cache stops at the first frame
+Every frame the cache cannot vouch for runs through the mirror (`NicPipeline.process_one`).
+For a TCP flow the cache admits (`FlowCache.admit`: any while it is less than half full, else a
+flow's second miss, so that a flood of one-frame flows cannot fill it), the mirror also returns
+what its lookups decided; the cache keeps that per (ingress port, addresses, ports) and forwards
+the flow's later segments in C, checksums verified or filled, MACs written. Frames keep their order: the cache stops at the first frame
 it does not forward, the mirror takes that one, and the cache goes on after it.
 
 The mirror stays the definition. Any table write clears the cache before the next batch
@@ -67,7 +68,7 @@ class CachedPipeline:
         while i < n:
             frame = frames[i]
             try:
-                decision = program.process_one(in_port, frame, out)
+                decision = program.process_one(in_port, frame, out, cache.admit(in_port, frame))
             except Exception as e:  # noqa: BLE001  (reported to the caller, which logs it)
                 errors.append((i, e))
                 decision = None

@@ -293,16 +293,16 @@ class NicPipeline:
             except Exception as e:  # noqa: BLE001  (reported to the caller, which logs it)
                 errors.append((i, e))
 
-    def process_one(self, in_port: int, frame: bytes,
-                    out: dict[int, list[bytes]]) -> Decision | None:
-        """process_batch for one frame (raising what the program raises), and what its
-        lookups decided when it is a forwarded TCP segment whose every effect the decision
-        holds; None for any other frame."""
+    def process_one(self, in_port: int, frame: bytes, out: dict[int, list[bytes]],
+                    decide: bool = True) -> Decision | None:
+        """process_batch for one frame (raising what the program raises), and, if `decide`,
+        what its lookups decided when it is a forwarded TCP segment whose every effect the
+        decision holds; None for any other frame."""
         p = Packet(in_port, frame)
         if not self._run(p):
             return None
         self._emit(p, out)
-        if not (self._replayable and p.tcp_valid) or p.packet_in_reason \
+        if not (decide and self._replayable and p.tcp_valid) or p.packet_in_reason \
                 or p.egress_port == self.cpu_port:
             return None
         cells = (self._rx_port.cell(p.in_port), self._tx_port.cell(p.egress_port))

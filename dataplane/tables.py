@@ -480,7 +480,8 @@ class CounterState:
         for a caller that adds many frames at once (the flow cache)."""
         if not 0 <= index < self.size:
             return None
-        return self._cells.setdefault(index, _Cell())
+        c = self._cells.get(index)
+        return c if c is not None else self._cells.setdefault(index, _Cell())
 
     def read(self, index: int) -> tuple[int, int]:
         c = self._cells.get(index)

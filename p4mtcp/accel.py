@@ -43,6 +43,7 @@ COMPILED = (
     ("p4mtcp.hashing", "hashing"),             # checksums and the RSS hash: engine and NIC
     ("p4mtcp.dataplane.tables", "nic"),        # the NIC: table lookups and counters
     ("p4mtcp.dataplane.pipeline", "nic"),      # the NIC: the P4 program
+    ("p4mtcp.dataplane.flowcache", "nic"),     # the NIC: the flow cache's per-frame glue
     ("p4mtcp.link.frames", "nic"),             # the NIC's AF_PACKET edge: frame fix-ups
     ("p4mtcp.link.afpacket", "nic"),           # the NIC's AF_PACKET edge: PACKET_MMAP rings
     ("p4mtcp.link.shmring", "nic"),            # core links: the shared-memory frame rings

@@ -1,10 +1,11 @@
 /* p4mtcp._flowcache: the NIC's flow cache, a fast path in front of the P4 program's mirror.
  *
- * The first segment of a TCP flow runs through the Python mirror of the P4 program
- * (dataplane/pipeline.py), which says what its lookups decided (NicPipeline.decision): the egress
- * port, the MACs to write, whether to fill both checksums (a frame from a core) or to verify them
- * (a frame from the network), and the counter cells it counted. dataplane/flowcache.py installs
- * that here under the flow's key, and later segments of the flow are forwarded from the cache.
+ * A TCP flow's first segments run through the Python mirror of the P4 program
+ * (dataplane/pipeline.py); from the second on (admit), the mirror also says what its lookups
+ * decided (NicPipeline.process_one): the egress port, the MACs to write, whether to fill both
+ * checksums (a frame from a core) or to verify them (a frame from the network), and the counter
+ * cells it counted. dataplane/flowcache.py installs that here under the flow's key, and the
+ * flow's later segments are forwarded from the cache.
  *
  * Why the key is enough: a frame is served from the cache only if it has the "fast shape", the
  * exact conditions under which the program reaches its table lookups for a TCP segment (IPv4,
@@ -40,7 +41,7 @@ static word_sum_mod_fn word_sum_mod;
 #define TCP_CSUM (TCP + 16)
 #define FAST_MIN (TCP + 20)
 #define ETH_MIN_FRAME 60
-#define PROBES 4
+#define PROBES 8
 
 typedef struct {
     uint32_t src, dst;
@@ -56,8 +57,9 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     Slot *slots;
+    uint32_t *seen;      /* hashes of flows that missed once, in sets of 4 (admit) */
     uint32_t *dirty;     /* slots with counts since the last drain */
-    uint32_t ndirty, mask, entries;
+    uint32_t ndirty, mask, entries, seen_turn;
     int cpu_port;
     unsigned long long hits, inserts, evictions, clears;
 } FlowCache;
@@ -112,12 +114,20 @@ static uint16_t tcp_csum(const unsigned char *f, Py_ssize_t n)
     return csum_without(sum % 0xFFFF, be16(f + TCP_CSUM));
 }
 
+/* The key's 112 bits mixed so that every bit moves every bit of the result (a multiply alone
+ * leaves the low bits depending on the low bits only: flows whose ports differ by a multiple of
+ * the table size would share a slot). The final steps are MurmurHash3's 64-bit finalizer. */
 static inline uint32_t slot_hash(uint16_t in_port, uint32_t src, uint32_t dst, uint16_t sport,
                                  uint16_t dport)
 {
-    uint64_t h = ((uint64_t)src << 32 | dst) * 0x9E3779B97F4A7C15ull;
-    h ^= ((uint64_t)sport << 32 | (uint64_t)dport << 16 | in_port) * 0xC2B2AE3D27D4EB4Full;
-    return (uint32_t)(h >> 32 ^ h);
+    uint64_t h = ((uint64_t)src << 32 | dst) ^
+                 (((uint64_t)sport << 32 | (uint64_t)dport << 16 | in_port) * 0x9E3779B97F4A7C15ull);
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 static inline int slot_is(const Slot *s, uint16_t in_port, uint32_t src, uint32_t dst,
@@ -359,6 +369,35 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
     return evicted;
 }
 
+/* admit(in_port, frame) -> bool: whether caching the flow of a frame the cache did not forward
+ * may pay. While the cache is less than half full, yes; beyond, only if the flow missed before
+ * (recently, by its hash, in a 4-way set of `seen`): a flood of one-frame flows (SYNs from random
+ * ports) then costs the mirror and this probe, not an insert and an eviction each, and does not
+ * push out the flows in use. False for a frame that cannot be cached. */
+static PyObject *FlowCache_admit(FlowCache *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "admit(in_port: int, frame: bytes)");
+        return NULL;
+    }
+    int in_port = port_arg(args[0], "in_port");
+    if (in_port < 0)
+        return NULL;
+    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    if (in_port == c->cpu_port || !fast_shape(f, PyBytes_GET_SIZE(args[1])))
+        Py_RETURN_FALSE;
+    if (c->entries <= c->mask / 2)
+        Py_RETURN_TRUE;
+    uint32_t h = slot_hash((uint16_t)in_port, be32(f + IP_SRC), be32(f + IP_DST), be16(f + TCP),
+                           be16(f + TCP + 2)) | 1;  /* never 0, the empty mark */
+    uint32_t *set = &c->seen[(h >> 8) & c->mask & ~3u];
+    for (int i = 0; i < 4; i++)
+        if (set[i] == h)
+            Py_RETURN_TRUE;
+    set[c->seen_turn++ & 3] = h;  /* in turn: two flows of one set do not erase each other */
+    Py_RETURN_FALSE;
+}
+
 /* drain() -> [(record, packets, bytes)]: what was counted since the last drain, summed per
  * record (the same object): flows that count into the same cells share one record, so a batch
  * of many flows costs the caller a few additions, not one per flow. */
@@ -447,7 +486,8 @@ static int FlowCache_init(FlowCache *c, PyObject *args, PyObject *kwds)
     }
     c->slots = PyMem_Calloc((size_t)capacity, sizeof(Slot));
     c->dirty = PyMem_Calloc((size_t)capacity, sizeof(uint32_t));
-    if (c->slots == NULL || c->dirty == NULL) {
+    c->seen = PyMem_Calloc((size_t)capacity, sizeof(uint32_t));
+    if (c->slots == NULL || c->dirty == NULL || c->seen == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -477,6 +517,7 @@ static void FlowCache_dealloc(FlowCache *c)
     FlowCache_clear_refs(c);
     PyMem_Free(c->slots);
     PyMem_Free(c->dirty);
+    PyMem_Free(c->seen);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -489,6 +530,8 @@ static PyMethodDef FlowCache_methods[] = {
      "insert(in_port, frame, egress, fill_checksums, dst_mac, src_mac, record): cache the "
      "program's decision for frame's flow; returns an evicted entry's pending counts "
      "(record, packets, bytes), None, or False when the frame cannot be cached."},
+    {"admit", (PyCFunction)(void (*)(void))FlowCache_admit, METH_FASTCALL,
+     "admit(in_port, frame) -> True when the frame's flow missed before: worth caching."},
     {"drain", (PyCFunction)FlowCache_drain, METH_NOARGS,
      "drain() -> [(record, packets, bytes)] counted since the last drain."},
     {"clear", (PyCFunction)FlowCache_clear, METH_NOARGS,

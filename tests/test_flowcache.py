@@ -162,7 +162,7 @@ def mutations(frame: bytes, rng: random.Random) -> list[bytes]:
 @pytest.mark.parametrize("port,base", BASES, ids=lambda v: str(v)[:40] if isinstance(v, bytes) else v)
 def test_every_mutation_of_a_cached_flow_gives_what_the_mirror_gives(pair, port, base):
     rng = random.Random(base)
-    same(pair, port, [base, base])  # the first frame installs the flow, the second is a hit
+    same(pair, port, [base, base, base])  # the second frame installs the flow, the third hits
     before = pair[0].hits()
     variants = mutations(base, rng)
     for i in range(0, len(variants), 8):
@@ -175,7 +175,7 @@ def test_every_mutation_of_a_cached_flow_gives_what_the_mirror_gives(pair, port,
         assert pair[0].hits() - before >= 2 * len(range(0, len(variants), 8))
 
 
-def small_cache(nic: Nic, capacity: int = 4) -> flowcache.CachedPipeline:
+def small_cache(nic: Nic, capacity: int = 8) -> flowcache.CachedPipeline:
     """Put a cache of `capacity` entries in front of nic's program: every flow then probes
     every slot, so a key that matched too much would be found out."""
     pipeline = nic.device.pipeline
@@ -210,7 +210,7 @@ def test_order_within_a_batch_is_kept_across_hits_and_misses(pair):
 def test_a_table_write_takes_effect_at_the_next_batch(pair):
     fast, ref = pair
     frame = rx(sport=43000, payload=b"steer me")
-    first = same(pair, NET, [frame, frame])
+    first = same(pair, NET, [frame, frame, frame])
     (core,) = first
     other = CORE0 if core == CORE0 + 1 else CORE0 + 1
     for nic in pair:
@@ -220,7 +220,7 @@ def test_a_table_write_takes_effect_at_the_next_batch(pair):
         nic.tables[pl.NEIGHBOR].modify((ip4(PEER_IP),), 0, nic.schema.action(pl.SET_DST_MAC),
                                        (0x020000000077,))
     out = tx_frame(payload=b"new mac")
-    same(pair, CORE0, [out, out])
+    same(pair, CORE0, [out, out, out])
     for nic in pair:
         nic.tables[pl.NEIGHBOR].modify((ip4(PEER_IP),), 0, nic.schema.action(pl.SET_DST_MAC),
                                        (0x020000000078,))
@@ -242,11 +242,38 @@ def test_a_full_cache_evicts_without_losing_counts(pair):
     for _ in range(30):
         same(pair, NET, [rng.choice(flows) for _ in range(16)])
     stats = small.stats()
-    assert stats["evictions"] > 0 and stats["hits"] > 0 and stats["entries"] <= 4
+    assert stats["evictions"] > 0 and stats["hits"] > 0 and stats["entries"] <= 8
+
+
+def test_a_flood_of_one_frame_flows_fills_half_the_cache_at_most(pair):
+    """Past half full, a flow is cached on its second miss only (admit): a flood of SYNs from
+    500 ports fills half of a 64-entry cache and no more; flows that come back are cached."""
+    small = small_cache(pair[0], capacity=64)
+    syns = [rx(sport=45000 + k, flags="S") for k in range(500)]
+    for i in range(0, 500, 25):
+        same(pair, NET, syns[i:i + 25])
+    assert small.stats()["inserts"] == 32 and small.stats()["evictions"] == 0
+    again = syns[-8:]
+    same(pair, NET, again)  # a flow whose miss is remembered is cached now,
+    same(pair, NET, again)  # and every one of them by its second miss from here
+    assert small.stats()["inserts"] == 32 + 8
+    before = small.stats()["hits"]
+    same(pair, NET, again)
+    assert small.stats()["hits"] == before + 8
+
+
+def test_flows_whose_ports_differ_by_the_table_size_do_not_share_slots(pair):
+    """The key is mixed before it picks a slot: 16 flows whose source ports are 4096 apart
+    (the default capacity) all stay cached."""
+    flows = [rx(sport=1024 + 4096 * k) for k in range(16)]
+    for _ in range(3):
+        same(pair, NET, flows)
+    stats = pair[0].device.flow_cache_stats()
+    assert stats["evictions"] == 0 and stats["entries"] == 16 and stats["hits"] == 32
 
 
 def test_bad_arguments_raise_not_crash():
-    cache = flowcache.FlowCache(8, CPU)
+    cache = flowcache.FlowCache(16, CPU)
     frame = rx()
     with pytest.raises(TypeError):
         cache.run(NET, tuple([frame]), 0, {})
@@ -256,6 +283,10 @@ def test_bad_arguments_raise_not_crash():
         cache.insert(NET, frame, CORE0, True, b"\x02\x00", b"", None)
     with pytest.raises(ValueError, match="power of two"):
         flowcache.FlowCache(6, CPU)
+    with pytest.raises(TypeError):
+        cache.admit(NET, bytearray(frame))
+    assert cache.admit(NET, frame) is True  # an empty cache admits every flow
+    assert cache.admit(NET, frame[:40]) is False and cache.admit(CPU, frame) is False
     assert cache.insert(NET, frame[:40], CORE0, False, b"", b"", None) is False
     assert cache.insert(CPU, frame, CORE0, False, b"", b"", None) is False
     assert cache.insert(NET, frame, CORE0, False, b"", b"", ("cells",)) is None
