@@ -1,8 +1,10 @@
 """Packets per second through the embedded pipeline and through the NIC process, pure Python
 and compiled (`p4mtcp accel build`, P4MTCP_ACCEL=1) in the same run.
 
-  pipeline alone (Device.process, in a child process per build), for 64-byte and 1514-byte
-  frames over 1024 flows:
+  pipeline alone (in a child process per build), for 64-byte and 1514-byte frames over 1024
+  flows, one frame at a time (Device.process: the program's mirror) and in the NIC's batches
+  (Device.process_batch: the flow cache when the compiled build has it), and 64-byte frames of
+  30 000 flows in turn (more than the cache holds: every frame a miss, as in a flood):
     receive:  network port -> core port, IPv4 and TCP checksums verified, flow steered by RSS
     transmit: core port -> network port, routed, MACs rewritten, both checksums computed
   whole NIC in one process (the same children): a UNIX link in, shared-memory rings out
@@ -28,6 +30,7 @@ import os
 import platform
 import pstats
 import random
+import struct
 import subprocess
 import sys
 import time
@@ -42,6 +45,7 @@ from scapy.packet import Raw
 from p4mtcp import accel
 from p4mtcp.dataplane.device import Device
 from p4mtcp.dataplane.nic import FLUSH_EVERY
+from p4mtcp.hashing import ones_sum_py
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO
 
@@ -52,6 +56,7 @@ RESULTS = HERE / "results"
 PROFILE_SECONDS = 4.0
 IDLE_SECONDS = 2.0
 NET, CORE0, CORES, FLOWS = 1, 16, 4, 1024
+CHURN_FLOWS = 30000   # more flows than the flow cache holds: each frame a miss, as in a flood
 LOCAL, PEER = "10.0.0.1", "10.0.0.2"
 
 
@@ -96,6 +101,26 @@ def frames(direction: str, frame_len: int) -> list[tuple[int, bytes]]:
         data = bytes(pkt)
         assert len(data) == frame_len
         out.append((port, data))
+    return out
+
+
+def new_flows(n: int) -> list[tuple[int, bytes]]:
+    """n receive frames of n different flows (source address and port vary, checksums valid):
+    a flood of new flows, each frame its flow's first in a pass."""
+    template = bytearray(frames("receive", 64)[0][1])
+    src_at, sport_at, ip_csum_at, tcp_csum_at = 26, 34, 24, 50
+    out = []
+    for i in range(n):
+        f = bytearray(template)
+        struct.pack_into("!I", f, src_at, 0x0B000000 + i)
+        struct.pack_into("!H", f, sport_at, 1024 + i % 60000)
+        f[ip_csum_at:ip_csum_at + 2] = f[tcp_csum_at:tcp_csum_at + 2] = b"\0\0"
+        struct.pack_into("!H", f, ip_csum_at, ~ones_sum_py(bytes(f[14:34])) & 0xFFFF)
+        src, dst = struct.unpack_from("!II", f, src_at)
+        pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + 6 + len(f) - 34
+        struct.pack_into("!H", f, tcp_csum_at, ~(ones_sum_py(bytes(f[34:]), pseudo) or 0xFFFF)
+                         & 0xFFFF)
+        out.append((NET, bytes(f)))
     return out
 
 
@@ -373,16 +398,18 @@ def measure_pipeline(seconds: float) -> dict:
     dev = make_device()
     cases = []
     profile_text = io.StringIO()
-    plan = [(d, n, False) for d in ("receive", "transmit") for n in (64, 1514)]
-    plan += [(d, 64, True) for d in ("receive", "transmit")]
-    for direction, frame_len, batched in plan:
-        batch = frames(direction, frame_len)
+    plan = [(d, n, False, FLOWS) for d in ("receive", "transmit") for n in (64, 1514)]
+    plan += [(d, 64, True, FLOWS) for d in ("receive", "transmit")]
+    plan += [("receive", 64, batched, CHURN_FLOWS) for batched in (False, True)]
+    for direction, frame_len, batched, flows in plan:
+        batch = frames(direction, frame_len) if flows == FLOWS else new_flows(flows)
         run(dev, batch, 0.2, batched)  # warm-up
         cpu = time.process_time()
         n, elapsed, best = run(dev, batch, seconds, batched)
         cpu = time.process_time() - cpu
         kpps = n / elapsed / 1000
         case = {"direction": direction, "frame_bytes": frame_len, "batched": batched,
+                "flows": flows,
                 "flow_cache": batched and dev.flow_cache_stats() is not None, "packets": n,
                 "seconds": round(elapsed, 3), "kpps": round(kpps, 1),
                 "kpps_best_pass": round(best / 1000, 1),
@@ -391,7 +418,7 @@ def measure_pipeline(seconds: float) -> dict:
                 "us_per_packet_best_pass": round(1e6 / best, 2),
                 "mbit_per_s": round(kpps * 1000 * frame_len * 8 / 1e6, 1)}
         cases.append(case)
-        if batched:
+        if batched or flows != FLOWS:
             continue
         prof = cProfile.Profile()
         prof.enable()
@@ -443,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = (f"[{c['sent'] - c['packets']} lost]" if "sent" in c else
                      f"(best pass {c['kpps_best_pass']:6.1f})"
                      + (" batches" + (", flow cache" if c.get("flow_cache") else "")
-                        if c.get("batched") else ""))
+                        if c.get("batched") else "")
+                     + (f", {c['flows']} flows in turn" if c.get("flows") == CHURN_FLOWS else ""))
             print(f"{build:11} {c['direction'][:8]:8} {c['frame_bytes']:5} B: {c['kpps']:7.1f} kpps "
                   f"{c['us_per_packet']:6.2f} us/pkt {c['mbit_per_s']:8.1f} Mbit/s  {extra}")
     result = {"benchmark": "dataplane", "python": sys.version.split()[0],
@@ -454,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
               "compiled_pipeline_loaded": {b: r["compiled"] for b, r in builds.items()}}
     if compiled:
         result["compiled_speedup_pipeline_alone"] = {
-            f"{p['direction']}_{p['frame_bytes']}" + ("_batches" if p.get("batched") else ""):
+            f"{p['direction']}_{p['frame_bytes']}" + ("_batches" if p.get("batched") else "")
+            + ("_new_flows" if p.get("flows") == CHURN_FLOWS else ""):
             round(p["us_per_packet_best_pass"] / c["us_per_packet_best_pass"], 2)
             for p, c in zip(builds["pure_python"]["cases"], builds["compiled"]["cases"])
             if "us_per_packet_best_pass" in p}
@@ -463,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
               + ")")
     else:
         pipeline_us = {b: {(c["direction"], c.get("batched")): c["us_per_packet_best_pass"]
-                           for c in r["cases"]
-                           if c.get("frame_bytes") == 64 and "us_per_packet_best_pass" in c}
+                           for c in r["cases"] if c.get("frame_bytes") == 64
+                           and c.get("flows") == FLOWS and "us_per_packet_best_pass" in c}
                        for b, r in builds.items()}
         result["nic_process"] = run_veths(pipeline_us, compiled,
                                           set(filter(None, args.targets.split(","))))
