@@ -2,8 +2,8 @@
 P4 program's mirror, as Open vSwitch's datapath flow cache sits in front of its slow path.
 
 Every frame the cache cannot vouch for runs through the mirror (`NicPipeline.process_one`).
-For a TCP flow the cache admits (`FlowCache.admit`: any while it is less than half full, else a
-flow's second miss, so that a flood of one-frame flows cannot fill it), the mirror also returns
+For a TCP flow the cache admits (`FlowCache.admit`: a batch's first 8 new flows, any other on
+its second miss, so that a flood of one-frame flows costs few inserts), the mirror also returns
 what its lookups decided; the cache keeps that per (ingress port, addresses, ports) and forwards
 the flow's later segments in C, checksums verified or filled, MACs written. Frames keep their order: the cache stops at the first frame
 it does not forward, the mirror takes that one, and the cache goes on after it.

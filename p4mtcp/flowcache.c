@@ -42,6 +42,7 @@ static word_sum_mod_fn word_sum_mod;
 #define FAST_MIN (TCP + 20)
 #define ETH_MIN_FRAME 60
 #define PROBES 8
+#define FRESH_PER_BATCH 8   /* new flows a batch may cache on their first miss (admit) */
 
 typedef struct {
     uint32_t src, dst;
@@ -52,6 +53,7 @@ typedef struct {
     PyObject *egress;   /* the egress port as an int: the key of the caller's out dict */
     PyObject *record;   /* handed back with the counts by drain() */
     uint64_t packets, bytes;  /* counted since the last drain */
+    uint32_t used_at;         /* the cache's clock when the entry last forwarded a frame */
 } Slot;
 
 typedef struct {
@@ -60,6 +62,8 @@ typedef struct {
     uint32_t *seen;      /* hashes of flows that missed once, in sets of 4 (admit) */
     uint32_t *dirty;     /* slots with counts since the last drain */
     uint32_t ndirty, mask, entries, seen_turn;
+    uint32_t clock;      /* batches drained: the age of an entry */
+    int fresh;           /* flows still admitted on their first miss in this batch */
     int cpu_port;
     unsigned long long hits, inserts, evictions, clears;
 } FlowCache;
@@ -225,6 +229,7 @@ static int forward(FlowCache *c, Slot *s, PyObject *frame, PyObject *out)
     }
     s->packets++;
     s->bytes += (uint64_t)n;
+    s->used_at = c->clock;
     c->hits++;
     return 0;
 }
@@ -335,8 +340,13 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
     }
     PyObject *evicted = Py_None;
     Py_INCREF(evicted);
-    if (s == NULL) {  /* every probe taken: the first goes */
+    if (s == NULL) {  /* every probe taken: the least recently used goes */
         s = &c->slots[h & c->mask];
+        for (uint32_t i = 1; i < PROBES; i++) {
+            Slot *t = &c->slots[(h + i) & c->mask];
+            if (c->clock - t->used_at > c->clock - s->used_at)
+                s = t;
+        }
         c->evictions++;
     }
     if (s->used && s->packets) {  /* its counts go back to the caller, not lost */
@@ -363,6 +373,7 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
     }
     Py_INCREF(args[6]);
     s->record = args[6];
+    s->used_at = c->clock;
     s->used = 1;
     c->entries++;
     c->inserts++;
@@ -370,10 +381,11 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
 }
 
 /* admit(in_port, frame) -> bool: whether caching the flow of a frame the cache did not forward
- * may pay. While the cache is less than half full, yes; beyond, only if the flow missed before
- * (recently, by its hash, in a 4-way set of `seen`): a flood of one-frame flows (SYNs from random
- * ports) then costs the mirror and this probe, not an insert and an eviction each, and does not
- * push out the flows in use. False for a frame that cannot be cached. */
+ * may pay. The first FRESH_PER_BATCH new flows of a batch, yes; beyond, only a flow that missed
+ * before (recently, by its hash, in a 4-way set of `seen`): a flood of one-frame flows (SYNs
+ * from random ports) then costs the mirror and this probe for most frames, not an insert and an
+ * eviction each, while the new connections of ordinary traffic are cached from their first
+ * frame. False for a frame that cannot be cached. */
 static PyObject *FlowCache_admit(FlowCache *c, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyBytes_Check(args[1])) {
@@ -386,14 +398,16 @@ static PyObject *FlowCache_admit(FlowCache *c, PyObject *const *args, Py_ssize_t
     const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(args[1]);
     if (in_port == c->cpu_port || !fast_shape(f, PyBytes_GET_SIZE(args[1])))
         Py_RETURN_FALSE;
-    if (c->entries <= c->mask / 2)
-        Py_RETURN_TRUE;
     uint32_t h = slot_hash((uint16_t)in_port, be32(f + IP_SRC), be32(f + IP_DST), be16(f + TCP),
                            be16(f + TCP + 2)) | 1;  /* never 0, the empty mark */
     uint32_t *set = &c->seen[(h >> 8) & c->mask & ~3u];
     for (int i = 0; i < 4; i++)
         if (set[i] == h)
             Py_RETURN_TRUE;
+    if (c->fresh > 0) {
+        c->fresh--;
+        Py_RETURN_TRUE;
+    }
     set[c->seen_turn++ & 3] = h;  /* in turn: two flows of one set do not erase each other */
     Py_RETURN_FALSE;
 }
@@ -434,6 +448,8 @@ static PyObject *FlowCache_drain(FlowCache *c, PyObject *unused)
         s->packets = s->bytes = 0;
     }
     c->ndirty = 0;
+    c->clock++;
+    c->fresh = FRESH_PER_BATCH;
     list = PyList_New(distinct);
     for (uint32_t i = 0; list != NULL && i < distinct; i++) {
         PyObject *item = Py_BuildValue("(OKK)", sums[i].record,
@@ -493,6 +509,7 @@ static int FlowCache_init(FlowCache *c, PyObject *args, PyObject *kwds)
     }
     c->mask = (uint32_t)capacity - 1;
     c->cpu_port = cpu_port;
+    c->fresh = FRESH_PER_BATCH;
     return 0;
 }
 
