@@ -5,8 +5,9 @@ Every frame the cache cannot vouch for runs through the mirror (`NicPipeline.pro
 For a TCP flow the cache admits (`FlowCache.admit`: a batch's first 8 new flows, any other on
 its second miss, so that a flood of one-frame flows costs few inserts), the mirror also returns
 what its lookups decided; the cache keeps that per (ingress port, addresses, ports) and forwards
-the flow's later segments in C, checksums verified or filled, MACs written. Frames keep their order: the cache stops at the first frame
-it does not forward, the mirror takes that one, and the cache goes on after it.
+the flow's later segments in C, checksums verified or filled, MACs written. Frames keep their
+order: the cache stops at the first frame it does not forward, the mirror takes that one, and
+the cache goes on after it.
 
 The mirror stays the definition. Any table write clears the cache before the next batch
 (`TableState.on_write`), and the counts the cache took are added to the program's counters at
@@ -26,7 +27,8 @@ except ImportError:
     FlowCache = None
 
 CAPACITY = 4096
-"""Flows the cache holds (a power of two). A full probe sequence evicts its first entry."""
+"""Flows the cache holds (a power of two). A full probe window evicts its least recently used
+entry."""
 
 
 class CachedPipeline:

@@ -1,8 +1,9 @@
 /* p4mtcp._flowcache: the NIC's flow cache, a fast path in front of the P4 program's mirror.
  *
- * A TCP flow's first segments run through the Python mirror of the P4 program
- * (dataplane/pipeline.py); from the second on (admit), the mirror also says what its lookups
- * decided (NicPipeline.process_one): the egress port, the MACs to write, whether to fill both
+ * A TCP flow's first segment runs through the Python mirror of the P4 program
+ * (dataplane/pipeline.py); once the cache admits the flow (admit: at once for a batch's first
+ * few new flows, else at its second miss), the mirror also says what its lookups decided
+ * (NicPipeline.process_one): the egress port, the MACs to write, whether to fill both
  * checksums (a frame from a core) or to verify them (a frame from the network), and the counter
  * cells it counted. dataplane/flowcache.py installs that here under the flow's key, and the
  * flow's later segments are forwarded from the cache.
