@@ -45,9 +45,14 @@ static word_sum_mod_fn word_sum_mod;
 #define PROBES 8
 #define FRESH_PER_BATCH 8   /* new flows a batch may cache on their first miss (admit) */
 
+/* A flow: what every lookup of a fast-shape frame reads. */
 typedef struct {
     uint32_t src, dst;
     uint16_t sport, dport, in_port;
+} Key;
+
+typedef struct {
+    Key key;
     uint8_t used, fill_checksums, set_src;
     uint8_t listed;     /* in the dirty list (at most once, whatever entry the slot holds) */
     uint8_t dst_mac[6], src_mac[6];
@@ -119,14 +124,22 @@ static uint16_t tcp_csum(const unsigned char *f, Py_ssize_t n)
     return csum_without(sum % 0xFFFF, be16(f + TCP_CSUM));
 }
 
+/* The flow of a fast-shape frame that came in on in_port. */
+static inline Key key_of(int in_port, const unsigned char *f)
+{
+    Key k = {be32(f + IP_SRC), be32(f + IP_DST), be16(f + TCP), be16(f + TCP + 2),
+             (uint16_t)in_port};
+    return k;
+}
+
 /* The key's 112 bits mixed so that every bit moves every bit of the result (a multiply alone
  * leaves the low bits depending on the low bits only: flows whose ports differ by a multiple of
  * the table size would share a slot). The final steps are MurmurHash3's 64-bit finalizer. */
-static inline uint32_t slot_hash(uint16_t in_port, uint32_t src, uint32_t dst, uint16_t sport,
-                                 uint16_t dport)
+static inline uint32_t key_hash(const Key *k)
 {
-    uint64_t h = ((uint64_t)src << 32 | dst) ^
-                 (((uint64_t)sport << 32 | (uint64_t)dport << 16 | in_port) * 0x9E3779B97F4A7C15ull);
+    uint64_t h = ((uint64_t)k->src << 32 | k->dst) ^
+                 (((uint64_t)k->sport << 32 | (uint64_t)k->dport << 16 | k->in_port)
+                  * 0x9E3779B97F4A7C15ull);
     h ^= h >> 33;
     h *= 0xFF51AFD7ED558CCDull;
     h ^= h >> 33;
@@ -135,24 +148,25 @@ static inline uint32_t slot_hash(uint16_t in_port, uint32_t src, uint32_t dst, u
     return (uint32_t)h;
 }
 
-static inline int slot_is(const Slot *s, uint16_t in_port, uint32_t src, uint32_t dst,
-                          uint16_t sport, uint16_t dport)
+/* The slot holding k among the PROBES from its hash h, or NULL. */
+static Slot *find(FlowCache *c, const Key *k, uint32_t h)
 {
-    return s->used && s->src == src && s->dst == dst && s->sport == sport &&
-           s->dport == dport && s->in_port == in_port;
-}
-
-static Slot *find(FlowCache *c, uint16_t in_port, const unsigned char *f)
-{
-    uint32_t src = be32(f + IP_SRC), dst = be32(f + IP_DST);
-    uint16_t sport = be16(f + TCP), dport = be16(f + TCP + 2);
-    uint32_t h = slot_hash(in_port, src, dst, sport, dport);
     for (uint32_t i = 0; i < PROBES; i++) {
         Slot *s = &c->slots[(h + i) & c->mask];
-        if (slot_is(s, in_port, src, dst, sport, dport))
+        if (s->used && s->key.src == k->src && s->key.dst == k->dst &&
+            s->key.sport == k->sport && s->key.dport == k->dport &&
+            s->key.in_port == k->in_port)
             return s;
     }
     return NULL;
+}
+
+/* Whether a frame from in_port can be cached at all (insert and admit): the CPU port's frames
+ * start with packet_out, another parser state. */
+static int cacheable(const FlowCache *c, int in_port, PyObject *frame)
+{
+    return in_port != c->cpu_port &&
+           fast_shape((const unsigned char *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame));
 }
 
 /* (record, packets, bytes) of a slot's counts since the last drain. */
@@ -274,7 +288,8 @@ static PyObject *FlowCache_run(FlowCache *c, PyObject *const *args, Py_ssize_t n
         Py_ssize_t len = PyBytes_GET_SIZE(frame);
         if (!fast_shape(f, len))
             break;
-        Slot *s = find(c, (uint16_t)in_port, f);
+        Key k = key_of(in_port, f);
+        Slot *s = find(c, &k, key_hash(&k));
         if (s == NULL)
             break;
         int rc = forward(c, s, frame, out);
@@ -322,18 +337,11 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
     if (fill && (mac_arg(args[4], dst_mac, "dst_mac") < 0 ||
                  (set_src && mac_arg(args[5], src_mac, "src_mac") < 0)))
         return NULL;
-    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    if (in_port == c->cpu_port || !fast_shape(f, PyBytes_GET_SIZE(args[1])))
+    if (!cacheable(c, in_port, args[1]))
         Py_RETURN_FALSE;
-    uint32_t src = be32(f + IP_SRC), dst = be32(f + IP_DST);
-    uint16_t sport = be16(f + TCP), dport = be16(f + TCP + 2);
-    uint32_t h = slot_hash((uint16_t)in_port, src, dst, sport, dport);
-    Slot *s = NULL;
-    for (uint32_t i = 0; i < PROBES && s == NULL; i++) {
-        Slot *t = &c->slots[(h + i) & c->mask];
-        if (slot_is(t, (uint16_t)in_port, src, dst, sport, dport))
-            s = t;
-    }
+    Key k = key_of(in_port, (const unsigned char *)PyBytes_AS_STRING(args[1]));
+    uint32_t h = key_hash(&k);
+    Slot *s = find(c, &k, h);
     for (uint32_t i = 0; i < PROBES && s == NULL; i++) {
         Slot *t = &c->slots[(h + i) & c->mask];
         if (!t->used)
@@ -358,11 +366,7 @@ static PyObject *FlowCache_insert(FlowCache *c, PyObject *const *args, Py_ssize_
         s->packets = s->bytes = 0;
     }
     release(c, s);
-    s->src = src;
-    s->dst = dst;
-    s->sport = sport;
-    s->dport = dport;
-    s->in_port = (uint16_t)in_port;
+    s->key = k;
     s->fill_checksums = (uint8_t)fill;
     s->set_src = (uint8_t)set_src;
     memcpy(s->dst_mac, dst_mac, 6);
@@ -396,11 +400,10 @@ static PyObject *FlowCache_admit(FlowCache *c, PyObject *const *args, Py_ssize_t
     int in_port = port_arg(args[0], "in_port");
     if (in_port < 0)
         return NULL;
-    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    if (in_port == c->cpu_port || !fast_shape(f, PyBytes_GET_SIZE(args[1])))
+    if (!cacheable(c, in_port, args[1]))
         Py_RETURN_FALSE;
-    uint32_t h = slot_hash((uint16_t)in_port, be32(f + IP_SRC), be32(f + IP_DST), be16(f + TCP),
-                           be16(f + TCP + 2)) | 1;  /* never 0, the empty mark */
+    Key k = key_of(in_port, (const unsigned char *)PyBytes_AS_STRING(args[1]));
+    uint32_t h = key_hash(&k) | 1;  /* never 0, the empty mark */
     uint32_t *set = &c->seen[(h >> 8) & c->mask & ~3u];
     for (int i = 0; i < 4; i++)
         if (set[i] == h)
