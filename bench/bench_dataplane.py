@@ -30,7 +30,6 @@ import os
 import platform
 import pstats
 import random
-import struct
 import subprocess
 import sys
 import time
@@ -45,7 +44,6 @@ from scapy.packet import Raw
 from p4mtcp import accel
 from p4mtcp.dataplane.device import Device
 from p4mtcp.dataplane.nic import FLUSH_EVERY
-from p4mtcp.hashing import ones_sum_py
 from p4mtcp.p4info import P4Schema
 from p4mtcp.p4src import P4INFO
 
@@ -107,21 +105,10 @@ def frames(direction: str, frame_len: int) -> list[tuple[int, bytes]]:
 def new_flows(n: int) -> list[tuple[int, bytes]]:
     """n receive frames of n different flows (source address and port vary, checksums valid):
     a flood of new flows, each frame its flow's first in a pass."""
-    template = bytearray(frames("receive", 64)[0][1])
-    src_at, sport_at, ip_csum_at, tcp_csum_at = 26, 34, 24, 50
-    out = []
-    for i in range(n):
-        f = bytearray(template)
-        struct.pack_into("!I", f, src_at, 0x0B000000 + i)
-        struct.pack_into("!H", f, sport_at, 1024 + i % 60000)
-        f[ip_csum_at:ip_csum_at + 2] = f[tcp_csum_at:tcp_csum_at + 2] = b"\0\0"
-        struct.pack_into("!H", f, ip_csum_at, ~ones_sum_py(bytes(f[14:34])) & 0xFFFF)
-        src, dst = struct.unpack_from("!II", f, src_at)
-        pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + 6 + len(f) - 34
-        struct.pack_into("!H", f, tcp_csum_at, ~(ones_sum_py(bytes(f[34:]), pseudo) or 0xFFFF)
-                         & 0xFFFF)
-        out.append((NET, bytes(f)))
-    return out
+    from test_dataplane_pipeline import with_flow
+
+    template = frames("receive", 64)[0][1]
+    return [(NET, with_flow(template, 0x0B000000 + i, 1024 + i % 60000)) for i in range(n)]
 
 
 def run(dev: Device, batch: list[tuple[int, bytes]], seconds: float,
