@@ -12,8 +12,8 @@ from p4mtcp.p4src import P4INFO
 class DpNic:
     """The embedded NIC with the packaged program installed, programmed by table name."""
 
-    def __init__(self, cpu_port: int = 255):
-        self.device = Device(cpu_port=cpu_port)
+    def __init__(self, cpu_port: int = 255, flow_cache: bool = True):
+        self.device = Device(cpu_port=cpu_port, flow_cache=flow_cache)
         self.device.set_pipeline(P4Schema.from_file(P4INFO).p4info, b"")
         self.schema = self.device.schema
 

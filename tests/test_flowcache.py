@@ -17,18 +17,15 @@ import random
 import struct
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Raw
 
-from conftest import P4INFO
+from conftest import DpNic
 from p4mtcp.dataplane import flowcache
 from p4mtcp.dataplane import pipeline as pl
-from p4mtcp.dataplane.device import Device
 from p4mtcp.hashing import ones_sum_py
-from p4mtcp.p4info import P4Schema
 from test_dataplane_pipeline import (CORE0, CPU, GW_IP, LOCAL_IP, LOCAL_MAC, NET, PEER_IP,
-                                     PEER_MAC, configure, ip4, mac, rx_frame, tx_frame)
+                                     PEER_MAC, configure, ip4, rx_frame, tx_frame)
 
 pytestmark = pytest.mark.skipif(
     flowcache.FlowCache is None,
@@ -40,13 +37,11 @@ NO_NEIGHBOR_IP = "10.0.0.77"   # on-link, no neighbour entry: to the CPU
 STEERED = (PEER_IP, 41000)     # the flow with a flow_steer entry (direct counter)
 
 
-class Nic:
-    """A Device with the packaged program and the test's entries, programmed by table name."""
+class Nic(DpNic):
+    """The embedded NIC with the packaged program and the test's entries."""
 
     def __init__(self, flow_cache: bool):
-        self.device = Device(cpu_port=CPU, flow_cache=flow_cache)
-        self.device.set_pipeline(P4Schema.from_file(P4INFO).p4info, b"")
-        self.schema = self.device.schema
+        super().__init__(cpu_port=CPU, flow_cache=flow_cache)
         configure(self)
         self.add("port_role", (NET2,), "set_network_port")
         self.add("ipv4_lpm", ((ip4("192.168.7.0"), 24),), "set_next_hop", 0, NET2)
@@ -57,10 +52,6 @@ class Nic:
     @property
     def tables(self):
         return self.device.pipeline.tables
-
-    def add(self, table: str, key: tuple, action: str, *params: int) -> None:
-        self.tables[f"NicIngress.{table}"].insert(key, 0, self.schema.action(f"NicIngress.{action}"),
-                                                  params)
 
     def batch(self, port: int, frames: list[bytes]) -> dict[int, list[bytes]]:
         out: dict[int, list[bytes]] = {}
